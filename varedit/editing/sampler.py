@@ -1,0 +1,293 @@
+"""The masked next-scale sampler: one tensor-level function behind every task.
+
+Generation, inpainting, outpainting, class edits and restoration differ only in *which token cells
+are known* at each scale and *where the known tokens come from*:
+
+* nothing known                     -> class-conditional generation (the official sampler);
+* known cells with given tokens     -> the official notebook method (``open loop``);
+* known cells re-quantised from a real latent minus the current reconstruction -> ``closed loop``:
+  generated neighbours change f_hat inside the kept region (bicubic upsampling of coarse cells),
+  and re-quantising the residual there lets the kept cells compensate instead of drifting.
+
+At every scale *all* cells are sampled first and the known ones are overwritten afterwards, so the
+random stream is the same as in plain generation: an all-unknown edit equals ``generate`` for the same
+generator, and an all-known closed-loop edit reproduces the tokeniser bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..models.var import VAR
+from ..models.vqvae import VQVAE
+
+ScaleCallback = Callable[["ScaleState"], None]
+
+
+@dataclass
+class Known:
+    """What is known about the image, per scale.
+
+    keep_per_scale: bool (B or 1, pn*pn) per scale, True = the cell is forced, not sampled.
+    idx_per_scale:  open loop: the tokens to force (e.g. the input's tokenisation).
+    f_BChw:         closed loop: the real latent (B, Cvae, h, w) the forced cells must explain.
+    pool_w_per_scale: closed loop: per scale, a (B or 1, 1, h, w) weight of latent cells that may be
+                    read when pooling the residual onto that scale's grid (1 = trusted/known, 0 = hole);
+                    None for a scale means "all cells" (the tokeniser's plain area pooling).
+    """
+
+    keep_per_scale: list[torch.Tensor]
+    idx_per_scale: list[torch.Tensor] | None = None
+    f_BChw: torch.Tensor | None = None
+    pool_w_per_scale: list[torch.Tensor | None] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.idx_per_scale is None) == (self.f_BChw is None):
+            raise ValueError("Known needs exactly one of idx_per_scale (open loop) or f_BChw (closed loop)")
+
+
+@dataclass
+class ScaleState:
+    """Handed to the per-scale callback after each scale."""
+
+    si: int
+    num_scales: int
+    idx_Bl: torch.Tensor
+    f_hat_BChw: torch.Tensor
+    vae: VQVAE
+
+    def preview(self) -> torch.Tensor:
+        """Decode the current f_hat: a coarse-to-fine preview in [0, 1], (B, 3, H, W)."""
+        with torch.no_grad():
+            return self.vae.fhat_to_img(self.f_hat_BChw).add(1).mul(0.5)
+
+
+@dataclass
+class SampleResult:
+    idx_per_scale: list[torch.Tensor]        # tokens used, (B, pn*pn) per scale
+    sampled_idx_per_scale: list[torch.Tensor]  # the model's own choices before forcing
+    fhat_per_scale: list[torch.Tensor]       # f_hat after each scale
+    img_B3HW: torch.Tensor | None            # decoded image in [0, 1]
+    logprob_B: torch.Tensor                  # mean log-likelihood of the sampled (not forced) tokens
+    logits_per_scale: list[torch.Tensor] = field(default_factory=list)  # guided logits (record_logits)
+
+
+def filter_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Mask (in place, to -inf) logits outside the top-k and outside the top-p nucleus (official rule)."""
+    V = logits_BlV.shape[-1]
+    if 0 < top_k < V:
+        kth = logits_BlV.topk(top_k, largest=True, sorted=False, dim=-1)[0].amin(dim=-1, keepdim=True)
+        logits_BlV.masked_fill_(logits_BlV < kth, -torch.inf)
+    if top_p > 0:
+        sorted_logits, sorted_idx = logits_BlV.sort(dim=-1, descending=False)
+        remove = sorted_logits.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)
+        remove[..., -1:] = False
+        logits_BlV.masked_fill_(remove.scatter(sorted_idx.ndim - 1, sorted_idx, remove), -torch.inf)
+    return logits_BlV
+
+
+def sample_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    B, l, V = logits_BlV.shape
+    probs = logits_BlV.softmax(dim=-1).view(-1, V)
+    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
+
+
+def gumbel_soft(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
+    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+    return ((logits + gumbels) / tau).softmax(dim=-1)
+
+
+def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str = "linear") -> float:
+    """Official: t = cfg * si / (SN - 1), so the first scale is purely conditional."""
+    if schedule == "linear":
+        return cfg * si / (num_scales - 1)
+    if schedule == "constant":
+        return cfg
+    raise ValueError(f"unknown guidance schedule {schedule!r} (linear, constant)")
+
+
+def _pool(x_BChw: torch.Tensor, pn: int, w: torch.Tensor | None, last: bool) -> torch.Tensor:
+    if last:
+        return x_BChw
+    if w is None:
+        return F.interpolate(x_BChw, size=(pn, pn), mode="area")
+    num = F.interpolate(x_BChw * w, size=(pn, pn), mode="area")
+    den = F.interpolate(w.expand(x_BChw.shape[0], 1, -1, -1), size=(pn, pn), mode="area")
+    return num / den.clamp_min(1e-8)
+
+
+@torch.no_grad()
+def masked_sample(
+    var: VAR,
+    vae: VQVAE,
+    label_B: torch.Tensor,
+    *,
+    known: Known | None = None,
+    cfg: float = 1.5,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    more_smooth: bool = False,
+    generator: torch.Generator | None = None,
+    guidance: str = "linear",
+    callback: ScaleCallback | None = None,
+    decode: bool = True,
+    record_logits: bool = False,
+) -> SampleResult:
+    """Masked next-scale prediction.
+
+    Args:
+        var, vae: the transformer and the VQVAE (same vocabulary and scale list).
+        label_B: (B,) class indices; ``var.num_classes`` is the null class (unconditional).
+            Guidance always contrasts the label with the null class (rows [:B] conditional, [B:] null).
+        known: which cells are forced at each scale and how (see :class:`Known`); None = generate.
+        cfg, guidance: guidance scale and schedule ("linear" = official ramp from 0, "constant").
+        top_k, top_p: sampling filters (top_k=1 is greedy); more_smooth: Gumbel-softmax blending of
+            code embeddings (the official "more_smooth" option, for nicer pictures, not for metrics).
+        generator: the only source of randomness (CPU generator for CPU models).
+        callback: called after each scale with a :class:`ScaleState` (progress, previews).
+        decode: decode the final f_hat to an image.
+
+    Returns: a :class:`SampleResult`.
+    """
+    pns = var.patch_nums
+    SN = len(pns)
+    if tuple(vae.patch_nums) != tuple(pns):
+        raise ValueError(f"VQVAE scales {vae.patch_nums} differ from VAR scales {pns}")
+    B = label_B.shape[0]
+    device = label_B.device
+    quant = vae.quantize
+    HW = pns[-1]
+
+    cond_BD, cond_in = var.cond(torch.cat((label_B, torch.full_like(label_B, var.num_classes)), dim=0))
+    ada = var.ada_cache(cond_in)
+    lvl_pos = var.lvl_pos()
+    x_BlC = (cond_BD.unsqueeze(1).expand(2 * B, var.first_l, -1) + var.pos_start.expand(2 * B, var.first_l, -1)
+             + lvl_pos[:, :var.first_l])
+
+    f_hat = cond_BD.new_zeros(B, var.Cvae, HW, HW)
+    f_rest = known.f_BChw.float().clone() if (known is not None and known.f_BChw is not None) else None
+    out_idx, out_sampled, out_fhat, out_logits = [], [], [], []
+    logp_sum = torch.zeros(B, device=device)
+    logp_cnt = torch.zeros(B, device=device)
+    cur_L = 0
+    var.kv_caching(True)
+    try:
+        for si, pn in enumerate(pns):
+            ratio = si / (SN - 1)
+            cur_L += pn * pn
+            logits_2BlV = var.step(x_BlC, cond_BD, cond_in, ada)
+            t = guidance_weight(cfg, si, SN, guidance)
+            logits_BlV = (1 + t) * logits_2BlV[:B] - t * logits_2BlV[B:]
+            if record_logits:
+                out_logits.append(logits_BlV.clone())
+            logprobs_BlV = logits_BlV.log_softmax(dim=-1)
+            filter_top_k_top_p_(logits_BlV, top_k, top_p)
+            idx_Bl = sample_tokens(logits_BlV, generator)
+            if more_smooth:
+                gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)  # MaskGIT-style annealing, as official
+                h_BlC = gumbel_soft(logits_BlV.mul(1 + ratio), gum_t, generator) @ quant.embedding.weight.unsqueeze(0)
+            else:
+                h_BlC = quant.embedding(idx_Bl)
+            sampled = idx_Bl
+            if known is not None:
+                keep_Bl = known.keep_per_scale[si].to(device).expand(B, -1)
+                if known.idx_per_scale is not None:
+                    forced_Bl = known.idx_per_scale[si].to(device)
+                else:
+                    w = known.pool_w_per_scale[si] if known.pool_w_per_scale is not None else None
+                    z_BChw = _pool(f_rest, pn, w, si == SN - 1)
+                    forced_Bl = quant.nearest_code(z_BChw.permute(0, 2, 3, 1).reshape(-1, var.Cvae)).view(B, -1)
+                idx_Bl = torch.where(keep_Bl, forced_Bl, idx_Bl)
+                h_BlC = torch.where(keep_Bl.unsqueeze(-1), quant.embedding(forced_Bl), h_BlC)
+                free_Bl = ~keep_Bl
+            else:
+                free_Bl = torch.ones_like(idx_Bl, dtype=torch.bool)
+            lp = logprobs_BlV.gather(-1, idx_Bl.unsqueeze(-1)).squeeze(-1)
+            logp_sum += (lp * free_Bl).sum(dim=1)
+            logp_cnt += free_Bl.sum(dim=1)
+
+            h_BChw = h_BlC.transpose(1, 2).reshape(B, var.Cvae, pn, pn)
+            if f_rest is not None:
+                # the same arithmetic as the tokeniser, so an all-known edit reproduces it exactly
+                contrib = quant.embed_map_to_last(si, h_BChw, HW, HW, SN)
+                f_hat = f_hat + contrib
+                f_rest.sub_(contrib)
+                nxt = F.interpolate(f_hat, size=(pns[si + 1],) * 2, mode="area") if si < SN - 1 else f_hat
+            else:
+                f_hat, nxt = quant.next_ar_input(si, f_hat, h_BChw)
+            out_idx.append(idx_Bl)
+            out_sampled.append(sampled)
+            out_fhat.append(f_hat)
+            if callback is not None:
+                callback(ScaleState(si, SN, idx_Bl, f_hat, vae))
+            if si != SN - 1:
+                nxt_BlC = nxt.view(B, var.Cvae, -1).transpose(1, 2)
+                x_BlC = var.word_embed(nxt_BlC) + lvl_pos[:, cur_L:cur_L + pns[si + 1] ** 2]
+                x_BlC = x_BlC.repeat(2, 1, 1)
+    finally:
+        var.kv_caching(False)
+    img = vae.fhat_to_img(f_hat).add(1).mul(0.5) if decode else None
+    return SampleResult(out_idx, out_sampled, out_fhat, img, logp_sum / logp_cnt.clamp_min(1), out_logits)
+
+
+def official_keep_per_scale(keep_last_hw: torch.Tensor, patch_nums: tuple[int, ...]) -> list[torch.Tensor]:
+    """The notebook's mask mapping: keep mask (True = keep) on the last token grid, resized bilinearly
+    (align_corners=False) and thresholded at > 0.5 per scale; scales of at most 3 tokens are kept whole.
+
+    keep_last_hw: (h, w) or (B, h, w) bool. Returns per scale a bool (B or 1, pn*pn).
+    """
+    m = keep_last_hw.float()
+    if m.ndim == 2:
+        m = m[None]
+    m = m[:, None]
+    out = []
+    for pn in patch_nums:
+        if pn * pn <= 3:
+            out.append(torch.ones(m.shape[0], pn * pn, dtype=torch.bool, device=m.device))
+        else:
+            r = F.interpolate(m, size=(pn, pn), mode="bilinear", align_corners=False) > 0.5
+            out.append(r.reshape(m.shape[0], pn * pn))
+    return out
+
+
+def coverage_keep_per_scale(known_latent: torch.Tensor, patch_nums: tuple[int, ...], threshold: float = 1.0,
+                            keep_first: int = 0) -> list[torch.Tensor]:
+    """Area-coverage mask mapping: a cell at scale pn is kept when the fraction of known latent cells
+    under it is >= ``threshold`` (1.0: only cells entirely outside the hole, so every hole cell is
+    regenerated at every scale).  The first ``keep_first`` scales are kept whole.
+
+    known_latent: (B, h, w) or (h, w) float/bool, 1 = known latent cell.
+    """
+    k = known_latent.float()
+    if k.ndim == 2:
+        k = k[None]
+    k = k[:, None]
+    out = []
+    for si, pn in enumerate(patch_nums):
+        if si < keep_first:
+            out.append(torch.ones(k.shape[0], pn * pn, dtype=torch.bool, device=k.device))
+            continue
+        cov = F.interpolate(k, size=(pn, pn), mode="area")
+        out.append((cov >= threshold - 1e-6).reshape(k.shape[0], pn * pn))
+    return out
+
+
+def new_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
+    """A generator for ``seed``; with no seed, a fresh random seed is drawn and returned (so a run can
+    always be reproduced from what it reports)."""
+    if seed is None:
+        import secrets
+        seed = secrets.randbelow(2 ** 31)
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(int(seed))
+    return g, int(seed)
+
+
+__all__ = [
+    "Known", "ScaleState", "SampleResult", "masked_sample", "official_keep_per_scale",
+    "coverage_keep_per_scale", "filter_top_k_top_p_", "guidance_weight", "new_generator",
+]
+
