@@ -387,5 +387,5 @@ class VQVAE(nn.Module):
         key = "quantize.ema_vocab_hit_SV"
         if key in state_dict and state_dict[key].shape != self.quantize.ema_vocab_hit_SV.shape:
             state_dict = dict(state_dict)
-            state_dict[key] = self.quantize.ema_vocab_hit_SV.detach().clone()
+            state_dict[key] = torch.zeros(self.quantize.ema_vocab_hit_SV.shape)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -1,0 +1,45 @@
+"""Class names: ImageNet's 1000 (shipped with the package) or a model's own list."""
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from importlib import resources
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[tuple[str, ...], ...]:
+    """The 1000 ImageNet classes in the official label order, each as its tuple of synonyms."""
+    data = json.loads(resources.files("varedit").joinpath("assets/imagenet_classes.json").read_text())
+    return tuple(tuple(c["names"]) for c in sorted(data, key=lambda c: c["index"]))
+
+
+class ClassError(ValueError):
+    pass
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.lower().replace("_", " ").replace("-", " ").split())
+
+
+def resolve_class(spec: int | str, names: tuple[tuple[str, ...], ...] | None, num_classes: int) -> int:
+    """A class index from an index or a name (any synonym, case-insensitive; a unique prefix is fine)."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().lstrip("-").isdigit()):
+        i = int(spec)
+        if not 0 <= i < num_classes:
+            raise ClassError(f"class index {i} is out of range 0..{num_classes - 1}")
+        return i
+    if not names:
+        raise ClassError(f"this model has no class names: give a class index 0..{num_classes - 1}")
+    q = _norm(str(spec))
+    table = {_norm(n): i for i, syn in enumerate(names) for n in syn}
+    if q in table:
+        return table[q]
+    pref = sorted({i for n, i in table.items() if n.startswith(q)})
+    if len(pref) == 1:
+        return pref[0]
+    close = difflib.get_close_matches(q, list(table), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    if len(pref) > 1:
+        hint = f"; it matches {len(pref)} classes, e.g. {names[pref[0]][0]!r}, {names[pref[1]][0]!r}"
+    raise ClassError(f"unknown class {spec!r}{hint}")

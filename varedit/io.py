@@ -1,0 +1,44 @@
+"""Atomic file writes: an output appears complete or not at all, and inputs are never overwritten."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from PIL import Image
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it into place."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def save_image(img: Image.Image, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Save a PIL image atomically; the format follows the suffix (PNG when there is none)."""
+    p = Path(path)
+    fmt = Image.registered_extensions().get(p.suffix.lower(), "PNG")
+    if fmt == "JPEG" and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    return atomic_write_with(p, lambda f: img.save(f, format=fmt, **kwargs))
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+    return atomic_write_with(path, lambda f: f.write(data))

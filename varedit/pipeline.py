@@ -1,0 +1,190 @@
+"""The Python API: a pipeline holds a VAR + VQVAE pair and runs the tasks.
+
+    from varedit import VarEditPipeline
+    pipe = VarEditPipeline.from_pretrained("demo")          # or "var-d16", or a path
+    out = pipe.generate("circle", n=4, seed=0)
+    out.images[0].save("circle.png")
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from .classes import imagenet_classes, resolve_class
+from .editing.sampler import ScaleCallback, masked_sample, new_generator
+from .models.var import VAR
+from .models.vqvae import VQVAE
+from .registry import (DEFAULT_MODEL, PRESETS, VAE_FILE, WeightsError, get_preset, load_file, load_official,
+                       load_self_describing, read_weights)
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked, but no CUDA GPU is usable here (use --device auto or cpu)")
+    return d
+
+
+@dataclass
+class SamplingOptions:
+    """Sampling settings; the defaults are the official demo's (cfg 4, top-k 900, top-p 0.95)."""
+
+    cfg: float = 4.0
+    top_k: int = 900
+    top_p: float = 0.95
+    more_smooth: bool = False
+    guidance: str = "linear"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(cfg=self.cfg, top_k=self.top_k, top_p=self.top_p, more_smooth=self.more_smooth,
+                    guidance=self.guidance)
+
+
+@dataclass
+class GenerateOutput:
+    images: list[Any]                    # PIL images, or HxWx3 float arrays in [0, 1] (output_type='np')
+    labels: list[int]
+    seed: int
+    tensors: torch.Tensor | None = None  # (n, 3, H, W) in [0, 1]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def to_pil(img_B3HW_01: torch.Tensor) -> list[Image.Image]:
+    arr = (img_B3HW_01.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+    return [Image.fromarray(a) for a in arr]
+
+
+class VarEditPipeline:
+    """A VAR transformer and its VQVAE on one device, with class names and default settings."""
+
+    def __init__(self, var: VAR, vae: VQVAE, *, device: str | torch.device = "cpu", name: str = "custom",
+                 class_names: Sequence[Sequence[str]] | None = None, defaults: SamplingOptions | None = None):
+        self.device = torch.device(device)
+        self.var = var.to(self.device).eval()
+        self.vae = vae.to(self.device).eval()
+        self.name = name
+        if class_names is None and var.num_classes == 1000:
+            class_names = imagenet_classes()
+        self.class_names = tuple(tuple(c) if not isinstance(c, str) else (c,) for c in class_names) \
+            if class_names else None
+        self.defaults = defaults or SamplingOptions()
+        if self.device.type == "cuda":
+            var.use_fused_attention(True)
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device = "auto",
+                        vae_path: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
+                        num_heads: int | None = None, local_files_only: bool | None = None) -> "VarEditPipeline":
+        """Load a preset name (``demo``, ``var-d16`` ...), a self-describing varedit file, or an official
+        VAR state dict (its VQVAE from ``vae_path`` or ``vae_ch160v4096z32.pth`` beside it)."""
+        dev = pick_device(device)
+        p = Path(model)
+        if str(model).lower().replace("_", "-") in PRESETS and not p.exists():
+            preset = get_preset(str(model))
+            if preset.bundled is not None:
+                if not preset.bundled.is_file():
+                    raise WeightsError(f"the bundled {preset.name} model is missing from the installation "
+                                       f"({preset.bundled})")
+                return cls._from_self_describing(preset.bundled, dev, preset.name)
+            from .hub import resolve_files
+            files = resolve_files(preset, weights_dir=weights_dir, local_files_only=local_files_only)
+            var, vae = load_official(files[preset.var_file], files[preset.vae_file], preset=preset,
+                                     num_heads=num_heads, device=dev)
+            return cls(var, vae, device=dev, name=preset.name)
+        if p.is_dir():
+            raise WeightsError(f"{p} is a folder: give a preset name or a weights file (use --weights-dir for a "
+                               f"folder of official files)")
+        if not p.is_file():
+            from .registry import get_preset as _gp
+            _gp(str(model))  # raises with a suggestion for a mistyped preset
+        obj = read_weights(p)
+        if obj.get("format") == "varedit":
+            return cls._from_self_describing(p, dev, p.stem, obj)
+        vae_file = Path(vae_path) if vae_path else p.parent / VAE_FILE
+        if not vae_file.is_file():
+            raise WeightsError(f"{p.name} needs its VQVAE: pass --vae PATH (looked for {vae_file})")
+        var, vae = load_official(p, vae_file, num_heads=num_heads, device=dev)
+        return cls(var, vae, device=dev, name=p.stem)
+
+    @classmethod
+    def _from_self_describing(cls, path: Path, dev: torch.device, name: str,
+                              obj: dict[str, Any] | None = None) -> "VarEditPipeline":
+        obj = obj if obj is not None else read_weights(path)
+        var, vae = load_self_describing(obj, path.name, dev)
+        if var is None or vae is None:
+            raise WeightsError(f"{path.name} holds only the {'VQVAE' if var is None else 'VAR'}; a pipeline needs both")
+        meta = obj.get("meta", {})
+        defaults = SamplingOptions(**meta["sampling"]) if "sampling" in meta else None
+        return cls(var, vae, device=dev, name=name, class_names=meta.get("class_names"), defaults=defaults)
+
+    @classmethod
+    def from_files(cls, var_path: str | os.PathLike, vae_path: str | os.PathLike | None = None, *,
+                   device: str | torch.device = "auto") -> "VarEditPipeline":
+        if vae_path is None:
+            var, vae = load_file(var_path, pick_device(device))
+            if var is None or vae is None:
+                raise WeightsError("one file with both models, or a VAR file and its VQVAE file, is needed")
+            return cls(var, vae, device=pick_device(device), name=Path(var_path).stem)
+        return cls.from_pretrained(var_path, vae_path=vae_path, device=device)
+
+    # -- facts -----------------------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.vae.image_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.var.num_classes
+
+    def class_index(self, spec: int | str) -> int:
+        return resolve_class(spec, self.class_names, self.num_classes)
+
+    def class_name(self, i: int) -> str:
+        return self.class_names[i][0] if self.class_names and 0 <= i < len(self.class_names) else str(i)
+
+    def options(self, **overrides: Any) -> SamplingOptions:
+        d = self.defaults.as_dict()
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return SamplingOptions(**d)
+
+    # -- tasks -----------------------------------------------------------------------------------------
+    def generate(self, class_: int | str | Sequence[int | str] | None = None, *, n: int = 1, seed: int | None = None,
+                 batch_size: int = 8, callback: ScaleCallback | None = None, output_type: str = "pil",
+                 **sampling: Any) -> GenerateOutput:
+        """Class-conditional sampling. ``class_`` is an index, a name, a list of them (one per image), or
+        None for unconditional (the null class). Extra keywords: cfg, top_k, top_p, more_smooth, guidance."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        opts = self.options(**sampling)
+        if class_ is None:
+            labels = [self.num_classes] * n
+        elif isinstance(class_, (list, tuple)):
+            labels = [self.class_index(c) for c in class_]
+            n = len(labels)
+        else:
+            labels = [self.class_index(class_)] * n
+        gen, seed = new_generator(seed, self.device)
+        imgs = []
+        for s in range(0, n, batch_size):
+            lab = torch.tensor(labels[s:s + batch_size], device=self.device)
+            r = masked_sample(self.var, self.vae, lab, generator=gen, callback=callback, **opts.as_dict())
+            imgs.append(r.img_B3HW.float().cpu())
+        t = torch.cat(imgs)
+        settings = {"task": "generate", "model": self.name, "seed": seed, "labels": labels, "n": n,
+                    "batch_size": batch_size, **opts.as_dict()}
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be pil, np or pt, not {output_type!r}")
+        images: list[Any] = [] if output_type == "pt" else (
+            to_pil(t) if output_type == "pil" else list(t.permute(0, 2, 3, 1).numpy()))
+        return GenerateOutput(images, labels, seed, t, settings)

@@ -1,0 +1,439 @@
+"""Named model presets and the one loading path for weights.
+
+* Official checkpoints (``vae_ch160v4096z32.pth``, ``var_d16.pth`` ...) are flat state dicts.  Their
+  configuration is inferred from the keys and shapes (depth, width, classes, vocabulary, shared AdaLN,
+  cosine attention, scale list), logged, and checked against the preset when one was asked for.
+* Models trained by varedit are saved *self-describing*: a dict with ``format = "varedit"`` and the
+  configuration beside the weights, so they load with no flags.
+
+Every file is read with ``torch.load(..., weights_only=True)``: a pickle that would run code is refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .models.var import VAR, VARConfig
+from .models.vqvae import VQVAE, VQVAEConfig
+
+log = logging.getLogger(__name__)
+
+HF_REPO = "FoundationVision/var"
+VAE_FILE = "vae_ch160v4096z32.pth"
+PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+KNOWN_PATCH_NUMS = (PATCH_NUMS_256, PATCH_NUMS_512)
+FORMAT = "varedit"
+FORMAT_VERSION = 1
+DEMO_FILE = Path(__file__).parent / "assets" / "demo" / "demo.pt"
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, corrupt, unsafe, or not the model that was asked for."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    image_size: int
+    patch_nums: tuple[int, ...]
+    var_file: str | None = None        # file in the Hugging Face repo (official presets)
+    vae_file: str | None = VAE_FILE
+    depth: int | None = None
+    shared_aln: bool = False
+    bundled: Path | None = None        # self-describing file shipped in the package
+
+    @property
+    def files(self) -> list[str]:
+        return [f for f in (self.vae_file, self.var_file) if f]
+
+    def var_config(self, num_heads: int | None = None) -> VARConfig:
+        if self.depth is None:
+            raise WeightsError(f"preset {self.name} has no fixed architecture")
+        d = self.depth
+        # the official rule: width = 64 * depth, heads = depth, drop path 0.1 * depth / 24
+        return VARConfig(depth=d, embed_dim=64 * d, num_heads=num_heads or d, num_classes=1000, vocab_size=4096,
+                         Cvae=32, shared_aln=self.shared_aln, attn_l2_norm=True, patch_nums=self.patch_nums,
+                         drop_path_rate=0.1 * d / 24)
+
+    def vae_config(self) -> VQVAEConfig:
+        return VQVAEConfig(vocab_size=4096, z_channels=32, ch=160, share_quant_resi=4, v_patch_nums=self.patch_nums)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("demo", "small model trained by varedit on its synthetic shapes (bundled, offline)", 128,
+               (1, 2, 3, 4, 6, 8), vae_file=None, bundled=DEMO_FILE),
+        Preset("var-d16", "official VAR d16, ImageNet 256 px (FID 3.30)", 256, PATCH_NUMS_256, "var_d16.pth", depth=16),
+        Preset("var-d20", "official VAR d20, ImageNet 256 px (FID 2.57)", 256, PATCH_NUMS_256, "var_d20.pth", depth=20),
+        Preset("var-d24", "official VAR d24, ImageNet 256 px (FID 2.09)", 256, PATCH_NUMS_256, "var_d24.pth", depth=24),
+        Preset("var-d30", "official VAR d30, ImageNet 256 px (FID 1.92)", 256, PATCH_NUMS_256, "var_d30.pth", depth=30),
+        Preset("var-d36", "official VAR d36, ImageNet 512 px (shared AdaLN)", 512, PATCH_NUMS_512, "var_d36.pth",
+               depth=36, shared_aln=True),
+    ]
+}
+DEFAULT_MODEL = "demo"
+
+
+def get_preset(name: str) -> Preset:
+    key = name.lower().replace("_", "-")
+    if key in PRESETS:
+        return PRESETS[key]
+    import difflib
+    close = difflib.get_close_matches(key, list(PRESETS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise WeightsError(f"unknown model {name!r}{hint}; presets: {', '.join(PRESETS)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# reading files
+# --------------------------------------------------------------------------------------------------
+def read_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with one clear error per failure kind."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weights file not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - classify and re-raise as one clear error
+        msg = str(e)
+        if "Weights only load failed" in msg or "Unsupported global" in msg or "unpickl" in msg.lower():
+            raise WeightsError(f"refused {p.name}: it is a pickle with objects other than weights (it could run "
+                               f"code); only plain state dicts are loaded") from None
+        if isinstance(e, (zipfile.BadZipFile, EOFError)) or "central directory" in msg or "failed finding" in msg \
+                or "PytorchStreamReader" in msg or "truncated" in msg.lower():
+            raise WeightsError(f"{p.name} is truncated or corrupt ({p.stat().st_size} bytes); download it again") \
+                from None
+        raise WeightsError(f"cannot read {p.name} as torch weights: {msg.splitlines()[0][:200]}") from None
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{p.name} holds a {type(obj).__name__}, not a state dict")
+    return dict(obj)
+
+
+def is_self_describing(obj: Mapping[str, Any]) -> bool:
+    return obj.get("format") == FORMAT
+
+
+def _state_dict(obj: Mapping[str, Any], name: str) -> dict[str, torch.Tensor]:
+    for wrapper in ("state_dict", "model", "trainer"):
+        # common wrappers around a state dict (e.g. the official trainer's checkpoints)
+        if wrapper in obj and isinstance(obj[wrapper], Mapping) and not isinstance(next(iter(obj.values())), torch.Tensor):
+            obj = obj[wrapper]
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not obj or bad:
+        raise WeightsError(f"{name} is not a state dict of tensors (e.g. key {bad[0] if bad else None!r})")
+    return dict(obj)
+
+
+# --------------------------------------------------------------------------------------------------
+# inferring configurations from official state dicts
+# --------------------------------------------------------------------------------------------------
+def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def infer_vqvae_config(sd: Mapping[str, torch.Tensor], patch_nums: tuple[int, ...] | None = None) -> VQVAEConfig:
+    if "quantize.embedding.weight" not in sd or "encoder.conv_in.weight" not in sd:
+        raise WeightsError("not a VQVAE state dict (no quantize.embedding.weight / encoder.conv_in.weight)")
+    V, Cvae = sd["quantize.embedding.weight"].shape
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    n_levels = _count(sd, r"encoder\.down\.(\d+)\.")
+    ch_mult = tuple(int(sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) // ch for i in range(n_levels))
+    nrb = _count(sd, r"encoder\.down\.0\.block\.(\d+)\.")
+    share = _count(sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\.")
+    SN = sd["quantize.ema_vocab_hit_SV"].shape[0] if "quantize.ema_vocab_hit_SV" in sd else None
+    if patch_nums is None:
+        matches = [p for p in KNOWN_PATCH_NUMS if len(p) == SN]
+        patch_nums = matches[0] if matches else PATCH_NUMS_256
+    return VQVAEConfig(
+        vocab_size=int(V), z_channels=int(Cvae), ch=int(ch), ch_mult=ch_mult, num_res_blocks=nrb,
+        quant_conv_ks=int(sd["quant_conv.weight"].shape[-1]), share_quant_resi=share,
+        using_sa=f"encoder.down.{n_levels - 1}.attn.0.qkv.weight" in sd,
+        using_mid_sa="encoder.mid.attn_1.qkv.weight" in sd, v_patch_nums=tuple(patch_nums))
+
+
+def candidate_patch_nums(L: int, SN: int, limit: int = 50) -> list[tuple[int, ...]]:
+    """Strictly increasing scale lists starting at 1 with SN scales and sum of squares L."""
+    out: list[tuple[int, ...]] = []
+
+    def dfs(prefix: list[int], rest: int) -> None:
+        if len(out) >= limit:
+            return
+        k = SN - len(prefix)
+        if k == 0:
+            if rest == 0:
+                out.append(tuple(prefix))
+            return
+        lo = prefix[-1] + 1
+        # the k remaining scales are at least lo, lo+1, ...: prune when even those do not fit
+        if sum((lo + j) ** 2 for j in range(k)) > rest:
+            return
+        x = lo
+        while x * x <= rest:
+            dfs(prefix + [x], rest - x * x)
+            x += 1
+
+    if SN >= 1 and L >= 1:
+        dfs([1], L - 1)
+    return out
+
+
+def _infer_patch_nums(L: int, SN: int) -> tuple[int, ...] | None:
+    for p in KNOWN_PATCH_NUMS:
+        if len(p) == SN and sum(x * x for x in p) == L:
+            return p
+    cands = candidate_patch_nums(L, SN, limit=2)
+    if len(cands) == 1:
+        log.info("scale list %s is the only one with %d scales and L=%d", list(cands[0]), SN, L)
+        return cands[0]
+    return None
+
+
+def infer_var_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None,
+                     patch_nums: tuple[int, ...] | None = None) -> VARConfig:
+    if "class_emb.weight" not in sd or "head.weight" not in sd:
+        raise WeightsError("not a VAR state dict (no class_emb.weight / head.weight)")
+    ncls1, C = sd["class_emb.weight"].shape
+    V = sd["head.weight"].shape[0]
+    Cvae = sd["word_embed.weight"].shape[1]
+    depth = _count(sd, r"blocks\.(\d+)\.")
+    shared = "shared_ada_lin.1.weight" in sd
+    l2 = "blocks.0.attn.scale_mul_1H11" in sd
+    if l2:
+        heads_in_file = int(sd["blocks.0.attn.scale_mul_1H11"].shape[1])
+        if num_heads is not None and num_heads != heads_in_file:
+            raise WeightsError(f"num_heads={num_heads} asked, but the file has {heads_in_file} heads")
+        num_heads = heads_in_file
+    elif num_heads is None:
+        num_heads = depth  # the official rule; not recorded in files without cosine attention
+    L = sd["pos_1LC"].shape[1]
+    SN = sd["lvl_embed.weight"].shape[0]
+    if patch_nums is None:
+        patch_nums = _infer_patch_nums(L, SN)
+        if patch_nums is None:
+            raise WeightsError(f"cannot infer the scale list (L={L}, {SN} scales): pass patch_nums")
+    elif sum(p * p for p in patch_nums) != L or len(patch_nums) != SN:
+        raise WeightsError(f"scale list {patch_nums} does not fit the file (L={L}, {SN} scales)")
+    mlp_ratio = sd["blocks.0.ffn.fc1.weight"].shape[0] / C
+    return VARConfig(depth=depth, embed_dim=int(C), num_heads=num_heads, num_classes=int(ncls1) - 1,
+                     vocab_size=int(V), Cvae=int(Cvae), mlp_ratio=mlp_ratio, shared_aln=shared, attn_l2_norm=l2,
+                     patch_nums=tuple(patch_nums))
+
+
+def configs_from_official_ctor(vqvae_ctor: Mapping[str, Any], var_ctor: Mapping[str, Any],
+                               vqvae_defaults: Mapping[str, Any] | None = None) -> tuple[VQVAEConfig, VARConfig]:
+    """Map the official constructors' arguments (``VQVAE(...)``, ``VAR(...)``) to varedit configs."""
+    v = {**(vqvae_defaults or {}), **vqvae_ctor}
+    vae_cfg = VQVAEConfig(
+        vocab_size=v["vocab_size"], z_channels=v["z_channels"], ch=v["ch"],
+        ch_mult=tuple(v.get("ch_mult", (1, 1, 2, 2, 4))), num_res_blocks=v.get("num_res_blocks", 2),
+        dropout=v.get("dropout", 0.0), beta=v.get("beta", 0.25), quant_conv_ks=v.get("quant_conv_ks", 3),
+        quant_resi=v.get("quant_resi", 0.5), share_quant_resi=v.get("share_quant_resi", 4),
+        using_sa=v.get("using_sa", True), using_mid_sa=v.get("using_mid_sa", True),
+        v_patch_nums=tuple(v.get("v_patch_nums", PATCH_NUMS_256)))
+    a = var_ctor
+    var_cfg = VARConfig(
+        depth=a.get("depth", 16), embed_dim=a.get("embed_dim", 1024), num_heads=a.get("num_heads", 16),
+        num_classes=a.get("num_classes", 1000), vocab_size=vae_cfg.vocab_size, Cvae=vae_cfg.z_channels,
+        mlp_ratio=a.get("mlp_ratio", 4.0), norm_eps=a.get("norm_eps", 1e-6), shared_aln=a.get("shared_aln", False),
+        attn_l2_norm=a.get("attn_l2_norm", False), cond_drop_rate=a.get("cond_drop_rate", 0.1),
+        drop_rate=a.get("drop_rate", 0.0), attn_drop_rate=a.get("attn_drop_rate", 0.0),
+        drop_path_rate=a.get("drop_path_rate", 0.0), patch_nums=tuple(a.get("patch_nums", PATCH_NUMS_256)))
+    return vae_cfg, var_cfg
+
+
+def describe_var(cfg: VARConfig) -> str:
+    return (f"depth {cfg.depth}, width {cfg.embed_dim}, {cfg.num_heads} heads, {cfg.num_classes} classes, "
+            f"vocab {cfg.vocab_size}, scales {list(cfg.patch_nums)}, shared AdaLN {cfg.shared_aln}, "
+            f"cosine attention {cfg.attn_l2_norm}")
+
+
+def describe_vqvae(cfg: VQVAEConfig) -> str:
+    return (f"vocab {cfg.vocab_size}, z {cfg.z_channels}, ch {cfg.ch}, ch_mult {list(cfg.ch_mult)}, "
+            f"{cfg.share_quant_resi} shared phi, scales {list(cfg.v_patch_nums)}")
+
+
+def check_state_dict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], name: str) -> None:
+    """Same keys and shapes as the model, or one error naming what differs."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in sd]
+    extra = [k for k in sd if k not in want]
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(want[k].shape)}" for k in want
+             if k in sd and tuple(sd[k].shape) != tuple(want[k].shape)
+             and k != "quantize.ema_vocab_hit_SV"]
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
+        raise WeightsError(f"{name} does not match the model: " + "; ".join(parts))
+
+
+# --------------------------------------------------------------------------------------------------
+# building
+# --------------------------------------------------------------------------------------------------
+def build_vqvae(cfg: VQVAEConfig, sd: Mapping[str, torch.Tensor] | None = None, name: str = "VQVAE",
+                device: str | torch.device = "cpu") -> VQVAE:
+    with torch.device("meta") if sd is not None else torch.device(device):
+        vae = VQVAE(cfg)
+    if sd is not None:
+        check_state_dict(vae, sd, name)
+        vae.load_state_dict(dict(sd), strict=True, assign=True)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def build_var(cfg: VARConfig, sd: Mapping[str, torch.Tensor] | None = None, name: str = "VAR",
+              device: str | torch.device = "cpu") -> VAR:
+    with torch.device("meta") if sd is not None else torch.device(device):
+        var = VAR(cfg)
+    if sd is not None:
+        check_state_dict(var, sd, name)
+        var.load_state_dict(dict(sd), strict=True, assign=True)
+    return var.to(device).eval().requires_grad_(False)
+
+
+def var_vae_consistent(var_cfg: VARConfig, vae_cfg: VQVAEConfig) -> None:
+    if var_cfg.vocab_size != vae_cfg.vocab_size or var_cfg.Cvae != vae_cfg.z_channels:
+        raise WeightsError(f"VAR (vocab {var_cfg.vocab_size}, Cvae {var_cfg.Cvae}) and VQVAE (vocab "
+                           f"{vae_cfg.vocab_size}, z {vae_cfg.z_channels}) do not belong together")
+
+
+def load_official(var_path: str | os.PathLike, vae_path: str | os.PathLike, *, preset: Preset | None = None,
+                  num_heads: int | None = None, patch_nums: tuple[int, ...] | None = None,
+                  device: str | torch.device = "cpu") -> tuple[VAR, VQVAE]:
+    """Load official-format state dicts (as released by FoundationVision), strictly."""
+    var_sd = _state_dict(read_weights(var_path), Path(var_path).name)
+    vae_sd = _state_dict(read_weights(vae_path), Path(vae_path).name)
+    if "class_emb.weight" not in var_sd and "class_emb.weight" in vae_sd:
+        raise WeightsError(f"the VAR and VQVAE files look swapped: {Path(var_path).name} is a VQVAE")
+    pn = patch_nums or (preset.patch_nums if preset else None)
+    var_cfg = infer_var_config(var_sd, num_heads=num_heads, patch_nums=pn)
+    vae_cfg = infer_vqvae_config(vae_sd, patch_nums=var_cfg.patch_nums)
+    if preset is not None and preset.depth is not None:
+        exp = preset.var_config(num_heads)
+        diffs = [f"{f} {getattr(var_cfg, f)} (expected {getattr(exp, f)})"
+                 for f in ("depth", "embed_dim", "num_classes", "vocab_size", "shared_aln")
+                 if getattr(var_cfg, f) != getattr(exp, f)]
+        if diffs:
+            raise WeightsError(f"{Path(var_path).name} is not {preset.name}: it has " + ", ".join(diffs))
+        if not var_cfg.attn_l2_norm:
+            log.warning("%s has no cosine-attention scales: loading it with plain scaled attention", var_path)
+    var_vae_consistent(var_cfg, vae_cfg)
+    log.info("VAR %s: inferred %s", Path(var_path).name, describe_var(var_cfg))
+    log.info("VQVAE %s: inferred %s", Path(vae_path).name, describe_vqvae(vae_cfg))
+    return (build_var(var_cfg, var_sd, Path(var_path).name, device),
+            build_vqvae(vae_cfg, vae_sd, Path(vae_path).name, device))
+
+
+# --------------------------------------------------------------------------------------------------
+# self-describing format (models trained by varedit)
+# --------------------------------------------------------------------------------------------------
+def _cfg_to_dict(cfg: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def _cfg_from_dict(cls: type, d: Mapping[str, Any]) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise WeightsError(f"unknown {cls.__name__} fields {sorted(unknown)}: file from a newer varedit?")
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+def save_models(path: str | os.PathLike, *, var: VAR | None = None, vae: VQVAE | None = None,
+                meta: Mapping[str, Any] | None = None, half: bool = False) -> None:
+    """Write a self-describing file (configuration + weights), atomically."""
+    obj: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "meta": dict(meta or {})}
+
+    def pack(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+        sd = {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+        if half:
+            sd = {k: (v.half() if v.is_floating_point() and v.dtype == torch.float32 else v) for k, v in sd.items()}
+        return sd
+
+    if vae is not None:
+        obj["vqvae"] = {"config": _cfg_to_dict(vae.cfg), "state_dict": pack(vae)}
+    if var is not None:
+        obj["var"] = {"config": _cfg_to_dict(var.cfg), "state_dict": pack(var)}
+    from .io import atomic_write_with
+    atomic_write_with(path, lambda f: torch.save(obj, f))
+
+
+def load_self_describing(obj: Mapping[str, Any], name: str, device: str | torch.device = "cpu"
+                         ) -> tuple[VAR | None, VQVAE | None]:
+    if obj.get("version", 0) > FORMAT_VERSION:
+        raise WeightsError(f"{name} is format version {obj.get('version')}; this varedit reads up to "
+                           f"{FORMAT_VERSION}: upgrade varedit")
+    var = vae = None
+
+    def f32(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+
+    if "vqvae" in obj:
+        vae = build_vqvae(_cfg_from_dict(VQVAEConfig, obj["vqvae"]["config"]), f32(obj["vqvae"]["state_dict"]),
+                          f"{name}:vqvae", device)
+    if "var" in obj:
+        var = build_var(_cfg_from_dict(VARConfig, obj["var"]["config"]), f32(obj["var"]["state_dict"]),
+                        f"{name}:var", device)
+    if var is not None and vae is not None:
+        var_vae_consistent(var.cfg, vae.cfg)
+    return var, vae
+
+
+def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VAR | None, VQVAE | None]:
+    """Load any single weights file: self-describing, or an official VAR or VQVAE state dict."""
+    name = Path(path).name
+    obj = read_weights(path)
+    if is_self_describing(obj):
+        return load_self_describing(obj, name, device)
+    sd = _state_dict(obj, name)
+    if "class_emb.weight" in sd:
+        cfg = infer_var_config(sd)
+        log.info("VAR %s: inferred %s", name, describe_var(cfg))
+        return build_var(cfg, sd, name, device), None
+    if "quantize.embedding.weight" in sd:
+        cfg_v = infer_vqvae_config(sd)
+        log.info("VQVAE %s: inferred %s", name, describe_vqvae(cfg_v))
+        return None, build_vqvae(cfg_v, sd, name, device)
+    raise WeightsError(f"{name} is neither a VAR nor a VQVAE state dict")
+
+
+def file_info(path: str | os.PathLike) -> dict[str, Any]:
+    """What a weights file holds, without building the model."""
+    name = Path(path).name
+    obj = read_weights(path)
+    info: dict[str, Any] = {"file": str(path), "bytes": Path(path).stat().st_size}
+    if is_self_describing(obj):
+        info["format"] = f"varedit v{obj.get('version')}"
+        info["meta"] = obj.get("meta", {})
+        for kind in ("vqvae", "var"):
+            if kind in obj:
+                sd = obj[kind]["state_dict"]
+                info[kind] = {"config": obj[kind]["config"],
+                              "parameters": sum(v.numel() for k, v in sd.items() if v.is_floating_point())}
+        return info
+    sd = _state_dict(obj, name)
+    info["format"] = "official state dict"
+    info["keys"] = len(sd)
+    if "class_emb.weight" in sd:
+        info["var"] = _cfg_to_dict(infer_var_config(sd))
+    elif "quantize.embedding.weight" in sd:
+        info["vqvae"] = _cfg_to_dict(infer_vqvae_config(sd))
+    else:
+        raise WeightsError(f"{name} is neither a VAR nor a VQVAE state dict")
+    return info
