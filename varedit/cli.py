@@ -146,5 +146,19 @@ def models_info(file: str) -> None:
     click.echo(json.dumps(file_info(file), indent=2, default=str))
 
 
+def _register_subcommands() -> None:
+    """Each area keeps its commands in its own module (varedit/commands/*.py); each defines
+    ``register(main)``.  Imported lazily here so `varedit --help` stays fast."""
+    import importlib
+    import pkgutil
+
+    from . import commands
+    for m in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"{commands.__name__}.{m.name}")
+        mod.register(main)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

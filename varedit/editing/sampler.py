@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -95,6 +96,26 @@ def sample_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -
     return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
 
 
+def sample_icdf(logits_BlV: torch.Tensor, u_Bl: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling from given uniforms: index = number of CDF entries below u * total.
+
+    Portable: the ONNX graphs do the same arithmetic, so every backend and host language draws the
+    same tokens from the same noise.
+    """
+    cdf_BlV = logits_BlV.softmax(dim=-1).cumsum(dim=-1)
+    idx = (cdf_BlV < (u_Bl.to(cdf_BlV.dtype) * cdf_BlV[..., -1]).unsqueeze(-1)).sum(dim=-1)
+    return idx.clamp_max(logits_BlV.shape[-1] - 1)
+
+
+def portable_uniforms(seed: int, batch: int, patch_nums: tuple[int, ...]) -> list[np.ndarray]:
+    """The noise of the portable sampler: numpy PCG64 uniforms, (batch, pn*pn) float32 per scale.
+
+    Defined with numpy (not torch) so the torch-free runtime produces the identical stream.
+    """
+    rng = np.random.default_rng(seed)
+    return [rng.random((batch, pn * pn), dtype=np.float32) for pn in patch_nums]
+
+
 def gumbel_soft(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
     gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
     return ((logits + gumbels) / tau).softmax(dim=-1)
@@ -135,6 +156,7 @@ def masked_sample(
     callback: ScaleCallback | None = None,
     decode: bool = True,
     record_logits: bool = False,
+    uniforms: list[torch.Tensor] | None = None,
 ) -> SampleResult:
     """Masked next-scale prediction.
 
@@ -149,6 +171,8 @@ def masked_sample(
         generator: the only source of randomness (CPU generator for CPU models).
         callback: called after each scale with a :class:`ScaleState` (progress, previews).
         decode: decode the final f_hat to an image.
+        uniforms: per scale (B, pn*pn) uniforms in [0, 1): sample by inverse CDF from this noise
+            instead of ``torch.multinomial`` (the portable sampler shared with the ONNX runtime).
 
     Returns: a :class:`SampleResult`.
     """
@@ -185,7 +209,10 @@ def masked_sample(
                 out_logits.append(logits_BlV.clone())
             logprobs_BlV = logits_BlV.log_softmax(dim=-1)
             filter_top_k_top_p_(logits_BlV, top_k, top_p)
-            idx_Bl = sample_tokens(logits_BlV, generator)
+            if uniforms is not None:
+                idx_Bl = sample_icdf(logits_BlV, uniforms[si].to(device))
+            else:
+                idx_Bl = sample_tokens(logits_BlV, generator)
             if more_smooth:
                 gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)  # MaskGIT-style annealing, as official
                 h_BlC = gumbel_soft(logits_BlV.mul(1 + ratio), gum_t, generator) @ quant.embedding.weight.unsqueeze(0)
@@ -288,6 +315,7 @@ def new_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple
 
 __all__ = [
     "Known", "ScaleState", "SampleResult", "masked_sample", "official_keep_per_scale",
-    "coverage_keep_per_scale", "filter_top_k_top_p_", "guidance_weight", "new_generator",
+    "coverage_keep_per_scale", "filter_top_k_top_p_", "guidance_weight", "new_generator", "sample_icdf",
+    "portable_uniforms",
 ]
 
