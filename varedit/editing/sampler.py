@@ -261,45 +261,10 @@ def masked_sample(
 
 
 def official_keep_per_scale(keep_last_hw: torch.Tensor, patch_nums: tuple[int, ...]) -> list[torch.Tensor]:
-    """The notebook's mask mapping: keep mask (True = keep) on the last token grid, resized bilinearly
-    (align_corners=False) and thresholded at > 0.5 per scale; scales of at most 3 tokens are kept whole.
-
-    keep_last_hw: (h, w) or (B, h, w) bool. Returns per scale a bool (B or 1, pn*pn).
-    """
-    m = keep_last_hw.float()
-    if m.ndim == 2:
-        m = m[None]
-    m = m[:, None]
-    out = []
-    for pn in patch_nums:
-        if pn * pn <= 3:
-            out.append(torch.ones(m.shape[0], pn * pn, dtype=torch.bool, device=m.device))
-        else:
-            r = F.interpolate(m, size=(pn, pn), mode="bilinear", align_corners=False) > 0.5
-            out.append(r.reshape(m.shape[0], pn * pn))
-    return out
-
-
-def coverage_keep_per_scale(known_latent: torch.Tensor, patch_nums: tuple[int, ...], threshold: float = 1.0,
-                            keep_first: int = 0) -> list[torch.Tensor]:
-    """Area-coverage mask mapping: a cell at scale pn is kept when the fraction of known latent cells
-    under it is >= ``threshold`` (1.0: only cells entirely outside the hole, so every hole cell is
-    regenerated at every scale).  The first ``keep_first`` scales are kept whole.
-
-    known_latent: (B, h, w) or (h, w) float/bool, 1 = known latent cell.
-    """
-    k = known_latent.float()
-    if k.ndim == 2:
-        k = k[None]
-    k = k[:, None]
-    out = []
-    for si, pn in enumerate(patch_nums):
-        if si < keep_first:
-            out.append(torch.ones(k.shape[0], pn * pn, dtype=torch.bool, device=k.device))
-            continue
-        cov = F.interpolate(k, size=(pn, pn), mode="area")
-        out.append((cov >= threshold - 1e-6).reshape(k.shape[0], pn * pn))
-    return out
+    """The notebook's mask mapping as tensors (see :func:`varedit.editing.masks.official_keep_maps`)."""
+    from .masks import official_keep_maps
+    maps = official_keep_maps(keep_last_hw.detach().cpu().numpy().astype(bool), patch_nums)
+    return [torch.from_numpy(m).to(keep_last_hw.device) for m in maps]
 
 
 def new_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
@@ -315,7 +280,7 @@ def new_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple
 
 __all__ = [
     "Known", "ScaleState", "SampleResult", "masked_sample", "official_keep_per_scale",
-    "coverage_keep_per_scale", "filter_top_k_top_p_", "guidance_weight", "new_generator", "sample_icdf",
+"filter_top_k_top_p_", "guidance_weight", "new_generator", "sample_icdf",
     "portable_uniforms",
 ]
 
