@@ -20,6 +20,9 @@ from .classes import imagenet_classes, resolve_class
 from .editing.sampler import ScaleCallback, masked_sample, new_generator
 from .models.var import VAR
 from .models.vqvae import VQVAE
+from .options import SamplingOptions
+from .editing.backend import TorchBackend
+from .tasks import EditResult, Editor
 from .registry import (DEFAULT_MODEL, PRESETS, VAE_FILE, WeightsError, get_preset, load_file, load_official,
                        load_self_describing, read_weights)
 
@@ -33,21 +36,6 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if d.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda asked, but no CUDA GPU is usable here (use --device auto or cpu)")
     return d
-
-
-@dataclass
-class SamplingOptions:
-    """Sampling settings; the defaults are the official demo's (cfg 4, top-k 900, top-p 0.95)."""
-
-    cfg: float = 4.0
-    top_k: int = 900
-    top_p: float = 0.95
-    more_smooth: bool = False
-    guidance: str = "linear"
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(cfg=self.cfg, top_k=self.top_k, top_p=self.top_p, more_smooth=self.more_smooth,
-                    guidance=self.guidance)
 
 
 @dataclass
@@ -80,6 +68,8 @@ class VarEditPipeline:
         self.defaults = defaults or SamplingOptions()
         if self.device.type == "cuda":
             var.use_fused_attention(True)
+        self.editor = Editor(TorchBackend(self.var, self.vae, self.device), class_names=self.class_names,
+                             defaults=self.defaults, model_name=name)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -154,9 +144,7 @@ class VarEditPipeline:
         return self.class_names[i][0] if self.class_names and 0 <= i < len(self.class_names) else str(i)
 
     def options(self, **overrides: Any) -> SamplingOptions:
-        d = self.defaults.as_dict()
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return SamplingOptions(**d)
+        return self.defaults.replace(**overrides)
 
     # -- tasks -----------------------------------------------------------------------------------------
     def generate(self, class_: int | str | Sequence[int | str] | None = None, *, n: int = 1, seed: int | None = None,
@@ -188,3 +176,20 @@ class VarEditPipeline:
         images: list[Any] = [] if output_type == "pt" else (
             to_pil(t) if output_type == "pil" else list(t.permute(0, 2, 3, 1).numpy()))
         return GenerateOutput(images, labels, seed, t, settings)
+
+    # -- editing (image level; see varedit.tasks.Editor for every option) -----------------------------
+    def inpaint(self, image: Any, mask: Any = None, **kw: Any) -> EditResult:
+        """Regenerate the white (255 / True) part of ``mask``. See :meth:`varedit.tasks.Editor.inpaint`."""
+        return self.editor.inpaint(image, mask, **kw)
+
+    def outpaint(self, image: Any, **kw: Any) -> EditResult:
+        """Extend by left/right/top/bottom (pixels or ratios). See :meth:`varedit.tasks.Editor.outpaint`."""
+        return self.editor.outpaint(image, **kw)
+
+    def edit(self, image: Any, box: Sequence[float], class_: int | str, **kw: Any) -> EditResult:
+        """Regenerate ``box`` as class ``class_``. See :meth:`varedit.tasks.Editor.edit`."""
+        return self.editor.edit(image, box, class_, **kw)
+
+    def upscale(self, image: Any, **kw: Any) -> EditResult:
+        """Zero-shot restoration to ``scale`` x. See :meth:`varedit.tasks.Editor.upscale`."""
+        return self.editor.upscale(image, **kw)

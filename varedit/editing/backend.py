@@ -1,0 +1,110 @@
+"""The torch backend: runs canvas plans through the VQVAE and the masked sampler.
+
+A backend turns a batch of :class:`~varedit.editing.plan.CanvasPlan` into images; the image-level
+tasks (:mod:`varedit.tasks`) are written against this small interface, so the onnxruntime runtime
+serves the same tasks with the same pre- and post-processing.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..models.var import VAR
+from ..models.vqvae import VQVAE
+from ..options import SamplingOptions
+from .plan import CanvasPlan
+from .sampler import Known, ScaleCallback, ScaleState, masked_sample, new_generator
+
+SAMPLERS = ("torch", "portable")
+
+
+class TorchBackend:
+    """``sampler='torch'``: torch.multinomial from a torch.Generator (the official random stream);
+    ``sampler='portable'``: inverse-CDF sampling from numpy PCG64 uniforms, identical to the ONNX runtime."""
+
+    name = "torch"
+
+    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch"):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
+        self.var, self.vae, self.device, self.sampler = var, vae, device, sampler
+
+    @property
+    def image_size(self) -> int:
+        return self.vae.image_size
+
+    @property
+    def patch_nums(self) -> tuple[int, ...]:
+        return tuple(self.var.patch_nums)
+
+    @property
+    def downsample(self) -> int:
+        return self.vae.downsample
+
+    @property
+    def num_classes(self) -> int:
+        return self.var.num_classes
+
+    def stream(self, seed: int) -> Any:
+        if self.sampler == "portable":
+            return np.random.default_rng(seed)
+        return new_generator(seed, self.device)[0]
+
+    def _to_tensor(self, rgb_BHW3: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(rgb_BHW3, np.float32)).permute(0, 3, 1, 2).to(self.device)
+
+    @torch.no_grad()
+    def encode_tokens(self, rgb_BHW3: np.ndarray) -> list[np.ndarray]:
+        """Tokens per scale of images in [0, 1] (for analysis and tests)."""
+        idx = self.vae.img_to_idx(self._to_tensor(rgb_BHW3).mul(2).sub(1))
+        return [i.cpu().numpy() for i in idx]
+
+    @torch.no_grad()
+    def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
+            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """Sample a batch (one plan per row). Returns (images (B, S, S, 3) float32 in [0, 1], logprob (B,))."""
+        B = len(plans)
+        pns = self.patch_nums
+        closed = {p.closed_loop for p in plans}
+        if len(closed) != 1:
+            raise ValueError("a batch mixes closed- and open-loop plans")
+        keep = [torch.from_numpy(np.concatenate([p.keep_maps[si] for p in plans])).to(self.device)
+                for si in range(len(pns))]
+        known: Known | None = None
+        if not any(bool(k.any()) for k in keep):
+            closed = {None}  # nothing is forced: plain generation, no need to encode
+        else:
+            img = self._to_tensor(np.stack([p.encode_rgb for p in plans])).mul(2).sub(1)
+            f = self.vae.encode(img)
+        mode = closed.pop()
+        if mode is True:
+            pool: list[torch.Tensor | None] = []
+            for si in range(len(pns)):
+                ws = [p.pool_w[si] for p in plans]
+                if all(w is None for w in ws):
+                    pool.append(None)
+                else:
+                    shape = (1, 1, pns[-1], pns[-1])
+                    pool.append(torch.from_numpy(np.concatenate(
+                        [w if w is not None else np.ones(shape, np.float32) for w in ws])).to(self.device))
+            known = Known(keep, f_BChw=f, pool_w_per_scale=pool)
+        elif mode is False:
+            idx = self.vae.quantize.f_to_idx_and_fhat(f)[0]
+            known = Known(keep, idx_per_scale=idx)
+        uniforms = None
+        if self.sampler == "portable":
+            uniforms = [torch.from_numpy(stream.random((B, pn * pn), dtype=np.float32)) for pn in pns]
+        cb: ScaleCallback | None = None
+        if callback is not None:
+            def cb(state: ScaleState) -> None:
+                prev = state.preview().permute(0, 2, 3, 1).cpu().numpy() if preview else None
+                callback(state.si, state.num_scales, prev)
+        label_B = torch.tensor(list(labels), device=self.device, dtype=torch.long)
+        o = opts.as_dict()
+        r = masked_sample(self.var, self.vae, label_B, known=known, generator=stream if uniforms is None else None,
+                          uniforms=uniforms, callback=cb, **o)
+        out = r.img_B3HW.float().permute(0, 2, 3, 1).cpu().numpy()
+        return out, r.logprob_B.cpu().numpy()

@@ -1,0 +1,69 @@
+"""From a canvas and its hole to what the sampler needs (numpy, torch-free, shared by all backends).
+
+Modes:
+
+``official``  the notebook method: the tokens of the *unfilled* canvas are forced on the keep maps of
+              :func:`~varedit.editing.masks.official_keep_maps` (open loop, no growing).
+``default``   varedit's method:
+              1. the hole is prefilled from known pixels only (push-pull pyramid by default) before
+                 encoding, so nothing of the hole leaks into the known tokens;
+              2. the hole is grown by ``grow_tokens`` latent cells (the decoder mixes across cell
+                 borders) and the keep maps come from area coverage (a cell touching the hole is
+                 regenerated at every scale);
+              3. closed loop: known cells are re-quantised at every scale from the real latent minus
+                 the current reconstruction, pooled over known latent cells only.
+
+``keep_first`` (both modes): the first k scales are forced whole from the *original* canvas, so the
+coarse structure inside the hole is kept and only detail is regenerated (like diffusion's strength:
+k = 0 regenerates everything, larger k keeps more).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..processing import latent_mask, prefill_hole
+from .masks import coverage_keep_maps, grow_latent_hole, official_keep_maps, pool_weights
+
+MODES = ("default", "official")
+
+
+@dataclass
+class CanvasPlan:
+    encode_rgb: np.ndarray                 # (S, S, 3) float32 in [0, 1]: what the tokeniser sees
+    keep_maps: list[np.ndarray]            # per scale (1, pn*pn) bool, True = forced
+    closed_loop: bool
+    pool_w: list[np.ndarray | None]        # closed loop: per scale (1, 1, h, w) float32 or None (all cells)
+    hole_latent: np.ndarray                # (h, w) bool, the regenerated latent cells (after growing)
+
+    @property
+    def empty(self) -> bool:
+        return not self.hole_latent.any()
+
+
+def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple[int, ...], downsample: int, *,
+              mode: str = "default", keep_first: int = 0, grow_tokens: int = 1, prefill: str = "pushpull"
+              ) -> CanvasPlan:
+    """canvas_rgb (S, S, 3) float in [0, 1]; canvas_mask (S, S) bool, True = regenerate."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if not 0 <= keep_first <= len(patch_nums):
+        raise ValueError(f"keep_first must be in 0..{len(patch_nums)}, got {keep_first}")
+    hole = latent_mask(np.asarray(canvas_mask, bool), downsample)
+    if hole.shape != (patch_nums[-1],) * 2:
+        raise ValueError(f"canvas gives a {hole.shape} latent grid, the model's last scale is {patch_nums[-1]}")
+    rgb = np.asarray(canvas_rgb, np.float32)
+    if mode == "official":
+        keep = official_keep_maps(~hole, patch_nums)
+        for si in range(keep_first):
+            keep[si] = np.ones_like(keep[si])
+        return CanvasPlan(rgb, keep, False, [None] * len(patch_nums), hole)
+    if grow_tokens > 0 and hole.any():
+        hole = ~grow_latent_hole(~hole, grow_tokens)
+    known = ~hole
+    keep = coverage_keep_maps(known, patch_nums, threshold=1.0, keep_first=keep_first)
+    # with structure kept (keep_first > 0) the hole's own content is wanted, so it is not prefilled
+    enc = rgb if keep_first > 0 or not canvas_mask.any() else prefill_hole(rgb, np.asarray(canvas_mask, bool),
+                                                                            method=prefill)
+    return CanvasPlan(enc.astype(np.float32), keep, True, pool_weights(known, patch_nums, keep_first), hole)

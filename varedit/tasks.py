@@ -1,0 +1,330 @@
+"""Image-level tasks over any backend (torch-free): inpaint, outpaint, edit, upscale, generate.
+
+Data flow: image + mask -> normalise (white = regenerate; alpha; boxes) -> size strategy (crop,
+resize, original/tiled) -> per-window canvas plan (prefill, keep maps) -> backend (tokenise, masked
+next-scale sampling, decode) -> paste-back with a feathered mask -> image of the input's size, mode
+and bit depth.  Every pixel farther than ``feather`` from the mask is bit-identical to the input.
+
+Size strategies (the model always runs at its native size S):
+``crop``      a square around the mask's bounding box with context (default for inpaint and edit);
+``resize``    the whole image letterboxed into one canvas (default for upscale of small images);
+``original``  native-resolution tiles of S with 50% overlap, processed in order, each seeing the
+              previous tiles' results (sliding windows; used for large outpaint extensions).
+``auto``      crop when the crop window is at most 2x the model size, else original.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from . import processing as P
+from .classes import resolve_class
+from .editing.plan import CanvasPlan, make_plan
+from .options import SamplingOptions
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "crop", "resize", "original")
+ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
+
+
+class Backend(Protocol):
+    name: str
+    image_size: int
+    patch_nums: tuple[int, ...]
+    downsample: int
+    num_classes: int
+
+    def stream(self, seed: int) -> Any: ...
+
+    def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
+            callback: ProgressCallback | None = None, preview: bool = False) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class EditResult:
+    """``images``: outputs (PIL, or numpy with output_type='np'), best candidate first when ranked."""
+
+    images: list[Any]
+    seed: int
+    settings: dict[str, Any]
+    scores: list[float] = field(default_factory=list)   # mean log-likelihood of the regenerated tokens
+    mask: np.ndarray | None = None                      # the regenerated region, image coordinates
+
+    @property
+    def image(self) -> Any:
+        return self.images[0]
+
+
+def draw_seed(seed: int | None) -> int:
+    return int(seed) if seed is not None else secrets.randbelow(2 ** 31)
+
+
+class Editor:
+    """The tasks, written once for every backend."""
+
+    def __init__(self, backend: Backend, *, class_names: Sequence[Sequence[str]] | None = None,
+                 defaults: SamplingOptions | None = None, model_name: str = "custom"):
+        self.backend = backend
+        self.class_names = tuple(tuple(c) for c in class_names) if class_names else None
+        self.defaults = defaults or SamplingOptions()
+        self.model_name = model_name
+
+    @property
+    def image_size(self) -> int:
+        return self.backend.image_size
+
+    @property
+    def null_class(self) -> int:
+        return self.backend.num_classes
+
+    def class_index(self, spec: int | str) -> int:
+        return resolve_class(spec, self.class_names, self.backend.num_classes)
+
+    # ------------------------------------------------------------------------------------------------
+    def _windows(self, strategy: str, mask: np.ndarray, wh: tuple[int, int]) -> list[P.Window]:
+        S = self.image_size
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if strategy == "auto":
+            win = P.plan_crop(mask, wh, S)
+            strategy = "crop" if win.side <= 2 * S else "original"
+            if strategy == "crop":
+                return [win]
+        if strategy == "crop":
+            return [P.plan_crop(mask, wh, S)]
+        if strategy == "resize":
+            return [P.plan_resize(wh, S)]
+        return P.plan_tiles(wh, S, overlap=0.5, mask=mask)
+
+    def _regenerate(self, loaded: P.LoadedImage, mask: np.ndarray, label: int, *, strategy: str, mode: str,
+                    n: int, seed: int, opts: SamplingOptions, keep_scales: int, grow_tokens: int, prefill: str,
+                    callback: ProgressCallback | None) -> tuple[list[np.ndarray], np.ndarray]:
+        """n candidate RGB images (float [0,1], full size) regenerated inside ``mask``; and their scores."""
+        wh = loaded.size
+        windows = self._windows(strategy, mask, wh)
+        stream = self.backend.stream(seed)
+        work = [loaded.rgb.copy() for _ in range(n)]
+        remaining = mask.copy()
+        scores = np.zeros(n)
+        for wi, win in enumerate(windows):
+            if not remaining[win.slices].any():
+                continue
+            plans, canvas_mask = [], None
+            for c in range(n):
+                canvas, canvas_mask = P.extract(win, work[c], remaining)
+                plans.append(make_plan(canvas, canvas_mask, self.backend.patch_nums, self.backend.downsample,
+                                       mode=mode, keep_first=keep_scales, grow_tokens=grow_tokens, prefill=prefill))
+            cb = None
+            if callback is not None:
+                def cb(si: int, sn: int, prev: np.ndarray | None, _wi: int = wi) -> None:
+                    callback(_wi * sn + si, len(windows) * sn, prev)
+            out, lp = self.backend.run(plans, [label] * n, opts, stream, callback=cb)
+            scores += lp
+            region = remaining[win.slices]
+            for c in range(n):
+                rgb, _ = P.place(win, out[c], work[c].shape, taper=False)
+                if len(windows) == 1:
+                    work[c][win.slices] = rgb  # the whole window: the feather ring blends decoded pixels
+                else:
+                    work[c][win.slices][region] = rgb[region]  # later tiles see this as known context
+            remaining[win.slices] = False
+        return work, scores / max(len(windows), 1)
+
+    def _finish(self, loaded: P.LoadedImage, cands: list[np.ndarray], scores: np.ndarray, mask: np.ndarray, *,
+                rank: bool, feather: float | None, paste_back: bool, output_type: str,
+                edited_alpha: np.ndarray | None = None) -> tuple[list[Any], list[float]]:
+        order = list(np.argsort(-scores, kind="stable")) if rank else list(range(len(cands)))
+        feather = self.feather_px(loaded.size) if feather is None else feather
+        weight = P.feather(mask, feather) if paste_back else np.ones(mask.shape, np.float32)
+        outs = [P.to_output(cands[i], loaded, as_numpy=output_type == "np", weight=weight, edited_alpha=edited_alpha)
+                for i in order]
+        return outs, [float(scores[i]) for i in order]
+
+    def feather_px(self, wh: tuple[int, int]) -> float:
+        """Default feather: half a token in image pixels (a token covers more pixels when the image is
+        larger than the canvas): hides the decoder's seam without eating much context."""
+        return 0.5 * self.backend.downsample * max(1.0, max(wh) / self.image_size)
+
+    def _settings(self, task: str, **kw: Any) -> dict[str, Any]:
+        return {"task": task, "model": self.model_name, "backend": self.backend.name, **kw}
+
+    # ------------------------------------------------------------------------------------------------
+    def inpaint(self, image: Any, mask: Any = None, *, box: Sequence[float] | None = None, invert: bool = False,
+                threshold: float = 0.5, mask_mismatch: str = "resize", label: int | str | None = None,
+                strategy: str = "crop", mode: str = "default", n: int = 1, rank: bool = True,
+                seed: int | None = None, keep_scales: int = 0, grow_tokens: int = 1, feather: float | None = None,
+                prefill: str = "pushpull", paste_back: bool = True, output_type: str = "pil",
+                callback: ProgressCallback | None = None, _task: str = "inpaint", **sampling: Any) -> EditResult:
+        """Regenerate the masked region (white / 255 / True = regenerate).
+
+        The mask comes from ``mask`` (image, array or path; alpha channels honoured), a ``box``
+        (x0, y0, x1, y1: pixels as ints, fractions as floats) or, when both are None, from the
+        image's own transparency.  ``keep_scales`` keeps the input's first k scales inside the hole
+        (structure kept, detail regenerated).  ``label`` None = unconditional (the null class).
+        """
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', not {output_type!r}")
+        loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
+        m = self._mask(loaded, mask, box, invert, threshold, mask_mismatch)
+        return self._edit_masked(loaded, m, label=label, strategy=strategy, mode=mode, n=n, rank=rank, seed=seed,
+                                 keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather, prefill=prefill,
+                                 paste_back=paste_back, output_type=output_type, callback=callback, task=_task,
+                                 **sampling)
+
+    def _mask(self, loaded: P.LoadedImage, mask: Any, box: Sequence[float] | None, invert: bool, threshold: float,
+              mismatch: str) -> np.ndarray:
+        if mask is not None and box is not None:
+            raise ValueError("give a mask or a box, not both")
+        if box is not None:
+            m = P.box_mask(loaded.size, box)
+            return ~m if invert else m
+        if mask is not None:
+            return P.load_mask(mask, loaded.size, invert=invert, threshold=threshold, on_size_mismatch=mismatch)
+        if loaded.alpha is not None:
+            m = P.mask_from_alpha(loaded)
+            return ~m if invert else m
+        raise ValueError("no mask: give a mask image, a box, or an image with transparent pixels to fill")
+
+    def _edit_masked(self, loaded: P.LoadedImage, m: np.ndarray, *, label: int | str | None, strategy: str, mode: str,
+                     n: int, rank: bool, seed: int | None, keep_scales: int, grow_tokens: int, feather: float | None,
+                     prefill: str, paste_back: bool, output_type: str, callback: ProgressCallback | None, task: str,
+                     edited_alpha: np.ndarray | None = None, extra: dict[str, Any] | None = None,
+                     **sampling: Any) -> EditResult:
+        opts = self.defaults.replace(**sampling)
+        seed = draw_seed(seed)
+        lab = self.null_class if label is None else self.class_index(label)
+        feather = self.feather_px(loaded.size) if feather is None else float(feather)
+        settings = self._settings(task, seed=seed, label=lab, strategy=strategy, mode=mode, n=n, rank=rank,
+                                  keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather, prefill=prefill,
+                                  paste_back=paste_back, **opts.as_dict(), **(extra or {}))
+        if not m.any():
+            log.warning("the mask is empty: nothing to regenerate, returning the input unchanged")
+            outs = [P.to_output(loaded.rgb, loaded, as_numpy=output_type == "np",
+                                weight=np.zeros(m.shape, np.float32)) for _ in range(n)]
+            return EditResult(outs, seed, settings, [0.0] * n, m)
+        cands, scores = self._regenerate(loaded, m, lab, strategy=strategy, mode=mode, n=n, seed=seed, opts=opts,
+                                         keep_scales=keep_scales, grow_tokens=grow_tokens, prefill=prefill,
+                                         callback=callback)
+        outs, sc = self._finish(loaded, cands, scores, m, rank=rank, feather=feather, paste_back=paste_back,
+                                output_type=output_type, edited_alpha=edited_alpha)
+        return EditResult(outs, seed, settings, sc, m)
+
+    def outpaint(self, image: Any, *, left: float = 0, right: float = 0, top: float = 0, bottom: float = 0,
+                 fill: str = "blur", strategy: str = "auto", **kw: Any) -> EditResult:
+        """Extend the canvas (pixels as ints, or ratios of the side as floats) and fill the new area.
+
+        The new area is first filled with ``fill`` (default: edge-replicate then a heavy blur) so the
+        tokeniser sees a plausible continuation; only the new area is regenerated (plus the feather ring
+        into the original), and the original pixels are kept exactly.
+        """
+        loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
+        ext, new_area = P.extend_loaded(loaded, left, right, top, bottom, fill=fill)
+        alpha = None if ext.alpha is None else np.ones(new_area.shape, np.float32)
+        n, rank = kw.pop("n", 1), kw.pop("rank", True)
+        defaults = dict(label=None, mode="default", seed=None, keep_scales=0, grow_tokens=1, feather=None,
+                        prefill="pushpull", paste_back=True, output_type="pil", callback=None)
+        defaults.update({k: kw.pop(k) for k in list(kw) if k in defaults})
+        return self._edit_masked(ext, new_area, strategy=strategy, n=n, rank=rank, task="outpaint",
+                                 edited_alpha=alpha, extra=dict(left=left, right=right, top=top, bottom=bottom,
+                                                                fill=fill), **defaults, **kw)
+
+    def edit(self, image: Any, box: Sequence[float], class_: int | str, **kw: Any) -> EditResult:
+        """Class-conditional edit: regenerate ``box`` as class ``class_`` (index or name)."""
+        kw.setdefault("mode", "default")
+        return self.inpaint(image, box=box, label=class_, _task="edit", **kw)
+
+    def upscale(self, image: Any, *, scale: float = 2.0, keep_scales: int | None = None, seed: int | None = None,
+                label: int | str | None = None, back_project: bool = True, output_type: str = "pil",
+                callback: ProgressCallback | None = None, **sampling: Any) -> EditResult:
+        """Zero-shot restoration: Lanczos to the target size, then per model-size tile the first
+        ``keep_scales`` scales are teacher-forced from the input and the finer scales sampled.
+        ``back_project`` makes the result's downsampled version match the input again."""
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
+        w, h = loaded.size
+        W, H = max(1, round(w * scale)), max(1, round(h * scale))
+        P.limit_pixels((W, H))
+        SN = len(self.backend.patch_nums)
+        k = keep_scales if keep_scales is not None else default_upscale_keep(SN)
+        if not 0 <= k <= SN:
+            raise ValueError(f"keep_scales must be in 0..{SN}")
+        up = np.clip(cv2.resize(loaded.rgb, (W, H), interpolation=cv2.INTER_LANCZOS4), 0, 1).astype(np.float32)
+        opts = self.defaults.replace(**sampling)
+        seed = draw_seed(seed)
+        lab = self.null_class if label is None else self.class_index(label)
+        everything = np.ones((H, W), bool)
+        windows = self._windows("original", everything, (W, H))
+        stream = self.backend.stream(seed)
+        canvases = []
+        for wi, win in enumerate(windows):
+            canvas, cmask = P.extract(win, up, everything)
+            plan = make_plan(canvas, np.ones_like(cmask), self.backend.patch_nums, self.backend.downsample,
+                             mode="default", keep_first=k, grow_tokens=0)
+            cb = None
+            if callback is not None:
+                def cb(si: int, sn: int, prev: np.ndarray | None, _wi: int = wi) -> None:
+                    callback(_wi * sn + si, len(windows) * sn, prev)
+            out, _ = self.backend.run([plan], [lab], opts, stream, callback=cb)
+            canvases.append(out[0])
+        rgb, _ = P.merge_windows(windows, canvases, (H, W, 3))
+        if back_project:
+            low = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            rgb = np.clip(rgb + cv2.resize(loaded.rgb - low, (W, H), interpolation=cv2.INTER_CUBIC), 0, 1)
+        like = _resized_like(loaded, W, H)
+        out_img = P.to_output(rgb.astype(np.float32), like, as_numpy=output_type == "np")
+        settings = self._settings("upscale", seed=seed, scale=scale, keep_scales=k, label=lab,
+                                  back_project=back_project, **opts.as_dict())
+        return EditResult([out_img], seed, settings, [], None)
+
+    def generate(self, class_: int | str | None = None, *, n: int = 1, seed: int | None = None,
+                 batch_size: int = 8, output_type: str = "pil", **sampling: Any) -> EditResult:
+        """Class-conditional generation through the backend (None = unconditional)."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        opts = self.defaults.replace(**sampling)
+        seed = draw_seed(seed)
+        lab = self.null_class if class_ is None else self.class_index(class_)
+        S = self.image_size
+        stream = self.backend.stream(seed)
+        hole = np.ones((S, S), bool)
+        plan = make_plan(np.zeros((S, S, 3), np.float32), hole, self.backend.patch_nums, self.backend.downsample,
+                         mode="official")
+        plan.keep_maps = [np.zeros_like(k) for k in plan.keep_maps]  # nothing forced, not even the 1x1 scale
+        imgs = []
+        for s in range(0, n, batch_size):
+            b = min(batch_size, n - s)
+            out, _ = self.backend.run([plan] * b, [lab] * b, opts, stream)
+            imgs.extend(out)
+        like = P.load_image(np.zeros((S, S, 3), np.uint8))
+        outs = [P.to_output(im, like, as_numpy=output_type == "np") for im in imgs]
+        return EditResult(outs, seed, self._settings("generate", seed=seed, label=lab, n=n, batch_size=batch_size,
+                                                     **opts.as_dict()))
+
+
+def default_upscale_keep(num_scales: int) -> int:
+    """Scales forced from the low-resolution input: all but the last third (measured on the demo model,
+    see README: the coarse scales of an image and of its Lanczos-upscaled copy mostly agree)."""
+    return max(1, num_scales - max(1, num_scales // 3))
+
+
+def _resized_like(loaded: P.LoadedImage, W: int, H: int) -> P.LoadedImage:
+    """A LoadedImage of the target size with the input's mode (alpha resized, gray and 16-bit kept)."""
+    raw = loaded.raw
+    big = cv2.resize(raw.astype(np.float32), (W, H), interpolation=cv2.INTER_LANCZOS4)
+    if raw.ndim == 3 and big.ndim == 2:
+        big = big[..., None]
+    if np.issubdtype(raw.dtype, np.integer):
+        info = np.iinfo(raw.dtype)
+        big = np.clip(np.floor(big + 0.5), info.min, info.max)
+    else:
+        big = np.clip(big, 0, 1)
+    return P.load_image(big.astype(raw.dtype))
