@@ -312,6 +312,21 @@ def var_vae_consistent(var_cfg: VARConfig, vae_cfg: VQVAEConfig) -> None:
                            f"{vae_cfg.vocab_size}, z {vae_cfg.z_channels}) do not belong together")
 
 
+def _check_against_preset(sd: Mapping[str, torch.Tensor], preset: Preset, name: str, num_heads: int | None) -> None:
+    """Compare what the keys say with the preset before anything else, naming every difference."""
+    if "class_emb.weight" not in sd or "head.weight" not in sd:
+        raise WeightsError(f"{name} is not a VAR state dict (no class_emb.weight / head.weight)")
+    exp = preset.var_config(num_heads)
+    found = {"depth": _count(sd, r"blocks\.(\d+)\."), "embed_dim": int(sd["class_emb.weight"].shape[1]),
+             "num_classes": int(sd["class_emb.weight"].shape[0]) - 1, "vocab_size": int(sd["head.weight"].shape[0]),
+             "shared_aln": "shared_ada_lin.1.weight" in sd, "L": int(sd["pos_1LC"].shape[1])}
+    want = {"depth": exp.depth, "embed_dim": exp.embed_dim, "num_classes": exp.num_classes,
+            "vocab_size": exp.vocab_size, "shared_aln": exp.shared_aln, "L": exp.L}
+    diffs = [f"{k} {found[k]} (expected {want[k]})" for k in want if found[k] != want[k]]
+    if diffs:
+        raise WeightsError(f"{name} is not {preset.name}: it has " + ", ".join(diffs))
+
+
 def load_official(var_path: str | os.PathLike, vae_path: str | os.PathLike, *, preset: Preset | None = None,
                   num_heads: int | None = None, patch_nums: tuple[int, ...] | None = None,
                   device: str | torch.device = "cpu") -> tuple[VAR, VQVAE]:
@@ -320,18 +335,13 @@ def load_official(var_path: str | os.PathLike, vae_path: str | os.PathLike, *, p
     vae_sd = _state_dict(read_weights(vae_path), Path(vae_path).name)
     if "class_emb.weight" not in var_sd and "class_emb.weight" in vae_sd:
         raise WeightsError(f"the VAR and VQVAE files look swapped: {Path(var_path).name} is a VQVAE")
+    if preset is not None and preset.depth is not None:
+        _check_against_preset(var_sd, preset, Path(var_path).name, num_heads)
     pn = patch_nums or (preset.patch_nums if preset else None)
     var_cfg = infer_var_config(var_sd, num_heads=num_heads, patch_nums=pn)
     vae_cfg = infer_vqvae_config(vae_sd, patch_nums=var_cfg.patch_nums)
-    if preset is not None and preset.depth is not None:
-        exp = preset.var_config(num_heads)
-        diffs = [f"{f} {getattr(var_cfg, f)} (expected {getattr(exp, f)})"
-                 for f in ("depth", "embed_dim", "num_classes", "vocab_size", "shared_aln")
-                 if getattr(var_cfg, f) != getattr(exp, f)]
-        if diffs:
-            raise WeightsError(f"{Path(var_path).name} is not {preset.name}: it has " + ", ".join(diffs))
-        if not var_cfg.attn_l2_norm:
-            log.warning("%s has no cosine-attention scales: loading it with plain scaled attention", var_path)
+    if not var_cfg.attn_l2_norm:
+        log.warning("%s has no cosine-attention scales: loading it with plain scaled attention", var_path)
     var_vae_consistent(var_cfg, vae_cfg)
     log.info("VAR %s: inferred %s", Path(var_path).name, describe_var(var_cfg))
     log.info("VQVAE %s: inferred %s", Path(vae_path).name, describe_vqvae(vae_cfg))

@@ -8,6 +8,7 @@ skipped; the exit status is 1 when any input failed.  Inputs are never overwritt
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,7 +108,7 @@ def run_batch(task: str, images: tuple[str, ...], out: str, n: int, skip_existin
     in_set = {p.resolve() for p in inputs if p.exists()}
     failures: list[str] = []
     from tqdm import tqdm
-    bar = tqdm(inputs, desc=task, unit="img", disable=len(inputs) < 2, file=click.get_text_stream("stderr"))
+    bar = tqdm(inputs, desc=task, unit="img", disable=len(inputs) < 2, file=sys.stderr)
     for img in bar:
         targets = _outputs(out_p, inputs, img, n)
         if any(t.resolve() in in_set for t in targets):

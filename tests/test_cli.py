@@ -1,0 +1,142 @@
+"""The command line: real runs through click's runner, and bad input gives one line and exit != 0."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from varedit.cli import main
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    (d / "in").mkdir()
+    (d / "masks").mkdir()
+    for i in range(2):
+        small = (rng.random((5, 7, 3)) * 255).astype(np.uint8)
+        Image.fromarray(small).resize((140, 100), Image.BICUBIC).save(d / "in" / f"im{i}.png")
+        m = np.zeros((100, 140), np.uint8)
+        m[30:60, 40 + 10 * i:90] = 255
+        Image.fromarray(m).save(d / "masks" / f"im{i}.png")
+    (d / "broken.png").write_text("not an image")
+    return d
+
+
+def _one_line_error(res) -> bool:
+    return res.exit_code != 0 and "Traceback" not in res.output and res.output.strip().splitlines()[-1].startswith(
+        ("Error", "failed"))
+
+
+def test_generate_from_official_files(runner, official_files, tmp_path):
+    res = runner.invoke(main, ["generate", "-m", str(official_files / "var_tiny.pth"), "--class", "3", "-n", "2",
+                               "--seed", "5", "-o", str(tmp_path / "g")])
+    assert res.exit_code == 0, res.output
+    pngs = sorted((tmp_path / "g").glob("*.png"))
+    assert len(pngs) == 2 and Image.open(pngs[0]).size == (128, 128)
+    side = json.loads(pngs[0].with_suffix(".json").read_text())
+    assert side["seed"] == 5 and side["labels"] == [3, 3]
+    res2 = runner.invoke(main, ["generate", "-m", str(official_files / "var_tiny.pth"), "--class", "3", "-n", "2",
+                                "--seed", "5", "-o", str(tmp_path / "g2")])
+    again = sorted((tmp_path / "g2").glob("*.png"))
+    assert np.array_equal(np.asarray(Image.open(pngs[1])), np.asarray(Image.open(again[1]))), res2.output
+
+
+def test_generate_bad_class_and_missing_model(runner, official_files, tmp_path):
+    res = runner.invoke(main, ["generate", "-m", str(official_files / "var_tiny.pth"), "--class", "99",
+                               "-o", str(tmp_path)])
+    assert _one_line_error(res) and "out of range" in res.output
+    res = runner.invoke(main, ["generate", "-m", str(tmp_path / "nope.pth"), "--class", "1", "-o", str(tmp_path)])
+    assert _one_line_error(res)
+
+
+def test_generate_preset_offline_error(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = runner.invoke(main, ["generate", "-m", "var-d30", "--class", "goldfish", "-o", str(tmp_path)])
+    assert _one_line_error(res) and "var_d30.pth" in res.output
+
+
+def test_models_list_and_info(runner, official_files, tmp_path):
+    res = runner.invoke(main, ["models", "list"])
+    assert res.exit_code == 0 and "var-d36" in res.output and "demo" in res.output
+    res = runner.invoke(main, ["models", "info", str(official_files / "var_tiny.pth")])
+    assert res.exit_code == 0 and json.loads(res.output)["var"]["depth"] == 2
+    bad = tmp_path / "t.pth"
+    bad.write_bytes((official_files / "var_tiny.pth").read_bytes()[:500])
+    res = runner.invoke(main, ["models", "info", str(bad)])
+    assert _one_line_error(res) and "truncated" in res.output
+
+
+def test_inpaint_folder_with_paired_masks_and_sidecars(runner, official_files, images, tmp_path):
+    out = tmp_path / "o"
+    res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out),
+                               "-m", str(official_files / "var_tiny.pth"), "--seed", "2", "--top-k", "20"])
+    assert res.exit_code == 0, res.output
+    for i in range(2):
+        img = np.asarray(Image.open(out / f"im{i}.png"))
+        src = np.asarray(Image.open(images / "in" / f"im{i}.png"))
+        assert img.shape == src.shape and np.array_equal(img[:10], src[:10])
+        side = json.loads((out / f"im{i}.json").read_text())
+        assert side["seed"] == 2 and side["top_k"] == 20 and side["task"] == "inpaint"
+    # --skip-existing does not touch finished outputs
+    before = (out / "im0.png").stat().st_mtime_ns
+    res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out),
+                               "-m", str(official_files / "var_tiny.pth"), "--skip-existing"])
+    assert res.exit_code == 0 and (out / "im0.png").stat().st_mtime_ns == before
+
+
+def test_batch_goes_on_past_a_bad_file(runner, official_files, images, tmp_path):
+    out = tmp_path / "o"
+    res = runner.invoke(main, ["inpaint", str(images / "in" / "im0.png"), str(images / "broken.png"),
+                               "--box", "10,10,50,50", "-o", str(out), "-m", str(official_files / "var_tiny.pth"),
+                               "--n", "2"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert (out / "im0_0.png").is_file() and (out / "im0_1.png").is_file()
+    assert "broken.png" in res.output and "1 of 2 inputs failed" in res.output
+
+
+def test_outputs_never_overwrite_inputs(runner, official_files, images):
+    src = images / "in" / "im1.png"
+    before = src.read_bytes()
+    res = runner.invoke(main, ["inpaint", str(src), "--box", "1,1,20,20", "-o", str(src),
+                               "-m", str(official_files / "var_tiny.pth")])
+    assert _one_line_error(res) and src.read_bytes() == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["outpaint", "{img}", "-o", "{out}"], "nothing to extend"),
+    (["outpaint", "{img}", "--left", "-3", "-o", "{out}"], "negative"),
+    (["edit", "{img}", "--box", "1,2,3", "-c", "1", "-o", "{out}"], "4 numbers"),
+    (["edit", "{img}", "--box", "500,500,600,600", "-c", "1", "-o", "{out}"], "outside"),
+    (["edit", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
+    (["inpaint", "{img}", "-o", "{out}"], "no mask"),
+    (["inpaint", "{missing}", "--box", "1,1,9,9", "-o", "{out}"], "failed"),
+])
+def test_bad_input_one_line(runner, official_files, images, tmp_path, args, needle):
+    fill = {"img": str(images / "in" / "im0.png"), "out": str(tmp_path / "x.png"),
+            "missing": str(images / "nope.png")}
+    argv = [a.format(**fill) for a in args] + ["-m", str(official_files / "var_tiny.pth")]
+    res = runner.invoke(main, argv)
+    assert _one_line_error(res), res.output
+    assert needle in res.output
+
+
+def test_outpaint_and_upscale_cli(runner, official_files, images, tmp_path):
+    res = runner.invoke(main, ["outpaint", str(images / "in" / "im0.png"), "--right", "0.5", "-o",
+                               str(tmp_path / "op.png"), "-m", str(official_files / "var_tiny.pth"), "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "op.png").size == (210, 100)
+    res = runner.invoke(main, ["upscale", str(images / "in" / "im0.png"), "--scale", "1.5", "-o",
+                               str(tmp_path / "up.png"), "-m", str(official_files / "var_tiny.pth"), "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "up.png").size == (210, 150)

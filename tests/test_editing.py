@@ -1,0 +1,278 @@
+"""Masked next-scale prediction: the official method exactly, and the properties of the default mode."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from varedit import processing as P
+from varedit.editing.backend import TorchBackend
+from varedit.editing.plan import make_plan
+from varedit.editing.sampler import Known, masked_sample, new_generator, official_keep_per_scale
+from varedit.options import SamplingOptions
+from varedit.tasks import Editor
+
+
+@pytest.fixture(scope="module")
+def editor(golden_models):
+    var, vae = golden_models
+    return Editor(TorchBackend(var, vae, torch.device("cpu")), defaults=SamplingOptions(cfg=2.0, top_k=50, top_p=0.9))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A smooth, non-square test picture (the tiny golden models are random: any content does)."""
+    rng = np.random.default_rng(0)
+    small = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((180, 130), Image.BICUBIC))
+
+
+# ---------------------------------------------------------------------------------------------------
+# official mode = the notebook, on the golden cases
+# ---------------------------------------------------------------------------------------------------
+def test_official_mode_tensor_level_equals_golden(golden_models, golden_cases, golden_edit_cases):
+    var, vae = golden_models
+    torch.set_num_threads(1)
+    for case in golden_edit_cases["edit_cases"]:
+        keep = official_keep_per_scale(case["keep_mask_last_scale"], var.patch_nums)
+        g, _ = new_generator(case["g_seed"])
+        r = masked_sample(var, vae, case["label_B"], known=Known(keep, idx_per_scale=golden_edit_cases["input_tokens"]),
+                          cfg=case["cfg"], top_k=case["top_k"], top_p=case["top_p"], generator=g)
+        for si, (a, b) in enumerate(zip(r.idx_per_scale, case["final_idx_per_scale"])):
+            assert torch.equal(a, b), f"{case['name']} scale {si}"
+        for a, b in zip(r.sampled_idx_per_scale, case["sampled_idx_per_scale"]):
+            assert torch.equal(a, b)
+        for a, b in zip(r.fhat_per_scale, case["fhat_per_scale"]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        torch.testing.assert_close(r.img_B3HW, case["img_B3HW_01"], atol=1e-4, rtol=0)
+
+
+def test_official_mode_through_canvas_plans(golden_models, golden_cases, golden_edit_cases):
+    """The same cases through the image-level plan + backend: a pixel mask whose latent cells are the
+    golden keep mask gives the golden images."""
+    var, vae = golden_models
+    torch.set_num_threads(1)
+    backend = TorchBackend(var, vae, torch.device("cpu"))
+    imgs01 = ((golden_cases["img_B3HW"] + 1) / 2).permute(0, 2, 3, 1).numpy()
+    ds = vae.downsample
+    for case in golden_edit_cases["edit_cases"]:
+        hole_px = np.kron(~case["keep_mask_last_scale"].numpy(), np.ones((ds, ds), bool))
+        plans = [make_plan(im, hole_px, var.patch_nums, ds, mode="official") for im in imgs01]
+        opts = SamplingOptions(cfg=case["cfg"], top_k=case["top_k"], top_p=case["top_p"])
+        out, _ = backend.run(plans, case["label_B"].tolist(), opts, backend.stream(case["g_seed"]))
+        ref = case["img_B3HW_01"].permute(0, 2, 3, 1).numpy()
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# tensor-level properties
+# ---------------------------------------------------------------------------------------------------
+def test_all_known_closed_loop_reproduces_the_tokeniser_exactly(golden_models, golden_cases):
+    var, vae = golden_models
+    img = golden_cases["img_B3HW"]
+    with torch.no_grad():
+        f = vae.encode(img)
+        idx, fhat = vae.quantize.f_to_idx_and_fhat(f)
+    keep = [torch.ones(1, pn * pn, dtype=torch.bool) for pn in var.patch_nums]
+    B = img.shape[0]
+    r = masked_sample(var, vae, torch.full((B,), var.num_classes), known=Known(keep, f_BChw=f),
+                      generator=new_generator(0)[0], top_k=50)
+    for a, b in zip(r.idx_per_scale, idx):
+        assert torch.equal(a, b)
+    assert torch.equal(r.fhat_per_scale[-1], fhat[-1])  # bit for bit
+    torch.testing.assert_close(r.img_B3HW, vae.fhat_to_img(fhat[-1]).add(1).mul(0.5), atol=0, rtol=0)
+
+
+def test_nothing_forced_equals_plain_generation(golden_models, golden_cases):
+    var, vae = golden_models
+    labels = torch.tensor([1, 4])
+    with torch.no_grad():
+        idx = vae.img_to_idx(golden_cases["img_B3HW"])
+    keep = [torch.zeros(1, pn * pn, dtype=torch.bool) for pn in var.patch_nums]
+    a = masked_sample(var, vae, labels, generator=new_generator(5)[0], top_k=40, top_p=0.9, cfg=2.0)
+    b = masked_sample(var, vae, labels, known=Known(keep, idx_per_scale=idx), generator=new_generator(5)[0],
+                      top_k=40, top_p=0.9, cfg=2.0)
+    for x, y in zip(a.idx_per_scale, b.idx_per_scale):
+        assert torch.equal(x, y)
+    assert torch.equal(a.img_B3HW, b.img_B3HW)
+
+
+def test_portable_sampler_is_seeded_by_numpy(golden_models):
+    var, vae = golden_models
+    from varedit.editing.sampler import portable_uniforms
+    u = [torch.from_numpy(x) for x in portable_uniforms(3, 2, var.patch_nums)]
+    a = masked_sample(var, vae, torch.tensor([0, 1]), uniforms=u, top_k=20)
+    b = masked_sample(var, vae, torch.tensor([0, 1]), uniforms=u, top_k=20)
+    c = masked_sample(var, vae, torch.tensor([0, 1]), uniforms=[torch.from_numpy(x) for x in
+                                                                portable_uniforms(4, 2, var.patch_nums)], top_k=20)
+    assert all(torch.equal(x, y) for x, y in zip(a.idx_per_scale, b.idx_per_scale))
+    assert not all(torch.equal(x, y) for x, y in zip(a.idx_per_scale, c.idx_per_scale))
+
+
+def test_callback_gets_every_scale_with_a_preview(golden_models):
+    var, vae = golden_models
+    seen = []
+    masked_sample(var, vae, torch.tensor([2]), generator=new_generator(0)[0], decode=False,
+                  callback=lambda s: seen.append((s.si, tuple(s.preview().shape))))
+    assert [s for s, _ in seen] == list(range(len(var.patch_nums)))
+    assert all(shape == (1, 3, vae.image_size, vae.image_size) for _, shape in seen)
+
+
+def test_keep_scales_keeps_the_coarse_tokens_of_the_original(golden_models, golden_cases):
+    var, vae = golden_models
+    img01 = ((golden_cases["img_B3HW"][:1] + 1) / 2).permute(0, 2, 3, 1).numpy()[0]
+    S, ds = vae.image_size, vae.downsample
+    hole = np.zeros((S, S), bool)
+    hole[S // 4:3 * S // 4, S // 4:3 * S // 4] = True
+    k = 3
+    plan = make_plan(img01, hole, var.patch_nums, ds, keep_first=k)
+    assert all(m.all() for m in plan.keep_maps[:k]) and not plan.keep_maps[k].all()
+    with torch.no_grad():
+        idx = vae.img_to_idx(golden_cases["img_B3HW"][:1])
+        f = vae.encode(golden_cases["img_B3HW"][:1])
+    known = Known([torch.from_numpy(m) for m in plan.keep_maps], f_BChw=f,
+                  pool_w_per_scale=[None if w is None else torch.from_numpy(w) for w in plan.pool_w])
+    r = masked_sample(var, vae, torch.tensor([var.num_classes]), known=known, generator=new_generator(1)[0], top_k=50)
+    for si in range(k):
+        assert torch.equal(r.idx_per_scale[si], idx[si])
+
+
+# ---------------------------------------------------------------------------------------------------
+# image-level properties
+# ---------------------------------------------------------------------------------------------------
+def test_pixels_outside_the_feathered_mask_are_identical(editor, photo):
+    box = (60, 30, 120, 90)
+    r = editor.inpaint(photo, box=box, seed=0, feather=6)
+    out = np.asarray(r.image)
+    assert out.shape == photo.shape
+    w = P.feather(P.box_mask((photo.shape[1], photo.shape[0]), box), 6)
+    assert (w == 0).mean() > 0.5
+    assert np.array_equal(out[w == 0], photo[w == 0])
+    assert not np.array_equal(out[w == 1], photo[w == 1])  # the hole was regenerated
+
+
+def test_noise_in_the_hole_does_not_change_the_default_output(editor, photo):
+    box = (50, 40, 110, 100)
+    noisy = photo.copy()
+    rng = np.random.default_rng(1)
+    noisy[40:100, 50:110] = rng.integers(0, 256, (60, 60, 3), dtype=np.uint8)
+    a = np.asarray(editor.inpaint(photo, box=box, seed=3).image)
+    b = np.asarray(editor.inpaint(noisy, box=box, seed=3).image)
+    assert np.array_equal(a, b)
+    # the official mode reads the hole (that is its leak)
+    c = np.asarray(editor.inpaint(photo, box=box, seed=3, mode="official").image)
+    d = np.asarray(editor.inpaint(noisy, box=box, seed=3, mode="official").image)
+    assert not np.array_equal(c, d)
+
+
+def test_same_seed_same_output_and_seed_recorded(editor, photo):
+    a = editor.inpaint(photo, box=(10, 10, 70, 60), seed=11)
+    b = editor.inpaint(photo, box=(10, 10, 70, 60), seed=11)
+    c = editor.inpaint(photo, box=(10, 10, 70, 60), seed=12)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
+    assert a.settings["seed"] == 11
+    d = editor.inpaint(photo, box=(10, 10, 70, 60))
+    e = editor.inpaint(photo, box=(10, 10, 70, 60), seed=d.seed)
+    assert np.array_equal(np.asarray(d.image), np.asarray(e.image))
+
+
+def test_empty_mask_returns_the_input_with_a_warning(editor, photo, caplog):
+    with caplog.at_level(logging.WARNING):
+        r = editor.inpaint(photo, np.zeros(photo.shape[:2], bool), seed=0)
+    assert np.array_equal(np.asarray(r.image), photo)
+    assert "empty" in caplog.text
+
+
+def test_candidates_are_ranked_by_log_likelihood(editor, photo):
+    r = editor.inpaint(photo, box=(40, 20, 100, 80), seed=0, n=3)
+    assert len(r.images) == 3 and len(r.scores) == 3
+    assert r.scores == sorted(r.scores, reverse=True)
+    assert len({np.asarray(i).tobytes() for i in r.images}) == 3
+
+
+@pytest.mark.parametrize("strategy", ["crop", "resize", "original"])
+def test_strategies_keep_size_and_outside_pixels(editor, photo, strategy):
+    box = (120, 80, 170, 125)
+    r = editor.inpaint(photo, box=box, seed=0, strategy=strategy, feather=4)
+    out = np.asarray(r.image)
+    assert out.shape == photo.shape
+    w = P.feather(P.box_mask((180, 130), box), 4)
+    assert np.array_equal(out[w == 0], photo[w == 0])
+
+
+def test_rgba_grayscale_and_16bit(editor, photo):
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 200, np.uint8)])
+    r = editor.inpaint(Image.fromarray(rgba, "RGBA"), box=(10, 10, 60, 60), seed=0)
+    assert r.image.mode == "RGBA" and np.array_equal(np.asarray(r.image)[..., 3], rgba[..., 3])
+    gray = np.asarray(Image.fromarray(photo).convert("L"))
+    g = editor.inpaint(Image.fromarray(gray), box=(10, 10, 60, 60), seed=0)
+    assert g.image.mode == "L" and g.image.size == (180, 130)
+    g16 = gray.astype(np.uint16) * 257
+    r16 = editor.inpaint(g16, box=(10, 10, 60, 60), seed=0, output_type="np", feather=3)
+    out = r16.image
+    assert out.dtype == np.uint16 and out.shape == g16.shape
+    w = P.feather(P.box_mask((180, 130), (10, 10, 60, 60)), 3)
+    assert np.array_equal(out[w == 0], g16[w == 0])
+
+
+def test_transparent_pixels_are_the_default_mask(editor, photo):
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    rgba[50:80, 50:90, 3] = 0
+    r = editor.inpaint(Image.fromarray(rgba, "RGBA"), seed=0)
+    assert r.mask[60, 60] and not r.mask[10, 10]
+
+
+def test_outpaint_sizes_and_original_kept(editor, photo):
+    r = editor.outpaint(photo, left=40, bottom=0.25, seed=0, feather=4)
+    out = np.asarray(r.image)
+    assert out.shape == (130 + round(0.25 * 130), 180 + 40, 3)
+    inner = out[:130, 40:]
+    w = P.feather(r.mask, 4)[:130, 40:]
+    assert np.array_equal(inner[w == 0], photo[w == 0])
+    with pytest.raises(ValueError):
+        editor.outpaint(photo, left=0, seed=0)
+    with pytest.raises(ValueError):
+        editor.outpaint(photo, left=-5, seed=0)
+
+
+def test_outpaint_larger_than_a_window_uses_sliding_windows(editor, photo):
+    r = editor.outpaint(photo, right=300, seed=0, strategy="original")
+    assert r.image.size == (480, 130)
+    out = np.asarray(r.image)
+    assert out[:, 400:].std() > 0  # the far end was generated, not left as the flat fill
+
+
+def test_edit_with_class_and_unknown_class(editor, photo):
+    r = editor.edit(photo, (20, 20, 80, 80), 3, seed=0)
+    assert r.settings["label"] == 3 and r.image.size == (180, 130)
+    with pytest.raises(ValueError):
+        editor.edit(photo, (20, 20, 80, 80), "not-a-class", seed=0)
+
+
+def test_box_outside_and_bad_mask(editor, photo):
+    with pytest.raises(ValueError, match="outside"):
+        editor.inpaint(photo, box=(500, 500, 600, 600))
+    with pytest.raises(ValueError):
+        editor.inpaint(photo, box=(10, 10, 60, 60), mode="nope")
+
+
+def test_mask_of_another_size_is_resized_with_a_warning(editor, photo, caplog):
+    m = np.zeros((65, 90), np.uint8)
+    m[20:40, 20:50] = 255
+    with caplog.at_level(logging.WARNING):
+        r = editor.inpaint(photo, m, seed=0)
+    assert r.image.size == (180, 130) and "resiz" in caplog.text.lower()
+
+
+def test_upscale_size_and_fidelity(editor, photo):
+    small = np.asarray(Image.fromarray(photo).resize((64, 48), Image.LANCZOS))
+    r = editor.upscale(small, scale=2, seed=0)
+    out = np.asarray(r.image)
+    assert out.shape == (96, 128, 3)
+    # back-projection: the result downsampled is close to the input
+    down = np.asarray(Image.fromarray(out).resize((64, 48), Image.BOX)).astype(float)
+    assert np.abs(down - small).mean() < 12
