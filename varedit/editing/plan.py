@@ -43,9 +43,11 @@ class CanvasPlan:
 
 
 def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple[int, ...], downsample: int, *,
-              mode: str = "default", keep_first: int = 0, grow_tokens: int = 1, prefill: str = "pushpull"
-              ) -> CanvasPlan:
-    """canvas_rgb (S, S, 3) float in [0, 1]; canvas_mask (S, S) bool, True = regenerate."""
+              mode: str = "default", keep_first: int = 0, grow_tokens: int = 1, prefill: str = "pushpull",
+              closed_loop: bool = True) -> CanvasPlan:
+    """canvas_rgb (S, S, 3) float in [0, 1]; canvas_mask (S, S) bool, True = regenerate.
+
+    ``prefill="none"`` and ``closed_loop=False`` switch off parts of the default mode (for ablations)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if not 0 <= keep_first <= len(patch_nums):
@@ -64,6 +66,6 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
     known = ~hole
     keep = coverage_keep_maps(known, patch_nums, threshold=1.0, keep_first=keep_first)
     # with structure kept (keep_first > 0) the hole's own content is wanted, so it is not prefilled
-    enc = rgb if keep_first > 0 or not canvas_mask.any() else prefill_hole(rgb, np.asarray(canvas_mask, bool),
-                                                                            method=prefill)
-    return CanvasPlan(enc.astype(np.float32), keep, True, pool_weights(known, patch_nums, keep_first), hole)
+    unfilled = keep_first > 0 or prefill == "none" or not np.asarray(canvas_mask).any()
+    enc = rgb if unfilled else prefill_hole(rgb, np.asarray(canvas_mask, bool), method=prefill)
+    return CanvasPlan(enc.astype(np.float32), keep, closed_loop, pool_weights(known, patch_nums, keep_first), hole)

@@ -1,0 +1,1 @@
+"""Quality measurements on the synthetic domain (classifier, Fréchet distance, inpainting baselines)."""
