@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
+from .noise import portable_uniforms
 
 ScaleCallback = Callable[["ScaleState"], None]
 
@@ -105,15 +106,6 @@ def sample_icdf(logits_BlV: torch.Tensor, u_Bl: torch.Tensor) -> torch.Tensor:
     cdf_BlV = logits_BlV.softmax(dim=-1).cumsum(dim=-1)
     idx = (cdf_BlV < (u_Bl.to(cdf_BlV.dtype) * cdf_BlV[..., -1]).unsqueeze(-1)).sum(dim=-1)
     return idx.clamp_max(logits_BlV.shape[-1] - 1)
-
-
-def portable_uniforms(seed: int, batch: int, patch_nums: tuple[int, ...]) -> list[np.ndarray]:
-    """The noise of the portable sampler: numpy PCG64 uniforms, (batch, pn*pn) float32 per scale.
-
-    Defined with numpy (not torch) so the torch-free runtime produces the identical stream.
-    """
-    rng = np.random.default_rng(seed)
-    return [rng.random((batch, pn * pn), dtype=np.float32) for pn in patch_nums]
 
 
 def gumbel_soft(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:

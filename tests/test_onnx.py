@@ -1,0 +1,361 @@
+"""ONNX export and the torch-free onnxruntime runtime, on the tiny golden models.
+
+One fp32 export (batch 2, so that 1 image is padded and 3 are chunked) and one fp16 export per module.
+Parity is checked against torch's ``masked_sample(..., uniforms=...)`` with the same uniforms.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+onnx = pytest.importorskip("onnx")
+
+from varedit.editing.masks import coverage_keep_maps, official_keep_maps, pool_weights  # noqa: E402
+from varedit.editing.noise import portable_uniforms  # noqa: E402
+from varedit.editing.sampler import Known, masked_sample  # noqa: E402
+from varedit_onnx.exporter import FP16_TOL, export_onnx  # noqa: E402
+from varedit_onnx.runtime import (FORMAT_VERSION, MANIFEST, OnnxRuntimeError, OnnxVAR, read_manifest,  # noqa: E402
+                                  sha256_file, verify_files)
+
+BATCH = 2
+IMG_TOL = 1e-4    # decoded images, [0, 1] scale
+FHAT_TOL = 1e-4   # latents
+CFG, TOP_K, TOP_P = 4.0, 50, 0.9
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fp32_dir(tmp_path_factory, golden_models) -> Path:
+    var, vae = golden_models
+    d = tmp_path_factory.mktemp("onnx_fp32")
+    # the export's own parity check (check=True) is exercised by the fp16 test; these tests do their own
+    export_onnx(var, vae, d, batch=BATCH, name="tiny", class_names=[f"c{i}" for i in range(var.num_classes)],
+                check=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def rt(fp32_dir) -> OnnxVAR:
+    return OnnxVAR.from_dir(fp32_dir, providers="cpu", spinning=False)
+
+
+@pytest.fixture(scope="module")
+def image(golden_cases) -> np.ndarray:
+    return golden_cases["img_B3HW"].numpy().astype(np.float32)  # (2, 3, 128, 128) in [-1, 1]
+
+
+def _torch_sample(golden_models, labels, uniforms, known=None):
+    var, vae = golden_models
+    return masked_sample(var, vae, torch.as_tensor(labels), known=known, cfg=CFG, top_k=TOP_K, top_p=TOP_P,
+                         uniforms=[torch.from_numpy(u) for u in uniforms], decode=True)
+
+
+def _assert_tokens_equal(a: list[np.ndarray], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b)
+    for si, (x, y) in enumerate(zip(a, b)):
+        np.testing.assert_array_equal(x, y.numpy(), err_msg=f"tokens differ at scale {si}")
+
+
+# --------------------------------------------------------------------------------------------------
+# export and manifest
+# --------------------------------------------------------------------------------------------------
+def test_checker_and_manifest(fp32_dir, golden_models):
+    var, vae = golden_models
+    m = read_manifest(fp32_dir)
+    for g in ("tokenizer", "sampler", "decoder"):
+        onnx.checker.check_model(str(fp32_dir / m["graphs"][g]["file"]))
+    for key in ("varedit_version", "format_version", "model", "batch", "precision", "opset", "graphs", "files",
+                "export", "sampling"):
+        assert key in m
+    assert m["format_version"] == FORMAT_VERSION and m["batch"] == BATCH and m["precision"] == "fp32"
+    mo = m["model"]
+    assert mo["patch_nums"] == list(var.patch_nums) and mo["vocab_size"] == var.V and mo["Cvae"] == var.Cvae
+    assert mo["num_classes"] == var.num_classes and mo["image_size"] == vae.image_size
+    assert mo["class_names"][3] == ["c3"]
+    SN = len(var.patch_nums)
+    assert len(m["graphs"]["sampler"]["inputs"]) == 6 + 3 * SN + (SN - 1)
+    assert [o["name"] for o in m["graphs"]["sampler"]["outputs"]][-2:] == ["f_hat", "logprob"]
+    for g, spec in m["graphs"].items():
+        sess = ort.InferenceSession(str(fp32_dir / spec["file"]), providers=["CPUExecutionProvider"])
+        assert [i.name for i in sess.get_inputs()] == [i["name"] for i in spec["inputs"]]
+        assert [o.name for o in sess.get_outputs()] == [o["name"] for o in spec["outputs"]]
+        for i, s in zip(sess.get_inputs(), spec["inputs"]):
+            assert list(i.shape) == s["shape"] and s["meaning"]
+    for fn, info in m["files"].items():
+        assert sha256_file(fp32_dir / fn) == info["sha256"]
+    verify_files(fp32_dir, m)
+
+
+# --------------------------------------------------------------------------------------------------
+# parity with torch (fp32, CPU)
+# --------------------------------------------------------------------------------------------------
+def test_tokenizer_parity(rt, golden_models, image):
+    var, vae = golden_models
+    f, tokens = rt.tokenize(image)
+    with torch.no_grad():
+        f_t = vae.encode(torch.from_numpy(image))
+        tok_t = vae.quantize.f_to_idx_and_fhat(f_t)[0]
+    _assert_tokens_equal(tokens, tok_t)
+    np.testing.assert_allclose(f, f_t.numpy(), atol=FHAT_TOL, rtol=0)
+
+
+def test_generate_parity_chunked_and_padded(rt, golden_models):
+    labels = [3, 5, 10]  # 3 images on a batch-2 export: one full chunk and one padded; 10 = unconditional
+    seed = 7
+    images = rt.generate(labels, seed, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    tokens, f_hat, logprob = rt.sample(labels, seed=seed, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    ref = _torch_sample(golden_models, labels, portable_uniforms(seed, len(labels), rt.patch_nums))
+    _assert_tokens_equal(tokens, ref.idx_per_scale)
+    np.testing.assert_allclose(f_hat, ref.fhat_per_scale[-1].numpy(), atol=FHAT_TOL, rtol=0)
+    np.testing.assert_allclose(logprob, ref.logprob_B.numpy(), atol=1e-4, rtol=0)
+    assert images.shape == (3, 3, 128, 128) and images.dtype == np.float32
+    np.testing.assert_allclose(images, ref.img_B3HW.numpy(), atol=IMG_TOL, rtol=0)
+    # the batch split does not change the result: image 1 alone (now padded) with its own noise rows
+    u = portable_uniforms(seed, len(labels), rt.patch_nums)
+    tok1, f1, _ = rt.sample([5], uniforms=[x[1:2] for x in u], cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    for a, b in zip(tok1, tokens):
+        np.testing.assert_array_equal(a[0], b[1])
+    np.testing.assert_array_equal(rt.decode(f1)[0], images[1])
+
+
+def test_greedy_and_unfiltered_parity(rt, golden_models):
+    labels = [1, 2]
+    for top_k, top_p in ((1, 0.0), (0, 0.5)):  # greedy; top-p alone (no top-k)
+        u = portable_uniforms(11, 2, rt.patch_nums)
+        tok = rt.sample(labels, uniforms=u, cfg=1.5, top_k=top_k, top_p=top_p, guidance="constant").tokens
+        var, vae = golden_models
+        ref = masked_sample(var, vae, torch.tensor(labels), cfg=1.5, top_k=top_k, top_p=top_p, guidance="constant",
+                            uniforms=[torch.from_numpy(x) for x in u], decode=False)
+        _assert_tokens_equal(tok, ref.idx_per_scale)
+
+
+def test_inpaint_open_loop_parity(rt, golden_models, image):
+    var, vae = golden_models
+    pns = rt.patch_nums
+    _, tokens_in = rt.tokenize(image[:1])
+    keep_last = np.ones((pns[-1], pns[-1]), dtype=bool)
+    keep_last[2:6, 1:5] = False  # the hole
+    keep = official_keep_maps(keep_last, pns)
+    u = portable_uniforms(3, 1, pns)
+    tok, f_hat, logprob = rt.sample([4], keep, tokens_in, u, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    known = Known([torch.from_numpy(k) for k in keep], idx_per_scale=[torch.from_numpy(t) for t in tokens_in])
+    ref = _torch_sample(golden_models, [4], u, known)
+    _assert_tokens_equal(tok, ref.idx_per_scale)
+    np.testing.assert_allclose(logprob, ref.logprob_B.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(rt.decode(f_hat), ref.img_B3HW.numpy(), atol=IMG_TOL, rtol=0)
+    for si in range(len(pns)):  # kept cells really are the known tokens
+        np.testing.assert_array_equal(tok[si][keep[si]], tokens_in[si][keep[si]])
+
+
+def test_closed_loop_edit_parity(rt, golden_models, image):
+    pns = rt.patch_nums
+    f, _ = rt.tokenize(image)
+    known_latent = np.ones((2, pns[-1], pns[-1]), dtype=np.float32)
+    known_latent[0, 3:7, 3:7] = 0
+    known_latent[1, :, 5:] = 0  # an outpainting-like strip
+    keep = coverage_keep_maps(known_latent, pns, threshold=1.0, keep_first=2)
+    pw = pool_weights(known_latent, pns, keep_first=2)
+    u = portable_uniforms(5, 2, pns)
+    tok, f_hat, _ = rt.sample([6, 8], keep, None, u, f_known=f, pool_w=pw, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    known = Known([torch.from_numpy(k) for k in keep], f_BChw=torch.from_numpy(f),
+                  pool_w_per_scale=[None if w is None else torch.from_numpy(w) for w in pw])
+    ref = _torch_sample(golden_models, [6, 8], u, known)
+    _assert_tokens_equal(tok, ref.idx_per_scale)
+    np.testing.assert_allclose(f_hat, ref.fhat_per_scale[-1].numpy(), atol=FHAT_TOL, rtol=0)
+
+
+def test_closed_loop_all_kept_reproduces_tokenizer(rt, image):
+    f, tokens = rt.tokenize(image)
+    keep = [np.ones((1, p * p), dtype=bool) for p in rt.patch_nums]  # batch-1 maps broadcast to N
+    out = rt.sample([0, 0], keep, f_known=f, seed=0)
+    for a, b in zip(out.tokens, tokens):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(out.logprob, 0)  # nothing was sampled
+
+
+# --------------------------------------------------------------------------------------------------
+# fp16
+# --------------------------------------------------------------------------------------------------
+def test_fp16_export_drift(tmp_path_factory, golden_models):
+    var, vae = golden_models
+    d = tmp_path_factory.mktemp("onnx_fp16")
+    m = export_onnx(var, vae, d, batch=1, fp16=True)  # raises if the drift is out of bounds
+    v = m["validation"]
+    assert m["precision"] == "fp16" and v["passed"]
+    assert v["logits_max_rel"] <= FP16_TOL["logits_rel"]
+    assert v["decoder"]["image_max_abs"] <= FP16_TOL["image"]
+    assert v["tokenizer"]["f_max_abs"] <= FP16_TOL["f"]
+    assert v["tokenizer"]["token_agreement"] >= 0.95
+    # kept cells re-quantised in fp32: the closed loop is unaffected by the half-precision transformer
+    assert v["sampler"]["edit_closed_loop"]["token_agreement"] >= 0.95
+    # graph I/O stays fp32 / int64 / bool
+    sess = ort.InferenceSession(str(d / "sampler.onnx"), providers=["CPUExecutionProvider"])
+    assert {i.type for i in sess.get_inputs()} <= {"tensor(float)", "tensor(int64)", "tensor(bool)"}
+    img = OnnxVAR.from_dir(d, providers="cpu").generate([2], seed=0)
+    assert img.shape == (1, 3, 128, 128) and np.isfinite(img).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# torch-free runtime
+# --------------------------------------------------------------------------------------------------
+def test_runtime_runs_without_torch(fp32_dir, rt, tmp_path):
+    out = tmp_path / "img.npy"
+    script = textwrap.dedent(f"""
+        import sys
+
+        class _NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+                return None
+
+        sys.meta_path.insert(0, _NoTorch())
+        import numpy as np
+        import varedit.processing, varedit.editing.masks  # the torch-free helpers the runtime may use
+        from varedit_onnx.runtime import OnnxVAR
+        m = OnnxVAR.from_dir({str(fp32_dir)!r}, providers="cpu", threads=1)
+        img = m.generate([3], seed=7, cfg={CFG}, top_k={TOP_K}, top_p={TOP_P})
+        assert "torch" not in sys.modules, "torch was imported"
+        np.save({str(out)!r}, img)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    img = np.load(out)
+    np.testing.assert_array_equal(img, rt.generate([3], seed=7, cfg=CFG, top_k=TOP_K, top_p=TOP_P))
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input: one clear error each
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def copy_dir(fp32_dir, tmp_path) -> Path:
+    d = tmp_path / "copy"
+    shutil.copytree(fp32_dir, d)
+    return d
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_corrupt_file(copy_dir):
+    p = copy_dir / "decoder.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksum can tell
+    p.write_bytes(bytes(data))
+    with pytest.raises(OnnxRuntimeError, match="sha256") as e:
+        OnnxVAR.from_dir(copy_dir, providers="cpu")
+    assert "decoder.onnx" in _one_line(e) and "again" in str(e.value)
+
+
+def test_missing_file(copy_dir):
+    (copy_dir / "sampler.onnx").unlink()
+    with pytest.raises(OnnxRuntimeError, match="sampler.onnx is missing") as e:
+        OnnxVAR.from_dir(copy_dir, providers="cpu")
+    _one_line(e)
+    (copy_dir / MANIFEST).unlink()
+    with pytest.raises(OnnxRuntimeError, match="no manifest.json"):
+        OnnxVAR.from_dir(copy_dir, providers="cpu")
+
+
+def test_manifest_of_another_version(copy_dir):
+    p = copy_dir / MANIFEST
+    m = json.loads(p.read_text())
+    m["format_version"] = FORMAT_VERSION + 1
+    p.write_text(json.dumps(m))
+    with pytest.raises(OnnxRuntimeError, match="upgrade varedit") as e:
+        OnnxVAR.from_dir(copy_dir, providers="cpu")
+    _one_line(e)
+    m["format_version"] = 0
+    p.write_text(json.dumps(m))
+    with pytest.raises(OnnxRuntimeError, match="export the model again"):
+        OnnxVAR.from_dir(copy_dir, providers="cpu")
+
+
+def test_wrong_batch(copy_dir, rt):
+    p = copy_dir / MANIFEST
+    m = json.loads(p.read_text())
+    m["batch"] = BATCH + 1  # a manifest that does not describe its graphs
+    p.write_text(json.dumps(m))
+    bad = OnnxVAR.from_dir(copy_dir, providers="cpu")
+    with pytest.raises(OnnxRuntimeError, match=f"exported for batch {BATCH}") as e:
+        bad.generate([1], seed=0)
+    _one_line(e)
+    # per-image inputs whose batch does not match the labels
+    keep = [np.zeros((3, p * p), dtype=bool) for p in rt.patch_nums]
+    known = [np.zeros((3, p * p), dtype=np.int64) for p in rt.patch_nums]
+    with pytest.raises(OnnxRuntimeError, match=r"keep_maps\[0\] has shape \[3, 1\]"):
+        rt.sample([1, 2], keep, known, seed=0)
+    with pytest.raises(OnnxRuntimeError, match=r"uniforms\[0\] has shape \[3, 1\]: give one row per image"):
+        rt.sample([1, 2], uniforms=portable_uniforms(0, 3, rt.patch_nums))
+
+
+def test_wrong_input_size(rt):
+    with pytest.raises(OnnxRuntimeError, match=r"takes \(N, 3, 128, 128\)") as e:
+        rt.tokenize(np.zeros((1, 3, 64, 64), np.float32))
+    _one_line(e)
+    with pytest.raises(OnnxRuntimeError, match=r"\[0, 1\]"):
+        rt.tokenize(np.full((1, 3, 128, 128), 2.0, np.float32))
+    bad_keep = [np.zeros((1, p * p + 1), dtype=bool) for p in rt.patch_nums]
+    with pytest.raises(OnnxRuntimeError, match=r"keep_maps\[0\]"):
+        rt.sample([1], bad_keep, [np.zeros((1, p * p), np.int64) for p in rt.patch_nums], seed=0)
+    with pytest.raises(OnnxRuntimeError, match="scales given"):
+        rt.sample([1], uniforms=portable_uniforms(0, 1, rt.patch_nums)[:-1])
+    with pytest.raises(OnnxRuntimeError, match="out of range"):
+        rt.generate([rt.num_classes + 1], seed=0)
+    with pytest.raises(OnnxRuntimeError, match="f_known has shape"):
+        rt.sample([1], [np.ones((1, p * p), bool) for p in rt.patch_nums], f_known=np.zeros((1, 16, 8, 8)),
+                  seed=0)
+    with pytest.raises(OnnxRuntimeError, match="exactly one of"):
+        rt.sample([1], [np.ones((1, p * p), bool) for p in rt.patch_nums], seed=0)
+    with pytest.raises(OnnxRuntimeError, match="f_hat has shape"):
+        rt.decode(np.zeros((1, 32, 16, 16), np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# execution providers
+# --------------------------------------------------------------------------------------------------
+def test_cuda_provider_fails_loudly_without_cuda(fp32_dir):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    with pytest.raises(OnnxRuntimeError, match="providers='cuda' asked") as e:
+        OnnxVAR.from_dir(fp32_dir, providers="cuda")
+    assert "onnxruntime-gpu" in _one_line(e)
+    from varedit_onnx.session import OrtSession
+    with pytest.raises(OnnxRuntimeError, match="no CUDA provider"):
+        OrtSession(fp32_dir / "decoder.onnx", providers="cuda")
+    with pytest.raises(OnnxRuntimeError, match="providers must be one of"):
+        OnnxVAR.from_dir(fp32_dir, providers="gpu", verify=False)
+
+
+def test_auto_provider_uses_cpu_here(fp32_dir):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    m = OnnxVAR.from_dir(fp32_dir, providers="auto", threads=1, verify=False).load(["decoder"])
+    assert m.provider == "CPUExecutionProvider"
+
+
+@pytest.mark.gpu
+def test_cuda_provider_runs_on_gpu(fp32_dir, rt):
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime without a CUDA provider (install onnxruntime-gpu)")
+    m = OnnxVAR.from_dir(fp32_dir, providers="cuda", verify=False)
+    img = m.generate([3, 5, 1], seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    assert m.provider == "CUDAExecutionProvider"
+    img2 = m.generate([3, 5, 1], seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P)  # CUDA graph replay
+    np.testing.assert_array_equal(img, img2)
+    np.testing.assert_allclose(img, rt.generate([3, 5, 1], seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P), atol=1e-3)
