@@ -443,7 +443,8 @@ def _graph_files(out_dir: Path, graph_file: str) -> list[str]:
 def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp16: bool = False,
                 opset: int = DEFAULT_OPSET, check: bool = True, name: str = "model",
                 class_names: Sequence[Sequence[str] | str] | None = None, optimize: bool = False,
-                check_threads: int | None = None, check_images: int = 2) -> dict[str, Any]:
+                check_threads: int | None = None, check_images: int = 2,
+                defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export ``var`` + ``vae`` to ``out_dir`` (tokenizer.onnx, sampler.onnx, decoder.onnx, manifest.json).
 
     Args:
@@ -453,6 +454,7 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
         check: run ``onnx.checker`` and a parity run against torch on onnxruntime's CPU provider; raise
             ``RuntimeError`` if the export does not reproduce torch (fp32: same tokens; fp16: drift bounds).
         name, class_names: recorded in the manifest.
+        defaults: the model's default sampling settings (cfg, top_k, top_p, guidance), recorded in the manifest.
         optimize: run the exporter's graph optimiser (slower export; onnxruntime optimises at load anyway).
         check_threads, check_images: onnxruntime threads and number of images of the parity run (it runs
             torch on the CPU too: about 3 generations and one tokenisation / decoding per image).
@@ -508,6 +510,7 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
             "vocab_size": var.V, "Cvae": var.Cvae, "num_classes": var.num_classes, "null_class": var.num_classes,
             "class_names": names, "depth": var.depth, "embed_dim": var.C, "num_heads": var.cfg.num_heads,
         },
+        "defaults": {k: v for k, v in (defaults or {}).items() if k in ("cfg", "top_k", "top_p", "guidance")},
         "batch": batch,
         "precision": "fp16" if fp16 else "fp32",
         "opset": opset,

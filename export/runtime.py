@@ -388,6 +388,11 @@ class OnnxVAR:
             lp.append(o["logprob"][: e - s])
         return SampleOutput([np.concatenate(t) for t in toks], np.concatenate(fh), np.concatenate(lp))
 
+    def editor(self) -> Any:
+        """The image-level tasks (varedit.tasks.Editor) on this model: inpaint, outpaint, edit, upscale."""
+        from .backend import onnx_editor
+        return onnx_editor(self)
+
     def decode(self, f_hat: np.ndarray) -> np.ndarray:
         """f_hat (N,Cvae,h,w) -> image (N,3,H,W) float32 in [0, 1]."""
         a = np.asarray(f_hat, dtype=np.float32)

@@ -226,6 +226,10 @@ def test_runtime_runs_without_torch(fp32_dir, rt, tmp_path):
         from varedit_onnx.runtime import OnnxVAR
         m = OnnxVAR.from_dir({str(fp32_dir)!r}, providers="cpu", threads=1)
         img = m.generate([3], seed=7, cfg={CFG}, top_k={TOP_K}, top_p={TOP_P})
+        # the image-level tasks too (shared torch-free pre/post-processing)
+        photo = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
+        res = m.editor().inpaint(photo, box=(20, 20, 70, 60), seed=1)
+        assert res.image.size == (120, 90)
         assert "torch" not in sys.modules, "torch was imported"
         np.save({str(out)!r}, img)
     """)
@@ -359,3 +363,72 @@ def test_cuda_provider_runs_on_gpu(fp32_dir, rt):
     img2 = m.generate([3, 5, 1], seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P)  # CUDA graph replay
     np.testing.assert_array_equal(img, img2)
     np.testing.assert_allclose(img, rt.generate([3, 5, 1], seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P), atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the image-level tasks on onnxruntime: same pre/post-processing, same tokens as torch's portable sampler
+# ---------------------------------------------------------------------------------------------------
+def _photo() -> np.ndarray:
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    small = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((180, 130), Image.BICUBIC))
+
+
+def test_tasks_match_the_torch_backend(rt, golden_models):
+    from varedit.editing.backend import TorchBackend
+    from varedit.options import SamplingOptions
+    from varedit.tasks import Editor
+    var, vae = golden_models
+    opts = dict(cfg=2.0, top_k=50, top_p=0.9)
+    ref = Editor(TorchBackend(var, vae, torch.device("cpu"), sampler="portable"), defaults=SamplingOptions(**opts))
+    ed = rt.editor()
+    photo = _photo()
+    for task in ("inpaint", "official", "outpaint", "generate"):
+        if task == "inpaint":
+            a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, n=2, **opts) for e in (ref, ed))
+        elif task == "official":
+            a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, mode="official", **opts) for e in (ref, ed))
+        elif task == "outpaint":
+            a, b = (e.outpaint(photo, right=60, seed=5, **opts) for e in (ref, ed))
+        else:
+            a, b = (e.generate(3, n=2, seed=6, **opts) for e in (ref, ed))
+        for x, y in zip(a.images, b.images):
+            x, y = np.asarray(x).astype(int), np.asarray(y).astype(int)
+            assert x.shape == y.shape
+            assert np.abs(x - y).max() <= 1, task  # same tokens; decoder float noise may move a level
+        if a.scores:
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_smoothing_is_refused_by_the_onnx_backend(rt):
+    from varedit_onnx.session import OnnxRuntimeError
+    with pytest.raises(OnnxRuntimeError, match="smoothing"):
+        rt.editor().generate(1, seed=0, more_smooth=True)
+
+
+def test_cli_export_and_onnx_backend(golden_dir, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from varedit.cli import main
+    shutil.copy(golden_dir / "var.pth", tmp_path / "var_tiny.pth")
+    shutil.copy(golden_dir / "vae.pth", tmp_path / "vae_ch160v4096z32.pth")
+    runner = CliRunner()
+    out = tmp_path / "onnx"
+    res = runner.invoke(main, ["export", "onnx", "-m", str(tmp_path / "var_tiny.pth"), "--out", str(out),
+                               "--batch", "2", "--no-check"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "manifest.json").read_text())["batch"] == 2
+    Image.fromarray(_photo()).save(tmp_path / "p.png")
+    res = runner.invoke(main, ["inpaint", str(tmp_path / "p.png"), "--box", "20,20,90,90", "-o",
+                               str(tmp_path / "o.png"), "--backend", "onnx", "--onnx-dir", str(out), "--seed", "1",
+                               "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "o.json").read_text())
+    assert side["backend"] == "onnx" and Image.open(tmp_path / "o.png").size == (180, 130)
+    res = runner.invoke(main, ["inpaint", str(tmp_path / "p.png"), "--box", "20,20,90,90", "-o",
+                               str(tmp_path / "o2.png"), "--backend", "onnx", "--onnx-dir", str(tmp_path / "nope")])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "not found" in res.output
