@@ -432,3 +432,47 @@ def test_cli_export_and_onnx_backend(golden_dir, tmp_path):
     res = runner.invoke(main, ["inpaint", str(tmp_path / "p.png"), "--box", "20,20,90,90", "-o",
                                str(tmp_path / "o2.png"), "--backend", "onnx", "--onnx-dir", str(tmp_path / "nope")])
     assert res.exit_code != 0 and "Traceback" not in res.output and "not found" in res.output
+
+
+# ---------------------------------------------------------------------------------------------------
+# embedding: a Node.js program inpaints with the exported files (onnxruntime-node, no Python)
+# ---------------------------------------------------------------------------------------------------
+NODE_EXAMPLE = REPO / "export" / "examples" / "node"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_example_inpaints_like_python(fp32_dir, rt, tmp_path):
+    if not (NODE_EXAMPLE / "node_modules" / "onnxruntime-node").is_dir():
+        pytest.skip("run `npm install` in export/examples/node (the CI script does)")
+    from PIL import Image
+
+    from varedit.editing.plan import make_plan
+    S, pns, B = rt.image_size, rt.patch_nums, rt.batch
+    rng = np.random.default_rng(0)
+    small = (rng.random((5, 5, 3)) * 255).astype(np.uint8)
+    photo = np.asarray(Image.fromarray(small).resize((S, S), Image.BICUBIC))
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    box = (30, 40, 90, 100)
+    noise = [rng.random((B, p * p), dtype=np.float32) for p in pns]
+    np.concatenate([u.ravel() for u in noise]).astype(np.float32).tofile(tmp_path / "noise.bin")
+    r = subprocess.run(["node", str(NODE_EXAMPLE / "inpaint.mjs"), str(fp32_dir), str(tmp_path / "in.png"),
+                        ",".join(map(str, box)), str(tmp_path / "out.png"), "--noise", str(tmp_path / "noise.bin"),
+                        "--tokens", str(tmp_path / "tokens.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+    hole = np.zeros((S, S), bool)
+    hole[box[1]:box[3], box[0]:box[2]] = True
+    assert np.array_equal(out[~hole], photo[~hole]) and not np.array_equal(out[hole], photo[hole])
+    # the same plan in Python (grey prefill, grown hole, coverage keep maps, closed loop) gives the same tokens
+    plan = make_plan(photo.astype(np.float32) / 255, hole, pns, S // pns[-1], prefill="gray")
+    f, _ = rt.tokenize(np.repeat(plan.encode_rgb.transpose(2, 0, 1)[None] * 2 - 1, B, 0).astype(np.float32))
+    d = rt.manifest.get("defaults") or {}
+    ref = rt.sample([rt.num_classes] * B, [np.repeat(k, B, 0) for k in plan.keep_maps], uniforms=noise, f_known=f,
+                    pool_w=plan.pool_w, cfg=d.get("cfg", 4.0), top_k=d.get("top_k", 900), top_p=d.get("top_p", 0.95))
+    js = json.loads((tmp_path / "tokens.json").read_text())
+    for s in range(len(pns)):
+        assert js[s] == ref.tokens[s][0].tolist(), f"scale {s}"
+    # bad input: one line, non-zero exit
+    r = subprocess.run(["node", str(NODE_EXAMPLE / "inpaint.mjs"), str(tmp_path), str(tmp_path / "in.png"),
+                        "1,1,5,5", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("Error:") and "manifest.json" in r.stderr
