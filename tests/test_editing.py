@@ -276,3 +276,13 @@ def test_upscale_size_and_fidelity(editor, photo):
     # back-projection: the result downsampled is close to the input
     down = np.asarray(Image.fromarray(out).resize((64, 48), Image.BOX)).astype(float)
     assert np.abs(down - small).mean() < 12
+
+
+def test_progress_callback_with_previews(editor, photo):
+    seen = []
+    editor.inpaint(photo, box=(40, 20, 100, 80), seed=0, n=2, preview=True,
+                   callback=lambda step, total, prev: seen.append((step, total, None if prev is None else prev.shape)))
+    SN = len(editor.backend.patch_nums)
+    assert [s for s, _, _ in seen] == list(range(SN)) and all(t == SN for _, t, _ in seen)
+    S = editor.image_size
+    assert all(shape == (2, S, S, 3) for _, _, shape in seen)

@@ -104,7 +104,7 @@ class Editor:
 
     def _regenerate(self, loaded: P.LoadedImage, mask: np.ndarray, label: int, *, strategy: str, mode: str,
                     n: int, seed: int, opts: SamplingOptions, keep_scales: int, grow_tokens: int, prefill: str,
-                    callback: ProgressCallback | None) -> tuple[list[np.ndarray], np.ndarray]:
+                    callback: ProgressCallback | None, preview: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
         """n candidate RGB images (float [0,1], full size) regenerated inside ``mask``; and their scores."""
         wh = loaded.size
         windows = self._windows(strategy, mask, wh)
@@ -124,7 +124,7 @@ class Editor:
             if callback is not None:
                 def cb(si: int, sn: int, prev: np.ndarray | None, _wi: int = wi) -> None:
                     callback(_wi * sn + si, len(windows) * sn, prev)
-            out, lp = self.backend.run(plans, [label] * n, opts, stream, callback=cb)
+            out, lp = self.backend.run(plans, [label] * n, opts, stream, callback=cb, preview=preview)
             scores += lp
             region = remaining[win.slices]
             for c in range(n):
@@ -160,12 +160,15 @@ class Editor:
                 strategy: str = "crop", mode: str = "default", n: int = 1, rank: bool = True,
                 seed: int | None = None, keep_scales: int = 0, grow_tokens: int = 1, feather: float | None = None,
                 prefill: str = "pushpull", paste_back: bool = True, output_type: str = "pil",
-                callback: ProgressCallback | None = None, _task: str = "inpaint", **sampling: Any) -> EditResult:
+                callback: ProgressCallback | None = None, preview: bool = False, _task: str = "inpaint",
+                **sampling: Any) -> EditResult:
         """Regenerate the masked region (white / 255 / True = regenerate).
 
         The mask comes from ``mask`` (image, array or path; alpha channels honoured), a ``box``
         (x0, y0, x1, y1: pixels as ints, fractions as floats) or, when both are None, from the
-        image's own transparency.  ``keep_scales`` keeps the input's first k scales inside the hole
+        image's own transparency.  ``callback(step, total, preview)`` is called after every scale of
+        every window; with ``preview=True`` it gets the decoded canvas so far ((n, S, S, 3) in [0, 1]:
+        coarse to fine), at the cost of one decode per scale.  ``keep_scales`` keeps the input's first k scales inside the hole
         (structure kept, detail regenerated).  ``label`` None = unconditional (the null class).
         """
         if n < 1:
@@ -176,7 +179,8 @@ class Editor:
         m = self._mask(loaded, mask, box, invert, threshold, mask_mismatch)
         return self._edit_masked(loaded, m, label=label, strategy=strategy, mode=mode, n=n, rank=rank, seed=seed,
                                  keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather, prefill=prefill,
-                                 paste_back=paste_back, output_type=output_type, callback=callback, task=_task,
+                                 paste_back=paste_back, output_type=output_type, callback=callback,
+                                 preview=preview, task=_task,
                                  **sampling)
 
     def _mask(self, loaded: P.LoadedImage, mask: Any, box: Sequence[float] | None, invert: bool, threshold: float,
@@ -196,6 +200,7 @@ class Editor:
     def _edit_masked(self, loaded: P.LoadedImage, m: np.ndarray, *, label: int | str | None, strategy: str, mode: str,
                      n: int, rank: bool, seed: int | None, keep_scales: int, grow_tokens: int, feather: float | None,
                      prefill: str, paste_back: bool, output_type: str, callback: ProgressCallback | None, task: str,
+                     preview: bool = False,
                      edited_alpha: np.ndarray | None = None, extra: dict[str, Any] | None = None,
                      **sampling: Any) -> EditResult:
         opts = self.defaults.replace(**sampling)
@@ -212,7 +217,7 @@ class Editor:
             return EditResult(outs, seed, settings, [0.0] * n, m)
         cands, scores = self._regenerate(loaded, m, lab, strategy=strategy, mode=mode, n=n, seed=seed, opts=opts,
                                          keep_scales=keep_scales, grow_tokens=grow_tokens, prefill=prefill,
-                                         callback=callback)
+                                         callback=callback, preview=preview)
         outs, sc = self._finish(loaded, cands, scores, m, rank=rank, feather=feather, paste_back=paste_back,
                                 output_type=output_type, edited_alpha=edited_alpha)
         return EditResult(outs, seed, settings, sc, m)
