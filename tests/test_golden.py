@@ -115,3 +115,22 @@ def test_loader_infers_the_golden_configuration(official_files, golden_config, g
     with torch.no_grad():
         idx = pipe.vae.img_to_idx(golden_cases["img_B3HW"])
     assert all(torch.equal(x, y) for x, y in zip(idx, golden_cases["vae_idxBl"]))
+
+
+@pytest.mark.gpu
+def test_greedy_generation_on_cuda(golden_models, golden_cases):
+    """On a CUDA GPU (fp32, fused attention) the greedy tokens stay those of the reference."""
+    var, vae = golden_models
+    dev = torch.device("cuda")
+    var_c, vae_c = var.to(dev), vae.to(dev)
+    try:
+        var_c.use_fused_attention(True)
+        for case in _greedy_cases(golden_cases):
+            g, _ = new_generator(case["g_seed"], dev)
+            r = masked_sample(var_c, vae_c, case["label_B"].to(dev), cfg=case["cfg"], top_k=1, generator=g)
+            for a, b in zip(r.idx_per_scale, case["idx_per_scale"]):
+                assert torch.equal(a.cpu(), b)
+            torch.testing.assert_close(r.img_B3HW.cpu(), case["img_B3HW_01"], atol=2e-3, rtol=0)
+    finally:
+        var_c.use_fused_attention(False)
+        var.to("cpu"), vae.to("cpu")
