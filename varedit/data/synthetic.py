@@ -53,13 +53,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from ..io import atomic_write_with
 from PIL import Image
 
 __all__ = [
@@ -415,20 +416,6 @@ class SyntheticShapes:
         )
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_image_folder(
     out_dir: str | os.PathLike[str],
     n: int,
@@ -459,7 +446,7 @@ def write_image_folder(
     for i in range(ds.n):
         img, label = ds[i]
         pil = Image.fromarray(img)
-        _atomic_write_bytes(folders[label] / f"{i:06d}.png", lambda fh, im=pil: im.save(fh, format="PNG"))
+        atomic_write_with(folders[label] / f"{i:06d}.png", lambda fh, im=pil: im.save(fh, format="PNG"))
         counts[label] += 1
         if progress is not None:
             progress(i)
@@ -474,7 +461,7 @@ def write_image_folder(
         "num_classes": ds.num_classes,
     }
     payload = (json.dumps(meta, indent=2) + "\n").encode("utf-8")
-    _atomic_write_bytes(root / "classes.json", lambda fh: fh.write(payload))
+    atomic_write_with(root / "classes.json", lambda fh: fh.write(payload))
     logger.info("wrote %d synthetic images (%d classes, %d px) to %s", ds.n, ds.num_classes, ds.size, root)
     return {
         "out_dir": str(root),
