@@ -1,0 +1,244 @@
+"""Training the multi-scale residual VQVAE.
+
+Loss = ``l1_weight`` * L1 + ``l2_weight`` * MSE (reconstruction, pixels in [-1, 1]) + ``vq_weight`` *
+the quantizer's own loss (codebook term + ``beta`` * commitment, averaged over scales; straight-through
+gradients to the encoder).
+
+Not available here: the official tokenizer was also trained with LPIPS perceptual and patch-GAN
+adversarial losses.  LPIPS needs pretrained VGG weights, which an offline install does not have, and a
+GAN adds little at the sizes this trainer is meant for, so both are left out; reconstructions are
+therefore somewhat softer than the official VQVAE's.
+
+Codebook health: code hits per scale come out of every forward pass; they are summed over ranks,
+kept as an EMA in ``quantize.ema_vocab_hit_SV`` (as the official trainer does) and used to find dead
+codes.  A code unused for ``dead_code_steps`` steps is re-initialised from a random vector that the
+quantizer currently sees (the area-pooled encoder output minus what coarser scales already explain, at
+a random scale), and its Adam moments are cleared.  All ranks draw the same replacements from the
+gathered vectors with the same generator, so weights stay identical across ranks.  At step 0 every
+unused code counts as dead, which amounts to a data-dependent codebook initialisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..models.vqvae import VQVAE, VQVAEConfig
+from .common import (DistContext, TrainConfig, cleanup_distributed, config_to_dict, fit, hardware_name,
+                     seed_everything, setup_distributed, write_summary)
+from .data import DataConfig, build_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VQVAETrainConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, weight_decay=0.0, beta1=0.5,
+                                                                   beta2=0.9, grad_clip=10.0))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: VQVAEConfig = field(default_factory=lambda: VQVAEConfig(
+        vocab_size=512, z_channels=32, ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1,
+        v_patch_nums=(1, 2, 3, 4, 6, 8)))
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    vq_weight: float = 1.0
+    dead_code_steps: int = 200         # restart codes unused for this many steps; 0 = never
+    dead_code_check_every: int = 50
+    init: str | None = None            # start from this VQVAE (varedit file or official state dict); its
+                                       # architecture replaces `model`, except the scale list v_patch_nums
+    out: str | None = None             # final model file; default <run_dir>/vqvae.pt
+    half: bool = False                 # store the final weights as fp16
+
+
+class ReconStep(nn.Module):
+    """The VQVAE forward pass for training, also returning the latent (for dead-code restarts).
+
+    The quantizer always runs in fp32: nearest-code search in bf16 would pick wrong codes.
+    """
+
+    def __init__(self, vae: VQVAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.vae.encode(img)
+        with torch.autocast(img.device.type, enabled=False):
+            f_hat, vq_loss, hits_SV = self.vae.quantize(f.float())
+        return self.vae.decoder(self.vae.post_quant_conv(f_hat)), vq_loss, hits_SV, f.detach().float()
+
+
+def quantizer_inputs(vae: VQVAE, f_BChw: torch.Tensor) -> torch.Tensor:
+    """Every vector the residual quantizer matches against the codebook, all scales: (B * L, C)."""
+    q = vae.quantize
+    _, fhat = q.f_to_idx_and_fhat(f_BChw)
+    B, C = f_BChw.shape[:2]
+    out = []
+    prev = torch.zeros_like(f_BChw)
+    for si, pn in enumerate(q.v_patch_nums):
+        rest = f_BChw - prev
+        z = F.interpolate(rest, size=(pn, pn), mode="area") if si != len(q.v_patch_nums) - 1 else rest
+        out.append(z.permute(0, 2, 3, 1).reshape(-1, C))
+        prev = fhat[si]
+    return torch.cat(out)
+
+
+class CodebookKeeper:
+    """Hit statistics and dead-code restarts (see the module docstring)."""
+
+    def __init__(self, vae: VQVAE, ctx: DistContext, dead_after: int, check_every: int, seed: int,
+                 log_every: int):
+        self.vae, self.ctx, self.log_every = vae, ctx, log_every
+        self.dead_after, self.check_every, self.seed = dead_after, max(1, check_every), seed
+        V = vae.vocab_size
+        # "last used" starts far enough back that every code unused in step 0 is restarted then
+        self.last_used = torch.full((V,), -max(dead_after, 1), dtype=torch.int64)
+        self.restarts = 0
+        self.window_hits = torch.zeros(V)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_used": self.last_used.clone(), "restarts": self.restarts, "window_hits": self.window_hits}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        self.last_used = sd["last_used"].clone()
+        self.restarts = int(sd["restarts"])
+        self.window_hits = sd["window_hits"].clone()
+
+    @torch.no_grad()
+    def after_step(self, step: int, aux: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer
+                   ) -> dict[str, float]:
+        hits_SV, f = aux
+        hits_SV = hits_SV.detach().float()
+        if self.ctx.distributed:
+            dist.all_reduce(hits_SV)
+        ema = self.vae.quantize.ema_vocab_hit_SV
+        # the official trainer's statistic: copy at first, then a slow EMA
+        if step == 0:
+            ema.copy_(hits_SV)
+        else:
+            ema.mul_(0.99).add_(hits_SV, alpha=0.01)
+        hits_V = hits_SV.sum(0).cpu()
+        self.window_hits += hits_V
+        self.last_used[hits_V > 0] = step
+        out: dict[str, float] = {}
+        if self.dead_after > 0 and step % self.check_every == 0:
+            dead = (step - self.last_used) >= self.dead_after
+            if dead.any():
+                self._restart(dead.nonzero().squeeze(1), f, step, optimizer)
+                self.last_used[dead] = step
+                out["restarted"] = float(dead.sum())
+        p = self.window_hits / self.window_hits.sum().clamp_min(1)
+        out["code_usage"] = float((self.window_hits > 0).float().mean())
+        out["code_perplexity"] = float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
+        out["code_restarts"] = float(self.restarts)
+        if (step + 1) % self.log_every == 0:
+            self.window_hits.zero_()  # usage is reported per log interval
+        return out
+
+    def _restart(self, dead_idx: torch.Tensor, f: torch.Tensor, step: int, optimizer: torch.optim.Optimizer) -> None:
+        cand = quantizer_inputs(self.vae, f)
+        if self.ctx.distributed:
+            parts = [torch.empty_like(cand) for _ in range(self.ctx.world_size)]
+            dist.all_gather(parts, cand.contiguous())
+            cand = torch.cat(parts)
+        # the same generator on every rank: identical replacements without a broadcast
+        g = torch.Generator().manual_seed(self.seed * 100_003 + step)
+        pick = torch.randint(0, cand.shape[0], (len(dead_idx),), generator=g)
+        # tiny noise keeps two restarts drawn from the same vector apart
+        noise = torch.randn(len(dead_idx), cand.shape[1], generator=g) * 1e-3
+        emb = self.vae.quantize.embedding.weight
+        new = cand.cpu()[pick] + noise * cand.std().cpu()
+        emb.data[dead_idx.to(emb.device)] = new.to(emb.device, emb.dtype)
+        state = optimizer.state.get(emb, {})
+        for k in ("exp_avg", "exp_avg_sq"):
+            if k in state:
+                state[k][dead_idx.to(emb.device)] = 0
+        self.restarts += len(dead_idx)
+        log.info("step %d: restarted %d dead codes", step, len(dead_idx))
+
+
+def load_vqvae_file(path: str | Path, patch_nums: tuple[int, ...] | None = None) -> VQVAE:
+    """A VQVAE from a varedit file or an official state dict, on CPU, with ``patch_nums`` as its scale
+    list when given (an official file does not record it)."""
+    from ..registry import WeightsError, _state_dict, build_vqvae, infer_vqvae_config, is_self_describing, \
+        read_weights, _cfg_from_dict
+    obj = read_weights(path)
+    if is_self_describing(obj):
+        if "vqvae" not in obj:
+            raise WeightsError(f"{Path(path).name} holds no VQVAE")
+        vcfg = _cfg_from_dict(VQVAEConfig, obj["vqvae"]["config"])
+        sd = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["vqvae"]["state_dict"].items()}
+    else:
+        sd = _state_dict(obj, Path(path).name)
+        vcfg = infer_vqvae_config(sd, patch_nums=patch_nums)
+    if patch_nums is not None:
+        vcfg = dataclasses.replace(vcfg, v_patch_nums=tuple(patch_nums))
+    return build_vqvae(vcfg, sd, Path(path).name)
+
+
+def train_vqvae(cfg: VQVAETrainConfig) -> dict[str, Any]:
+    """Train (or resume) a VQVAE; writes checkpoints, metrics.jsonl, summary.json and the final model file
+    (self-describing, ``registry.save_models``).  Returns the summary (on every rank)."""
+    from ..registry import save_models
+
+    tc = cfg.train
+    ctx = setup_distributed(tc.device, tc.threads)
+    try:
+        init_vae = load_vqvae_file(cfg.init, cfg.model.v_patch_nums) if cfg.init else None
+        mcfg = init_vae.cfg if init_vae is not None else cfg.model
+        size = mcfg.v_patch_nums[-1] * mcfg.downsample
+        if cfg.data.image_size != size:
+            raise ValueError(f"the VQVAE maps {size} px images to its last scale {mcfg.v_patch_nums[-1]}, "
+                             f"but the data is {cfg.data.image_size} px")
+        dataset = build_dataset(cfg.data)
+        seed_everything(tc.seed)  # the same initial weights on every rank
+        vae = VQVAE(mcfg)
+        if init_vae is not None:
+            vae.load_state_dict(init_vae.state_dict())
+            log.info("initialised from %s", cfg.init)
+        vae = vae.to(ctx.device)
+        n_params = sum(p.numel() for p in vae.parameters())
+        log.info("VQVAE: %.2fM parameters, %d px, scales %s", n_params / 1e6, size, list(mcfg.v_patch_nums))
+        keeper = CodebookKeeper(vae, ctx, cfg.dead_code_steps, cfg.dead_code_check_every, tc.seed, tc.log_every)
+
+        def loss_fn(module: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+            img = batch[0]
+            rec, vq_loss, hits_SV, f = module(img)
+            rec = rec.float()
+            l1 = (rec - img).abs().mean()
+            mse = F.mse_loss(rec, img)
+            loss = cfg.l1_weight * l1 + cfg.l2_weight * mse + cfg.vq_weight * vq_loss
+            psnr = 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10))  # pixel range 2
+            return loss, {"l1": l1.detach(), "mse": mse.detach(), "vq": vq_loss.detach(), "psnr": psnr}, (hits_SV, f)
+
+        t0 = time.perf_counter()
+        res = fit(tc, ctx, model=vae, step_module=ReconStep(vae), loss_fn=loss_fn, dataset=dataset, hooks=keeper,
+                  config_dict=config_to_dict(cfg))
+        out = Path(cfg.out) if cfg.out else Path(tc.run_dir) / "vqvae.pt"
+        summary = {
+            "kind": "vqvae", "finished": res.finished, "steps": res.step, "wall_time_s": round(res.wall_time_s, 1),
+            "session_time_s": round(time.perf_counter() - t0, 1), "hardware": hardware_name(ctx),
+            "world_size": ctx.world_size, "parameters": n_params, "final_metrics": res.last_metrics,
+            "seeds": {"train": tc.seed, "data": cfg.data.synthetic_seed}, "config": config_to_dict(cfg),
+            "weights_sha256_per_rank": res.weights_sha256_per_rank, "data_digest_rank0": res.data_digest,
+            "ema": res.ema is not None, "file": str(out) if res.finished else None,
+        }
+        if ctx.is_main:
+            if res.finished:
+                if res.ema is not None:
+                    vae.load_state_dict(res.ema.state_dict_for(vae))
+                meta = {"kind": "vqvae", "class_names": [[c] for c in getattr(dataset, "class_names", [])],
+                        "training": {k: v for k, v in summary.items() if k != "file"}}
+                save_models(out, vae=vae.cpu().eval(), meta=meta, half=cfg.half)
+                log.info("saved %s", out)
+            write_summary(tc.run_dir, summary)
+        return summary
+    finally:
+        cleanup_distributed()
