@@ -11,7 +11,8 @@ Modes:
                  borders) and the keep maps come from area coverage (a cell touching the hole is
                  regenerated at every scale);
               3. closed loop: known cells are re-quantised at every scale from the real latent minus
-                 the current reconstruction, pooled over known latent cells only.
+                 the current reconstruction, pooled over known latent cells only;
+              4. the 1x1 scale (scales of at most 3 tokens) is forced from the prefilled canvas.
 
 ``keep_first`` (both modes): the first k scales are forced whole from the *original* canvas, so the
 coarse structure inside the hole is kept and only detail is regenerated (like diffusion's strength:
@@ -44,10 +45,14 @@ class CanvasPlan:
 
 def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple[int, ...], downsample: int, *,
               mode: str = "default", keep_first: int = 0, grow_tokens: int = 1, prefill: str = "pushpull",
-              closed_loop: bool = True) -> CanvasPlan:
+              closed_loop: bool = True, force_coarse: bool = True) -> CanvasPlan:
     """canvas_rgb (S, S, 3) float in [0, 1]; canvas_mask (S, S) bool, True = regenerate.
 
-    ``prefill="none"`` and ``closed_loop=False`` switch off parts of the default mode (for ablations)."""
+    ``force_coarse``: in the default mode the scales of at most 3 tokens (the 1x1 global token) are
+    forced whole from the *prefilled* canvas (as the notebook forces them from the unfilled one): the
+    global colour comes from the surroundings instead of an unconditional draw, and nothing leaks.
+    ``prefill="none"``, ``closed_loop=False`` and ``force_coarse=False`` switch off parts of the default
+    mode (for ablations)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if not 0 <= keep_first <= len(patch_nums):
@@ -64,8 +69,10 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
     if grow_tokens > 0 and hole.any():
         hole = ~grow_latent_hole(~hole, grow_tokens)
     known = ~hole
-    keep = coverage_keep_maps(known, patch_nums, threshold=1.0, keep_first=keep_first)
+    coarse = sum(1 for pn in patch_nums if pn * pn <= 3) if force_coarse and hole.any() and not hole.all() else 0
+    keep = coverage_keep_maps(known, patch_nums, threshold=1.0, keep_first=max(keep_first, coarse))
     # with structure kept (keep_first > 0) the hole's own content is wanted, so it is not prefilled
     unfilled = keep_first > 0 or prefill == "none" or not np.asarray(canvas_mask).any()
     enc = rgb if unfilled else prefill_hole(rgb, np.asarray(canvas_mask, bool), method=prefill)
-    return CanvasPlan(enc.astype(np.float32), keep, closed_loop, pool_weights(known, patch_nums, keep_first), hole)
+    return CanvasPlan(enc.astype(np.float32), keep, closed_loop,
+                      pool_weights(known, patch_nums, max(keep_first, coarse)), hole)

@@ -64,6 +64,7 @@ VARIANTS = [
     Variant("default-no-prefill", dict(mode="default", prefill="none")),
     Variant("default-open-loop", dict(mode="default", closed_loop=False)),
     Variant("default-no-grow", dict(mode="default", grow_tokens=0)),
+    Variant("default-free-coarse", dict(mode="default", force_coarse=False)),
 ]
 
 

@@ -5,7 +5,8 @@
 // INPUT must be the model's size (manifest.model.image_size, square). The box (pixels, end exclusive)
 // is regenerated with varedit's default method, simplified: the hole is filled with mid-grey before
 // encoding (no information leaks from the hole), the hole is grown by one latent cell, per-scale keep
-// maps come from area coverage, known cells are re-quantised in a closed loop, and the result is pasted
+// maps come from area coverage (the 1x1 scale is kept whole), known cells are re-quantised in a closed
+// loop, and the result is pasted
 // back so every pixel outside the box is the input's. Noise: --noise FILE gives the sampler's uniforms
 // (float32, scale after scale, batch rows first), else a seeded xorshift generator.
 import fs from "node:fs";
@@ -79,9 +80,12 @@ for (let i = 0; i < h; i++)
       }
 hole = grown;
 
-// keep map per scale: a cell is kept when every latent cell under it (area pooling bounds) is known
+// keep map per scale: a cell is kept when every latent cell under it (area pooling bounds) is known;
+// scales of at most 3 tokens (the 1x1 global token) are kept whole, from the grey-filled image
+const coarse = (pn) => pn * pn <= 3;
 function keepMap(pn) {
   const out = new Uint8Array(pn * pn);
+  if (coarse(pn)) return out.fill(1);
   for (let i = 0; i < pn; i++) {
     const ys = Math.floor((i * h) / pn), ye = Math.ceil(((i + 1) * h) / pn);
     for (let j = 0; j < pn; j++) {
@@ -141,7 +145,7 @@ for (let s = 0; s < SN; s++) {
   feeds[`uniform_${s}`] = new ort.Tensor("float32", u, [B, l]);
   if (s < SN - 1) {
     const w = new Float32Array(B * h * h);
-    for (let b = 0; b < B; b++) w.set(known, b * h * h);
+    for (let b = 0; b < B; b++) w.set(coarse(pns[s]) ? new Float32Array(h * h).fill(1) : known, b * h * h);
     feeds[`pool_w_${s}`] = new ort.Tensor("float32", w, [B, 1, h, h]);
   }
 }
