@@ -15,6 +15,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs and package data must be readable like any file
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
