@@ -429,6 +429,10 @@ def test_cli_export_and_onnx_backend(golden_dir, tmp_path):
     assert res.exit_code == 0, res.output
     side = json.loads((tmp_path / "o.json").read_text())
     assert side["backend"] == "onnx" and Image.open(tmp_path / "o.png").size == (180, 130)
+    res = runner.invoke(main, ["generate", "--class", "2", "-n", "2", "--seed", "3", "-o", str(tmp_path / "g"),
+                               "--backend", "onnx", "--onnx-dir", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "g").glob("*.png"))) == 2
     res = runner.invoke(main, ["inpaint", str(tmp_path / "p.png"), "--box", "20,20,90,90", "-o",
                                str(tmp_path / "o2.png"), "--backend", "onnx", "--onnx-dir", str(tmp_path / "nope")])
     assert res.exit_code != 0 and "Traceback" not in res.output and "not found" in res.output

@@ -87,14 +87,21 @@ def load_pipeline(model: str, vae_path: str | None, weights_dir: str | None, num
 @click.option("--n", "-n", type=click.IntRange(min=1), default=1, show_default=True, help="Number of images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--out", "-o", type=click.Path(), required=True, help="Output folder, or a .png file when --n 1.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--onnx-dir", type=click.Path(file_okay=False), default=None, help="Exported ONNX folder.")
 @model_options
 @sampling_options
-def generate(class_: str, n: int, batch_size: int, out: str, model: str, vae_path: str | None,
-             weights_dir: str | None, num_heads: int | None, device: str, seed: int | None, cfg: float | None,
-             top_k: int | None, top_p: float | None, more_smooth: bool | None, guidance: str | None) -> None:
+def generate(class_: str, n: int, batch_size: int, out: str, backend: str, onnx_dir: str | None, model: str,
+             vae_path: str | None, weights_dir: str | None, num_heads: int | None, device: str, seed: int | None,
+             cfg: float | None, top_k: int | None, top_p: float | None, more_smooth: bool | None,
+             guidance: str | None) -> None:
     """Class-conditional generation: writes PNGs (and a JSON sidecar with the settings)."""
     from .io import save_image, save_json
-    pipe = load_pipeline(model, vae_path, weights_dir, num_heads, device)
+    if backend == "onnx":
+        from .commands.edit import make_editor
+        pipe = make_editor("onnx", onnx_dir, model, vae_path, weights_dir, num_heads, device, None)
+    else:
+        pipe = load_pipeline(model, vae_path, weights_dir, num_heads, device)
     label = pipe.class_index(class_)
     res = pipe.generate(label, n=n, seed=seed, batch_size=batch_size, cfg=cfg, top_k=top_k, top_p=top_p,
                         more_smooth=more_smooth, guidance=guidance)

@@ -86,6 +86,9 @@ class Editor:
     def class_index(self, spec: int | str) -> int:
         return resolve_class(spec, self.class_names, self.backend.num_classes)
 
+    def class_name(self, i: int) -> str:
+        return self.class_names[i][0] if self.class_names and 0 <= i < len(self.class_names) else str(i)
+
     # ------------------------------------------------------------------------------------------------
     def _windows(self, strategy: str, mask: np.ndarray, wh: tuple[int, int]) -> list[P.Window]:
         S = self.image_size
