@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from .classes import imagenet_classes, resolve_class
+from .classes import imagenet_classes
 from .editing.sampler import ScaleCallback, masked_sample, new_generator
 from .models.var import VAR
 from .models.vqvae import VQVAE
@@ -138,10 +138,10 @@ class VarEditPipeline:
         return self.var.num_classes
 
     def class_index(self, spec: int | str) -> int:
-        return resolve_class(spec, self.class_names, self.num_classes)
+        return self.editor.class_index(spec)
 
     def class_name(self, i: int) -> str:
-        return self.class_names[i][0] if self.class_names and 0 <= i < len(self.class_names) else str(i)
+        return self.editor.class_name(i)
 
     def options(self, **overrides: Any) -> SamplingOptions:
         return self.defaults.replace(**overrides)
