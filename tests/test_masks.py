@@ -48,6 +48,20 @@ def test_coverage_maps_cover_the_hole_at_every_scale():
             assert (keep.reshape(pn, pn) | touched).all()
 
 
+def test_half_coverage_regenerates_the_mostly_hole_cells():
+    # the default mode's maps: a cell is kept when at least half of it is known (the closed loop then
+    # forces it from its known part only); the last scale regenerates exactly the hole's cells
+    rng = np.random.default_rng(1)
+    pns = (1, 2, 3, 4, 6, 8)
+    for _ in range(20):
+        known = rng.random((8, 8)) > rng.uniform(0.1, 0.7)
+        maps = coverage_keep_maps(known, pns, threshold=0.5)
+        for pn, keep in zip(pns, maps):
+            frac = area_resize(known[None].astype(np.float32), pn)[0]
+            assert np.array_equal(keep.reshape(pn, pn), frac >= 0.5)
+        assert np.array_equal(maps[-1].reshape(8, 8), known)
+
+
 def test_keep_first_and_grow():
     pns = (1, 2, 4, 8)
     known = np.ones((8, 8), bool)

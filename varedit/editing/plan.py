@@ -4,12 +4,15 @@ Modes:
 
 ``official``  the notebook method: the tokens of the *unfilled* canvas are forced on the keep maps of
               :func:`~varedit.editing.masks.official_keep_maps` (open loop, no growing).
-``default``   varedit's method:
+``default``   varedit's method (each step measured on the demo model: README, "Measured quality"):
               1. the hole is prefilled from known pixels only (push-pull pyramid by default) before
                  encoding, so nothing of the hole leaks into the known tokens;
-              2. the hole is grown by ``grow_tokens`` latent cells (the decoder mixes across cell
-                 borders) and the keep maps come from area coverage (a cell touching the hole is
-                 regenerated at every scale);
+              2. keep maps from area coverage: a cell is regenerated when more than half of the
+                 latent cells under it are hole (``coverage=0.5``; the last scale regenerates exactly the
+                 hole's cells). A partly known coarse cell is forced from its known part only (the
+                 closed loop pools known cells), so the layout around a hole is kept instead of being
+                 redrawn; ``coverage=1`` regenerates every cell touching the hole. The hole can be
+                 grown by ``grow_tokens`` cells (off by default: growing hurt every measure);
               3. closed loop: known cells are re-quantised at every scale from the real latent minus
                  the current reconstruction, pooled over known latent cells only;
               4. the 1x1 scale (scales of at most 3 tokens) is forced from the prefilled canvas.
@@ -44,8 +47,8 @@ class CanvasPlan:
 
 
 def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple[int, ...], downsample: int, *,
-              mode: str = "default", keep_first: int = 0, grow_tokens: int = 1, prefill: str = "pushpull",
-              closed_loop: bool = True, force_coarse: bool = True) -> CanvasPlan:
+              mode: str = "default", keep_first: int = 0, grow_tokens: int = 0, prefill: str = "pushpull",
+              closed_loop: bool = True, force_coarse: bool = True, coverage: float = 0.5) -> CanvasPlan:
     """canvas_rgb (S, S, 3) float in [0, 1]; canvas_mask (S, S) bool, True = regenerate.
 
     ``force_coarse``: in the default mode the scales of at most 3 tokens (the 1x1 global token) are
@@ -55,6 +58,10 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
     mode (for ablations)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if not 0 < coverage <= 1:
+        raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+    if grow_tokens < 0:
+        raise ValueError(f"grow_tokens must be >= 0, got {grow_tokens}")
     if not 0 <= keep_first <= len(patch_nums):
         raise ValueError(f"keep_first must be in 0..{len(patch_nums)}, got {keep_first}")
     hole = latent_mask(np.asarray(canvas_mask, bool), downsample)
@@ -70,7 +77,7 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
         hole = ~grow_latent_hole(~hole, grow_tokens)
     known = ~hole
     coarse = sum(1 for pn in patch_nums if pn * pn <= 3) if force_coarse and hole.any() and not hole.all() else 0
-    keep = coverage_keep_maps(known, patch_nums, threshold=1.0, keep_first=max(keep_first, coarse))
+    keep = coverage_keep_maps(known, patch_nums, threshold=coverage, keep_first=max(keep_first, coarse))
     # with structure kept (keep_first > 0) the hole's own content is wanted, so it is not prefilled
     unfilled = keep_first > 0 or prefill == "none" or not np.asarray(canvas_mask).any()
     enc = rgb if unfilled else prefill_hole(rgb, np.asarray(canvas_mask, bool), method=prefill)

@@ -4,9 +4,9 @@
 //
 // INPUT must be the model's size (manifest.model.image_size, square). The box (pixels, end exclusive)
 // is regenerated with varedit's default method, simplified: the hole is filled with mid-grey before
-// encoding (no information leaks from the hole), the hole is grown by one latent cell, per-scale keep
-// maps come from area coverage (the 1x1 scale is kept whole), known cells are re-quantised in a closed
-// loop, and the result is pasted
+// encoding (no information leaks from the hole), per-scale keep maps come from area coverage (a cell
+// is regenerated when more than half of it is hole; the 1x1 scale is kept whole), known cells are
+// re-quantised in a closed loop, and the result is pasted
 // back so every pixel outside the box is the input's. Noise: --noise FILE gives the sampler's uniforms
 // (float32, scale after scale, batch rows first), else a seeded xorshift generator.
 import fs from "node:fs";
@@ -65,23 +65,15 @@ for (let b = 0; b < B; b++)
         img[((b * 3 + c) * S + y) * S + x] = Math.fround(Math.fround(v) * 2 - 1);
       }
 
-// latent hole: any pixel of the cell's ds x ds block; grown by one cell (8-neighbourhood)
-let hole = new Uint8Array(h * h);
+// latent hole: any pixel of the cell's ds x ds block
+const hole = new Uint8Array(h * h);
 for (let i = 0; i < h; i++)
   for (let j = 0; j < h; j++)
     hole[i * h + j] = i * ds < y1 && (i + 1) * ds > y0 && j * ds < x1 && (j + 1) * ds > x0 ? 1 : 0;
-const grown = new Uint8Array(h * h);
-for (let i = 0; i < h; i++)
-  for (let j = 0; j < h; j++)
-    for (let di = -1; di <= 1; di++)
-      for (let dj = -1; dj <= 1; dj++) {
-        const a = i + di, b = j + dj;
-        if (a >= 0 && a < h && b >= 0 && b < h && hole[a * h + b]) grown[i * h + j] = 1;
-      }
-hole = grown;
 
-// keep map per scale: a cell is kept when every latent cell under it (area pooling bounds) is known;
-// scales of at most 3 tokens (the 1x1 global token) are kept whole, from the grey-filled image
+// keep map per scale: a cell is kept when at least half of the latent cells under it (area pooling
+// bounds) are known; the closed loop then forces it from its known cells only. Scales of at most 3
+// tokens (the 1x1 global token) are kept whole, from the grey-filled image
 const coarse = (pn) => pn * pn <= 3;
 function keepMap(pn) {
   const out = new Uint8Array(pn * pn);
@@ -90,9 +82,9 @@ function keepMap(pn) {
     const ys = Math.floor((i * h) / pn), ye = Math.ceil(((i + 1) * h) / pn);
     for (let j = 0; j < pn; j++) {
       const xs = Math.floor((j * h) / pn), xe = Math.ceil(((j + 1) * h) / pn);
-      let known = true;
-      for (let y = ys; y < ye && known; y++) for (let x = xs; x < xe; x++) if (hole[y * h + x]) known = false;
-      out[i * pn + j] = known ? 1 : 0;
+      let known = 0;
+      for (let y = ys; y < ye; y++) for (let x = xs; x < xe; x++) known += 1 - hole[y * h + x];
+      out[i * pn + j] = known / ((ye - ys) * (xe - xs)) >= 0.5 - 1e-6 ? 1 : 0;
     }
   }
   return out;
