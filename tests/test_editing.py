@@ -168,6 +168,26 @@ def test_noise_in_the_hole_does_not_change_the_default_output(editor, photo):
     assert not np.array_equal(c, d)
 
 
+def test_harmonize_changes_only_the_feathered_region(editor, photo):
+    box = (50, 40, 110, 100)
+    a = np.asarray(editor.inpaint(photo, box=box, seed=4, feather=4).image)
+    b = editor.inpaint(photo, box=box, seed=4, feather=4, harmonize=False)
+    assert b.settings["harmonize"] is False
+    b = np.asarray(b.image)
+    w = P.feather(P.box_mask((photo.shape[1], photo.shape[0]), box), 4)
+    assert np.array_equal(a[w == 0], b[w == 0]) and np.array_equal(a[w == 0], photo[w == 0])
+    assert not np.array_equal(a[w == 1], b[w == 1])
+
+
+def test_plan_rejects_bad_coverage_and_grow():
+    from varedit.editing.plan import make_plan
+    rgb, hole = np.zeros((32, 32, 3), np.float32), np.zeros((32, 32), bool)
+    with pytest.raises(ValueError, match="coverage"):
+        make_plan(rgb, hole, (1, 2), 16, coverage=0)
+    with pytest.raises(ValueError, match="grow_tokens"):
+        make_plan(rgb, hole, (1, 2), 16, grow_tokens=-1)
+
+
 def test_same_seed_same_output_and_seed_recorded(editor, photo):
     a = editor.inpaint(photo, box=(10, 10, 70, 60), seed=11)
     b = editor.inpaint(photo, box=(10, 10, 70, 60), seed=11)

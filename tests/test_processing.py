@@ -556,3 +556,22 @@ def test_extend_loaded_keeps_original_pixels(rng):
     edited = rng.random((25, 35, 3), dtype=np.float32)
     out = np.array(P.to_output(edited, ext, weight=P.feather(new, 0)))
     np.testing.assert_array_equal(out[5:, 5:], a)
+
+
+def test_harmonize_removes_a_colour_shift_and_never_reads_the_hole():
+    rng = np.random.default_rng(0)
+    ref = rng.random((48, 40, 3)).astype(np.float32) * 0.6 + 0.2
+    hole = np.zeros((48, 40), bool)
+    hole[10:30, 8:25] = True
+    shift = np.float32([0.1, -0.05, 0.08])
+    dec = ref + shift                               # a decoder with a constant colour error
+    out = P.harmonize(dec, ref, hole)
+    np.testing.assert_allclose(out, ref, atol=1e-5)  # the error is gone, in the hole too
+    noisy = ref.copy()
+    noisy[hole] = rng.random((int(hole.sum()), 3))
+    assert np.array_equal(P.harmonize(dec, noisy, hole), out)
+    # nothing to correct from / nothing to correct: the decoded pixels come back
+    assert np.array_equal(P.harmonize(dec, ref, np.zeros_like(hole)), dec)
+    assert np.array_equal(P.harmonize(dec, ref, np.ones_like(hole)), dec)
+    with pytest.raises(ValueError):
+        P.harmonize(dec, ref[:10], hole)

@@ -66,6 +66,7 @@ __all__ = [
     "extend_canvas",
     "extend_loaded",
     "prefill_hole",
+    "harmonize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1221,6 +1222,29 @@ def prefill_hole(
         fill = _push_pull(safe, known)
     out[hole] = np.clip(fill[hole], 0.0, 1.0)
     return out
+
+
+def harmonize(decoded01: np.ndarray, reference01: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Membrane correction of a decoded fill (as in seamless cloning).
+
+    The tokeniser does not reproduce the known pixels exactly (a colour shift, blur); a fill decoded
+    next to them therefore shows a seam and carries the same shift. The error ``reference - decoded``
+    is measured on the known pixels (``mask`` False), interpolated into the hole with the push-pull
+    membrane and added to the decoded pixels: on the known pixels the result equals ``reference``, in
+    the hole it keeps the decoded detail with the surroundings' colours. Hole pixels of ``reference``
+    are never read. Returns float32 ``(H, W, 3)`` in ``[0, 1]``; an empty or full mask returns the
+    decoded pixels unchanged.
+    """
+    dec = np.asarray(decoded01, dtype=np.float32)
+    ref = np.asarray(reference01, dtype=np.float32)
+    if dec.shape != ref.shape or dec.ndim != 3:
+        raise ValueError(f"decoded {dec.shape} and reference {ref.shape} must be the same HxWx3 shape")
+    hole = _check_mask(mask, dec.shape[:2])
+    known = ~hole
+    if not hole.any() or not known.any():
+        return np.array(dec)
+    err = np.where(known[:, :, None], ref - dec, np.float32(0.0))  # hole pixels are never read
+    return np.clip(dec + _push_pull(err, known), 0.0, 1.0).astype(np.float32)
 
 
 def _resolve_pads(

@@ -107,7 +107,8 @@ class Editor:
 
     def _regenerate(self, loaded: P.LoadedImage, mask: np.ndarray, label: int, *, strategy: str, mode: str,
                     n: int, seed: int, opts: SamplingOptions, keep_scales: int, grow_tokens: int, prefill: str,
-                    callback: ProgressCallback | None, preview: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+                    callback: ProgressCallback | None, preview: bool = False, harmonize: bool = True
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
         """n candidate RGB images (float [0,1], full size) regenerated inside ``mask``; and their scores."""
         wh = loaded.size
         windows = self._windows(strategy, mask, wh)
@@ -118,9 +119,10 @@ class Editor:
         for wi, win in enumerate(windows):
             if not remaining[win.slices].any():
                 continue
-            plans, canvas_mask = [], None
+            plans, canvases, canvas_mask = [], [], None
             for c in range(n):
                 canvas, canvas_mask = P.extract(win, work[c], remaining)
+                canvases.append(canvas)
                 plans.append(make_plan(canvas, canvas_mask, self.backend.patch_nums, self.backend.downsample,
                                        mode=mode, keep_first=keep_scales, grow_tokens=grow_tokens, prefill=prefill))
             cb = None
@@ -131,7 +133,8 @@ class Editor:
             scores += lp
             region = remaining[win.slices]
             for c in range(n):
-                rgb, _ = P.place(win, out[c], work[c].shape, taper=False)
+                dec = P.harmonize(out[c], canvases[c], canvas_mask) if harmonize else out[c]
+                rgb, _ = P.place(win, dec, work[c].shape, taper=False)
                 if len(windows) == 1:
                     work[c][win.slices] = rgb  # the whole window: the feather ring blends decoded pixels
                 else:
@@ -161,8 +164,8 @@ class Editor:
     def inpaint(self, image: Any, mask: Any = None, *, box: Sequence[float] | None = None, invert: bool = False,
                 threshold: float = 0.5, mask_mismatch: str = "resize", label: int | str | None = None,
                 strategy: str = "crop", mode: str = "default", n: int = 1, rank: bool = True,
-                seed: int | None = None, keep_scales: int = 0, grow_tokens: int = 1, feather: float | None = None,
-                prefill: str = "pushpull", paste_back: bool = True, output_type: str = "pil",
+                seed: int | None = None, keep_scales: int = 0, grow_tokens: int = 0, feather: float | None = None,
+                prefill: str = "pushpull", harmonize: bool = True, paste_back: bool = True, output_type: str = "pil",
                 callback: ProgressCallback | None = None, preview: bool = False, _task: str = "inpaint",
                 **sampling: Any) -> EditResult:
         """Regenerate the masked region (white / 255 / True = regenerate).
@@ -173,6 +176,7 @@ class Editor:
         every window; with ``preview=True`` it gets the decoded canvas so far ((n, S, S, 3) in [0, 1]:
         coarse to fine), at the cost of one decode per scale.  ``keep_scales`` keeps the input's first k scales inside the hole
         (structure kept, detail regenerated).  ``label`` None = unconditional (the null class).
+        ``harmonize`` removes the tokeniser's colour error from the fill (:func:`processing.harmonize`).
         """
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -182,7 +186,7 @@ class Editor:
         m = self._mask(loaded, mask, box, invert, threshold, mask_mismatch)
         return self._edit_masked(loaded, m, label=label, strategy=strategy, mode=mode, n=n, rank=rank, seed=seed,
                                  keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather, prefill=prefill,
-                                 paste_back=paste_back, output_type=output_type, callback=callback,
+                                 harmonize=harmonize, paste_back=paste_back, output_type=output_type, callback=callback,
                                  preview=preview, task=_task,
                                  **sampling)
 
@@ -202,7 +206,8 @@ class Editor:
 
     def _edit_masked(self, loaded: P.LoadedImage, m: np.ndarray, *, label: int | str | None, strategy: str, mode: str,
                      n: int, rank: bool, seed: int | None, keep_scales: int, grow_tokens: int, feather: float | None,
-                     prefill: str, paste_back: bool, output_type: str, callback: ProgressCallback | None, task: str,
+                     prefill: str, harmonize: bool, paste_back: bool, output_type: str,
+                     callback: ProgressCallback | None, task: str,
                      preview: bool = False,
                      edited_alpha: np.ndarray | None = None, extra: dict[str, Any] | None = None,
                      **sampling: Any) -> EditResult:
@@ -212,7 +217,7 @@ class Editor:
         feather = self.feather_px(loaded.size) if feather is None else float(feather)
         settings = self._settings(task, seed=seed, label=lab, strategy=strategy, mode=mode, n=n, rank=rank,
                                   keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather, prefill=prefill,
-                                  paste_back=paste_back, **opts.as_dict(), **(extra or {}))
+                                  harmonize=harmonize, paste_back=paste_back, **opts.as_dict(), **(extra or {}))
         if not m.any():
             log.warning("the mask is empty: nothing to regenerate, returning the input unchanged")
             outs = [P.to_output(loaded.rgb, loaded, as_numpy=output_type == "np",
@@ -220,7 +225,7 @@ class Editor:
             return EditResult(outs, seed, settings, [0.0] * n, m)
         cands, scores = self._regenerate(loaded, m, lab, strategy=strategy, mode=mode, n=n, seed=seed, opts=opts,
                                          keep_scales=keep_scales, grow_tokens=grow_tokens, prefill=prefill,
-                                         callback=callback, preview=preview)
+                                         callback=callback, preview=preview, harmonize=harmonize)
         outs, sc = self._finish(loaded, cands, scores, m, rank=rank, feather=feather, paste_back=paste_back,
                                 output_type=output_type, edited_alpha=edited_alpha)
         return EditResult(outs, seed, settings, sc, m)
@@ -237,8 +242,8 @@ class Editor:
         ext, new_area = P.extend_loaded(loaded, left, right, top, bottom, fill=fill)
         alpha = None if ext.alpha is None else np.ones(new_area.shape, np.float32)
         n, rank = kw.pop("n", 1), kw.pop("rank", True)
-        defaults = dict(label=None, mode="default", seed=None, keep_scales=0, grow_tokens=1, feather=None,
-                        prefill="pushpull", paste_back=True, output_type="pil", callback=None)
+        defaults = dict(label=None, mode="default", seed=None, keep_scales=0, grow_tokens=0, feather=None,
+                        prefill="pushpull", harmonize=True, paste_back=True, output_type="pil", callback=None)
         defaults.update({k: kw.pop(k) for k in list(kw) if k in defaults})
         return self._edit_masked(ext, new_area, strategy=strategy, n=n, rank=rank, task="outpaint",
                                  edited_alpha=alpha, extra=dict(left=left, right=right, top=top, bottom=bottom,
@@ -293,14 +298,27 @@ class Editor:
                                   back_project=back_project, **opts.as_dict())
         return EditResult([out_img], seed, settings, [], None)
 
-    def generate(self, class_: int | str | None = None, *, n: int = 1, seed: int | None = None,
-                 batch_size: int = 8, output_type: str = "pil", **sampling: Any) -> EditResult:
-        """Class-conditional generation through the backend (None = unconditional)."""
+    def generate(self, class_: int | str | Sequence[int | str] | None = None, *, n: int = 1,
+                 seed: int | None = None, batch_size: int = 8, output_type: str = "pil",
+                 callback: ProgressCallback | None = None, preview: bool = False, **sampling: Any) -> EditResult:
+        """Class-conditional generation through the backend: the masked sampler with nothing forced.
+
+        ``class_``: an index, a name, a list of them (one image each; ``n`` is then the list's length)
+        or None (unconditional, the null class). ``settings["labels"]`` holds the label of every image.
+        """
         if n < 1:
             raise ValueError("n must be at least 1")
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', not {output_type!r}")
+        if isinstance(class_, (list, tuple)):
+            if not class_:
+                raise ValueError("the list of classes is empty")
+            labels = [self.class_index(c) for c in class_]
+        else:
+            labels = [self.null_class if class_ is None else self.class_index(class_)] * n
+        n = len(labels)
         opts = self.defaults.replace(**sampling)
         seed = draw_seed(seed)
-        lab = self.null_class if class_ is None else self.class_index(class_)
         S = self.image_size
         stream = self.backend.stream(seed)
         hole = np.ones((S, S), bool)
@@ -308,14 +326,19 @@ class Editor:
                          mode="official")
         plan.keep_maps = [np.zeros_like(k) for k in plan.keep_maps]  # nothing forced, not even the 1x1 scale
         imgs = []
-        for s in range(0, n, batch_size):
+        batches = range(0, n, batch_size)
+        for bi, s in enumerate(batches):
             b = min(batch_size, n - s)
-            out, _ = self.backend.run([plan] * b, [lab] * b, opts, stream)
+            cb = None
+            if callback is not None:
+                def cb(si: int, sn: int, prev: np.ndarray | None, _bi: int = bi) -> None:
+                    callback(_bi * sn + si, len(batches) * sn, prev)
+            out, _ = self.backend.run([plan] * b, labels[s:s + b], opts, stream, callback=cb, preview=preview)
             imgs.extend(out)
         like = P.load_image(np.zeros((S, S, 3), np.uint8))
         outs = [P.to_output(im, like, as_numpy=output_type == "np") for im in imgs]
-        return EditResult(outs, seed, self._settings("generate", seed=seed, label=lab, n=n, batch_size=batch_size,
-                                                     **opts.as_dict()))
+        return EditResult(outs, seed, self._settings("generate", seed=seed, labels=labels, n=n,
+                                                     batch_size=batch_size, **opts.as_dict()))
 
 
 def default_upscale_keep(num_scales: int) -> int:

@@ -74,6 +74,8 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Keep the input's first k scales inside the hole (structure kept)."),
         click.option("--feather", type=click.FloatRange(min=0), default=None,
                      help="Paste-back feather width in pixels (default: half a token)."),
+        click.option("--harmonize/--no-harmonize", default=True, show_default=True,
+                     help="Remove the tokeniser's colour error from the fill (membrane correction)."),
         click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs exist."),
         click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True),
         click.option("--onnx-dir", type=click.Path(file_okay=False), default=None,
@@ -164,7 +166,8 @@ def register(main: click.Group) -> None:
                   lambda ed, img, m: ed.inpaint(str(img), m, box=box, invert=kw["invert"], n=kw["n"],
                                                 rank=not kw["no_rank"], mode=kw["mode"],
                                                 strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"],
-                                                feather=kw["feather"], seed=kw["seed"], **s), editor)
+                                                feather=kw["feather"], harmonize=kw["harmonize"],
+                                                seed=kw["seed"], **s), editor)
 
     @main.command()
     @common_options
@@ -183,7 +186,8 @@ def register(main: click.Group) -> None:
                   lambda ed, img, m: ed.outpaint(str(img), **amounts, fill=kw["fill"], n=kw["n"],
                                                  rank=not kw["no_rank"], mode=kw["mode"],
                                                  strategy=kw["strategy"] or "auto", keep_scales=kw["keep_scales"],
-                                                 feather=kw["feather"], seed=kw["seed"], **s), editor)
+                                                 feather=kw["feather"], harmonize=kw["harmonize"],
+                                                seed=kw["seed"], **s), editor)
 
     @main.command()
     @common_options
@@ -198,8 +202,8 @@ def register(main: click.Group) -> None:
         run_batch("edit", kw["images"], kw["out"], kw["n"], kw["skip_existing"], None,
                   lambda ed, img, m: ed.edit(str(img), box, kw["class_"], n=kw["n"], rank=not kw["no_rank"],
                                              mode=kw["mode"], strategy=kw["strategy"] or "crop",
-                                             keep_scales=kw["keep_scales"], feather=kw["feather"], seed=kw["seed"],
-                                             **s), editor)
+                                             keep_scales=kw["keep_scales"], feather=kw["feather"],
+                                             harmonize=kw["harmonize"], seed=kw["seed"], **s), editor)
 
     @main.command()
     @common_options

@@ -6,7 +6,8 @@
   beside the distance), class kept, and for varedit's modes the known-region drift (decoded canvas vs
   the VQVAE reconstruction of the input, outside the grown hole, before paste-back);
   baselines: OpenCV Telea and Navier-Stokes, a push-pull fill; anchors: originals, VQVAE reconstruction;
-  ablations of the default mode (no prefill, open loop, no growing) on the centre box;
+  the official mode also with the hole's content unknown (grey) and with harmonize; ablations of the
+  default mode (no harmonize, no prefill, open loop, free 1x1 scale, coverage 1, grown hole);
 * upscaling 2x from half resolution: varedit vs Lanczos (PSNR, distance) and per-scale token agreement
   between an image and its down-up copy (which scales the low-resolution input can be trusted for).
 """
@@ -56,15 +57,23 @@ def eval_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
 class Variant:
     name: str
     plan_kw: dict[str, Any]
+    harmonize: bool = True
+    grey_hole: bool = False   # the hole's pixels are replaced by grey before planning (content unknown)
 
 
 VARIANTS = [
-    Variant("official", dict(mode="official")),
+    Variant("official", dict(mode="official"), harmonize=False),   # the notebook's tokens + paste-back
     Variant("default", dict(mode="default")),
+    # the official mode reads the hole (its leak); with the hole's content unknown, and with harmonize
+    Variant("official-grey-hole", dict(mode="official"), harmonize=False, grey_hole=True),
+    Variant("official-harmonized", dict(mode="official")),
+    # ablations: each switches off (or back to its old value) one choice of the default mode
+    Variant("default-no-harmonize", dict(mode="default"), harmonize=False),
     Variant("default-no-prefill", dict(mode="default", prefill="none")),
     Variant("default-open-loop", dict(mode="default", closed_loop=False)),
-    Variant("default-no-grow", dict(mode="default", grow_tokens=0)),
     Variant("default-free-coarse", dict(mode="default", force_coarse=False)),
+    Variant("default-coverage-1", dict(mode="default", coverage=1.0)),
+    Variant("default-grow-1", dict(mode="default", grow_tokens=1)),
 ]
 
 
@@ -133,12 +142,14 @@ def run_eval(pipe: Any, *, classifier: Any, n: int = 200, n_ref: int = 1000, n_g
         for name, flag in (("opencv-telea", cv2.INPAINT_TELEA), ("opencv-ns", cv2.INPAINT_NS)):
             score(name, [cv2.inpaint(im, m.astype(np.uint8) * 255, 5, flag) for im, m in zip(imgs, ms)])
         score("pushpull-fill", [_u8(P.prefill_hole(im.astype(np.float32) / 255, m)) for im, m in zip(imgs, ms)])
-        variants = VARIANTS if (ablations and kind == "box") else VARIANTS[:2]
+        variants = VARIANTS if ablations else VARIANTS[:2]
         for v in variants:
             filled, drifts = [], []
             stream = backend.stream(seed)
             for s in range(0, n, batch):
                 x = np.stack(imgs[s:s + batch]).astype(np.float32) / 255
+                if v.grey_hole:
+                    x = np.where(np.stack(ms[s:s + batch])[..., None], np.float32(0.5), x)
                 plans = [make_plan(im, m, backend.patch_nums, backend.downsample, **v.plan_kw)
                          for im, m in zip(x, ms[s:s + batch])]
                 out, _ = backend.run(plans, [backend.num_classes] * len(plans), pipe.defaults, stream)
@@ -147,6 +158,8 @@ def run_eval(pipe: Any, *, classifier: Any, n: int = 200, n_ref: int = 1000, n_g
                     known_px = ~np.kron(p.hole_latent, np.ones((backend.downsample,) * 2, bool))
                     drifts.append(float(np.abs(_u8(o).astype(float) - recon[i].astype(float))[known_px].mean())
                                   if known_px.any() else 0.0)
+                    if v.harmonize:  # as the Editor does: the canvas is the whole image here
+                        o = P.harmonize(o, imgs[i].astype(np.float32) / 255, ms[i])
                     w = P.feather(ms[i], pipe.editor.feather_px((S, S)))
                     filled.append(P.compose(imgs[i], o, w))
             score(v.name, filled, float(np.mean(drifts)))
