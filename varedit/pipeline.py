@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
-from PIL import Image
 
 from .classes import imagenet_classes
-from .editing.sampler import ScaleCallback, masked_sample, new_generator
 from .models.var import VAR
 from .models.vqvae import VQVAE
 from .options import SamplingOptions
 from .editing.backend import TorchBackend
-from .tasks import EditResult, Editor
+from .tasks import EditResult, Editor, ProgressCallback
 from .registry import (DEFAULT_MODEL, PRESETS, VAE_FILE, WeightsError, get_preset, load_file, load_official,
                        load_self_describing, read_weights)
 
@@ -40,16 +39,11 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
 @dataclass
 class GenerateOutput:
-    images: list[Any]                    # PIL images, or HxWx3 float arrays in [0, 1] (output_type='np')
+    images: list[Any]                    # PIL images, or HxWx3 uint8 arrays (output_type='np')
     labels: list[int]
     seed: int
-    tensors: torch.Tensor | None = None  # (n, 3, H, W) in [0, 1]
+    tensors: torch.Tensor | None = None  # (n, 3, H, W) float in [0, 1] (the 8-bit images' values)
     settings: dict[str, Any] = field(default_factory=dict)
-
-
-def to_pil(img_B3HW_01: torch.Tensor) -> list[Image.Image]:
-    arr = (img_B3HW_01.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-    return [Image.fromarray(a) for a in arr]
 
 
 class VarEditPipeline:
@@ -148,34 +142,20 @@ class VarEditPipeline:
 
     # -- tasks -----------------------------------------------------------------------------------------
     def generate(self, class_: int | str | Sequence[int | str] | None = None, *, n: int = 1, seed: int | None = None,
-                 batch_size: int = 8, callback: ScaleCallback | None = None, output_type: str = "pil",
-                 **sampling: Any) -> GenerateOutput:
+                 batch_size: int = 8, callback: ProgressCallback | None = None, preview: bool = False,
+                 output_type: str = "pil", **sampling: Any) -> GenerateOutput:
         """Class-conditional sampling. ``class_`` is an index, a name, a list of them (one per image), or
-        None for unconditional (the null class). Extra keywords: cfg, top_k, top_p, more_smooth, guidance."""
-        if n < 1:
-            raise ValueError("n must be at least 1")
-        opts = self.options(**sampling)
-        if class_ is None:
-            labels = [self.num_classes] * n
-        elif isinstance(class_, (list, tuple)):
-            labels = [self.class_index(c) for c in class_]
-            n = len(labels)
-        else:
-            labels = [self.class_index(class_)] * n
-        gen, seed = new_generator(seed, self.device)
-        imgs = []
-        for s in range(0, n, batch_size):
-            lab = torch.tensor(labels[s:s + batch_size], device=self.device)
-            r = masked_sample(self.var, self.vae, lab, generator=gen, callback=callback, **opts.as_dict())
-            imgs.append(r.img_B3HW.float().cpu())
-        t = torch.cat(imgs)
-        settings = {"task": "generate", "model": self.name, "seed": seed, "labels": labels, "n": n,
-                    "batch_size": batch_size, **opts.as_dict()}
+        None for unconditional (the null class). Extra keywords: cfg, top_k, top_p, more_smooth, guidance.
+        The same path as every task (:meth:`varedit.tasks.Editor.generate`); ``output_type='pt'`` leaves
+        ``images`` empty and gives only ``tensors``."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be pil, np or pt, not {output_type!r}")
-        images: list[Any] = [] if output_type == "pt" else (
-            to_pil(t) if output_type == "pil" else list(t.permute(0, 2, 3, 1).numpy()))
-        return GenerateOutput(images, labels, seed, t, settings)
+        r = self.editor.generate(class_, n=n, seed=seed, batch_size=batch_size, callback=callback, preview=preview,
+                                 output_type="pil" if output_type == "pil" else "np", **sampling)
+        arr = np.stack([np.asarray(im) for im in r.images])
+        t = torch.from_numpy(arr.astype(np.float32) / 255).permute(0, 3, 1, 2)
+        images: list[Any] = [] if output_type == "pt" else list(r.images)
+        return GenerateOutput(images, list(r.settings["labels"]), r.seed, t, r.settings)
 
     # -- editing (image level; see varedit.tasks.Editor for every option) -----------------------------
     def inpaint(self, image: Any, mask: Any = None, **kw: Any) -> EditResult:
