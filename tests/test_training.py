@@ -117,6 +117,24 @@ def test_vqvae_training_lowers_the_loss(tiny_vae):
     assert var is None and vae.cfg == TINY_VQ
 
 
+def test_decoder_only_training_keeps_the_tokens(tiny_vae, tmp_path):
+    import dataclasses
+    from varedit.registry import load_file
+    path, _ = tiny_vae
+    cfg = dataclasses.replace(vq_cfg(tmp_path / "dec", steps=6, lr=1e-2), init=str(path), decoder_only=True)
+    summary = train_vqvae(cfg)
+    _, before = load_file(path)
+    _, after = load_file(summary["file"])
+    sb, sa = dict(before.named_parameters()), dict(after.named_parameters())  # (buffers: hit statistics)
+    changed = {k for k in sb if not torch.equal(sb[k], sa[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), sorted(changed)[:5]
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    for a, b in zip(before.img_to_idx(img), after.img_to_idx(img)):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="--init"):
+        train_vqvae(dataclasses.replace(vq_cfg(tmp_path / "x", steps=1), decoder_only=True))
+
+
 def test_var_training_lowers_the_loss(tiny_vae, tmp_path):
     summary = train_var(var_cfg(tmp_path, tiny_vae[0], steps=24, log_every=4, ckpt_every=24))
     m = read_metrics(tmp_path)

@@ -159,6 +159,9 @@ def register(main: click.Group) -> None:
                   help="Start from this VQVAE (varedit file or official .pth); its architecture wins.")
     @click.option("--out", type=click.Path(dir_okay=False), default=None,
                   help="Final model file (default: RUN_DIR/vqvae.pt).")
+    @click.option("--decoder-only", is_flag=True,
+                  help="With --init: train only the decoder; the tokens stay the same, so a VAR trained on the "
+                       "tokenizer stays valid.")
     def train_vqvae_cmd(**kw: Any) -> None:
         """Train the multi-scale VQVAE (L1/L2 + VQ losses, dead-code restarts)."""
         from ..models.vqvae import VQVAEConfig
@@ -169,6 +172,9 @@ def register(main: click.Group) -> None:
             raise click.BadParameter("must be a multiple of 32", param_hint="--ch")
         model = VQVAEConfig(vocab_size=kw["vocab"], z_channels=kw["z_channels"], ch=kw["ch"], ch_mult=ch_mult,
                             num_res_blocks=kw["num_res_blocks"], v_patch_nums=pns)
+        if kw["decoder_only"] and not kw["init"]:
+            raise click.BadParameter("needs --init (the trained VQVAE whose decoder is trained)",
+                                     param_hint="--decoder-only")
         if kw["init"]:
             model = _init_vqvae_config(kw["init"], pns if _given("patch_nums") else None)
         size = model.v_patch_nums[-1] * model.downsample
@@ -181,7 +187,7 @@ def register(main: click.Group) -> None:
                                l1_weight=kw["l1_weight"], l2_weight=kw["l2_weight"], vq_weight=kw["vq_weight"],
                                dead_code_steps=kw["dead_code_steps"],
                                dead_code_check_every=kw["dead_code_check_every"], init=kw["init"], out=kw["out"],
-                               half=kw["half"])
+                               half=kw["half"], decoder_only=kw["decoder_only"])
         if cfg.train.batch_size is None:
             cfg.train.batch_size = 16
         _report(train_vqvae(cfg))

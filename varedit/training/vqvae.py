@@ -56,6 +56,22 @@ class VQVAETrainConfig:
                                        # architecture replaces `model`, except the scale list v_patch_nums
     out: str | None = None             # final model file; default <run_dir>/vqvae.pt
     half: bool = False                 # store the final weights as fp16
+    decoder_only: bool = False         # train post_quant_conv + decoder only: encoder, codebook and the
+                                       # residual convs stay fixed, so every image keeps its tokens and a
+                                       # VAR trained on this tokenizer stays valid (no dead-code restarts)
+
+
+DECODER_PREFIXES = ("post_quant_conv.", "decoder.")
+
+
+def freeze_all_but_decoder(vae: VQVAE) -> int:
+    """Freeze every parameter outside the decoder; returns the number of trainable parameters."""
+    n = 0
+    for name, p in vae.named_parameters():
+        train = name.startswith(DECODER_PREFIXES)
+        p.requires_grad_(train)
+        n += p.numel() if train else 0
+    return n
 
 
 class ReconStep(nn.Module):
@@ -206,7 +222,14 @@ def train_vqvae(cfg: VQVAETrainConfig) -> dict[str, Any]:
         vae = vae.to(ctx.device)
         n_params = sum(p.numel() for p in vae.parameters())
         log.info("VQVAE: %.2fM parameters, %d px, scales %s", n_params / 1e6, size, list(mcfg.v_patch_nums))
-        keeper = CodebookKeeper(vae, ctx, cfg.dead_code_steps, cfg.dead_code_check_every, tc.seed, tc.log_every)
+        dead_after = cfg.dead_code_steps
+        if cfg.decoder_only:
+            if init_vae is None:
+                raise ValueError("decoder-only training needs a trained VQVAE to start from (--init)")
+            n_train = freeze_all_but_decoder(vae)
+            dead_after = 0  # a restarted code would change the tokens
+            log.info("decoder only: %.2fM trainable parameters; tokens stay as they are", n_train / 1e6)
+        keeper = CodebookKeeper(vae, ctx, dead_after, cfg.dead_code_check_every, tc.seed, tc.log_every)
 
         def loss_fn(module: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
             img = batch[0]
