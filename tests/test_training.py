@@ -87,6 +87,13 @@ def test_dataset_items_are_deterministic_and_in_range():
     assert torch.equal(a, b) and not torch.equal(a, c)  # crop/flip follow the augmentation seed only
 
 
+def test_read_metrics_keeps_the_resumed_record_of_a_step(tmp_path):
+    lines = [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}, {"step": 20, "loss": 1.5}, {"step": 30, "loss": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(10, 3.0), (20, 1.5), (30, 1.0)]
+    assert read_metrics(tmp_path / "missing") == []
+
+
 def test_schedule_and_weight_decay_groups():
     tc = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(0, tc) == pytest.approx(0.1) and lr_at(9, tc) == pytest.approx(1.0)

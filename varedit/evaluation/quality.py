@@ -6,7 +6,7 @@
   beside the distance), class kept, and for varedit's modes the known-region drift (decoded canvas vs
   the VQVAE reconstruction of the input, outside the grown hole, before paste-back);
   baselines: OpenCV Telea and Navier-Stokes, a push-pull fill; anchors: originals, VQVAE reconstruction;
-  the official mode also with the hole's content unknown (grey) and with harmonize; ablations of the
+  the official token plan with harmonize, reading the hole and with its content unknown (grey); ablations of the
   default mode (no harmonize, no prefill, open loop, free 1x1 scale, coverage 1, grown hole);
 * upscaling 2x from half resolution: varedit vs Lanczos (PSNR, distance) and per-scale token agreement
   between an image and its down-up copy (which scales the low-resolution input can be trusted for).
@@ -64,9 +64,10 @@ class Variant:
 VARIANTS = [
     Variant("official", dict(mode="official"), harmonize=False),   # the notebook's tokens + paste-back
     Variant("default", dict(mode="default")),
-    # the official mode reads the hole (its leak); with the hole's content unknown, and with harmonize
-    Variant("official-grey-hole", dict(mode="official"), harmonize=False, grey_hole=True),
+    # the official token plan with varedit's post-processing (harmonize), reading the hole (its leak)
+    # and with the hole's content unknown (grey): the second isolates what the leak is worth
     Variant("official-harmonized", dict(mode="official")),
+    Variant("official-grey-hole", dict(mode="official"), grey_hole=True),
     # ablations: each switches off (or back to its old value) one choice of the default mode
     Variant("default-no-harmonize", dict(mode="default"), harmonize=False),
     Variant("default-no-prefill", dict(mode="default", prefill="none")),

@@ -319,8 +319,17 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The logged records, one per step in step order. A run killed after its last checkpoint logged
+    some steps that the resumed run logs again; the later record of a step wins."""
     p = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+    if not p.is_file():
+        return []
+    by_step: dict[Any, dict[str, Any]] = {}
+    for line in p.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            by_step[rec.get("step")] = rec
+    return sorted(by_step.values(), key=lambda r: (r.get("step") is None, r.get("step") or 0))
 
 
 # --------------------------------------------------------------------------------------------------
