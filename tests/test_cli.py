@@ -80,7 +80,8 @@ def test_models_list_and_info(runner, official_files, tmp_path):
 def test_inpaint_folder_with_paired_masks_and_sidecars(runner, official_files, images, tmp_path):
     out = tmp_path / "o"
     res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out),
-                               "-m", str(official_files / "var_tiny.pth"), "--seed", "2", "--top-k", "20"])
+                               "-m", str(official_files / "var_tiny.pth"), "--seed", "2", "--top-k", "20",
+                               "--no-harmonize"])
     assert res.exit_code == 0, res.output
     for i in range(2):
         img = np.asarray(Image.open(out / f"im{i}.png"))
@@ -88,6 +89,7 @@ def test_inpaint_folder_with_paired_masks_and_sidecars(runner, official_files, i
         assert img.shape == src.shape and np.array_equal(img[:10], src[:10])
         side = json.loads((out / f"im{i}.json").read_text())
         assert side["seed"] == 2 and side["top_k"] == 20 and side["task"] == "inpaint"
+        assert side["harmonize"] is False and side["mode"] == "default" and side["grow_tokens"] == 0
     # --skip-existing does not touch finished outputs
     before = (out / "im0.png").stat().st_mtime_ns
     res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out),
