@@ -179,6 +179,24 @@ def test_harmonize_changes_only_the_feathered_region(editor, photo):
     assert not np.array_equal(a[w == 1], b[w == 1])
 
 
+def test_plan_latent_hole_is_the_cells_mostly_in_the_mask():
+    from varedit.editing.plan import make_plan
+    rgb = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:40] = True           # cells (1..2, 1) whole, (1..2, 2) half: 8 of 16 pixel columns
+    mask[60:62, :] = True               # a thin line: at most 2/16 of any cell
+    p = make_plan(rgb, mask, (1, 2, 4), 16)
+    expect = np.zeros((4, 4), bool)
+    expect[1:3, 1] = True
+    assert np.array_equal(p.hole_latent, expect)
+    assert np.array_equal(p.keep_maps[-1].reshape(4, 4), ~expect)
+    # the encoded canvas never shows the hole, also in lightly touched cells
+    assert not np.allclose(p.encode_rgb[60:62], rgb[60:62])
+    # coverage 1 (the old rule): every touched cell is hole
+    p1 = make_plan(rgb, mask, (1, 2, 4), 16, coverage=1.0)
+    assert p1.hole_latent[1:3, 1:3].all() and p1.hole_latent[3].all() and p1.hole_latent.sum() == 8
+
+
 def test_plan_rejects_bad_coverage_and_grow():
     from varedit.editing.plan import make_plan
     rgb, hole = np.zeros((32, 32, 3), np.float32), np.zeros((32, 32), bool)

@@ -7,9 +7,9 @@ Modes:
 ``default``   varedit's method (each step measured on the demo model: README, "Measured quality"):
               1. the hole is prefilled from known pixels only (push-pull pyramid by default) before
                  encoding, so nothing of the hole leaks into the known tokens;
-              2. keep maps from area coverage: a cell is regenerated when more than half of the
-                 latent cells under it are hole (``coverage=0.5``; the last scale regenerates exactly the
-                 hole's cells). A partly known coarse cell is forced from its known part only (the
+              2. keep maps from area coverage: a latent cell is hole when more than half of its pixels
+                 are (``coverage=0.5``), and a cell of any scale is regenerated when more than half of
+                 the latent cells under it are hole (the last scale regenerates exactly the hole's cells). A partly known coarse cell is forced from its known part only (the
                  closed loop pools known cells), so the layout around a hole is kept instead of being
                  redrawn; ``coverage=1`` regenerates every cell touching the hole. The hole can be
                  grown by ``grow_tokens`` cells (off by default: growing hurt every measure);
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..processing import latent_mask, prefill_hole
-from .masks import coverage_keep_maps, grow_latent_hole, official_keep_maps, pool_weights
+from .masks import area_resize, coverage_keep_maps, grow_latent_hole, official_keep_maps, pool_weights
 
 MODES = ("default", "official")
 
@@ -64,7 +64,8 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
         raise ValueError(f"grow_tokens must be >= 0, got {grow_tokens}")
     if not 0 <= keep_first <= len(patch_nums):
         raise ValueError(f"keep_first must be in 0..{len(patch_nums)}, got {keep_first}")
-    hole = latent_mask(np.asarray(canvas_mask, bool), downsample)
+    cmask = np.asarray(canvas_mask, bool)
+    hole = latent_mask(cmask, downsample)
     if hole.shape != (patch_nums[-1],) * 2:
         raise ValueError(f"canvas gives a {hole.shape} latent grid, the model's last scale is {patch_nums[-1]}")
     rgb = np.asarray(canvas_rgb, np.float32)
@@ -73,6 +74,10 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
         for si in range(keep_first):
             keep[si] = np.ones_like(keep[si])
         return CanvasPlan(rgb, keep, False, [None] * len(patch_nums), hole)
+    # the same half-coverage rule from pixels to latent cells: a cell is hole when more than
+    # 1 - coverage of its pixels are; a lightly touched cell is encoded from the prefilled canvas
+    # (measured on thin strokes: FD 24 -> 12, see README)
+    hole = area_resize(cmask[None].astype(np.float32), hole.shape[0])[0] > 1 - coverage + 1e-6
     if grow_tokens > 0 and hole.any():
         hole = ~grow_latent_hole(~hole, grow_tokens)
     known = ~hole

@@ -4,8 +4,9 @@
 //
 // INPUT must be the model's size (manifest.model.image_size, square). The box (pixels, end exclusive)
 // is regenerated with varedit's default method, simplified: the hole is filled with mid-grey before
-// encoding (no information leaks from the hole), per-scale keep maps come from area coverage (a cell
-// is regenerated when more than half of it is hole; the 1x1 scale is kept whole), known cells are
+// encoding (no information leaks from the hole), per-scale keep maps come from area coverage (a latent
+// cell is hole when more than half of its pixels are, a cell of a coarser scale is regenerated when
+// more than half of it is hole; the 1x1 scale is kept whole), known cells are
 // re-quantised in a closed loop, and the result is pasted
 // back so every pixel outside the box is the input's. Noise: --noise FILE gives the sampler's uniforms
 // (float32, scale after scale, batch rows first), else a seeded xorshift generator.
@@ -65,11 +66,14 @@ for (let b = 0; b < B; b++)
         img[((b * 3 + c) * S + y) * S + x] = Math.fround(Math.fround(v) * 2 - 1);
       }
 
-// latent hole: any pixel of the cell's ds x ds block
+// latent hole: a cell is hole when more than half of its ds x ds pixels are in the box
 const hole = new Uint8Array(h * h);
+const overlap = (a0, a1, b0, b1) => Math.max(0, Math.min(a1, b1) - Math.max(a0, b0));
 for (let i = 0; i < h; i++)
-  for (let j = 0; j < h; j++)
-    hole[i * h + j] = i * ds < y1 && (i + 1) * ds > y0 && j * ds < x1 && (j + 1) * ds > x0 ? 1 : 0;
+  for (let j = 0; j < h; j++) {
+    const area = overlap(i * ds, (i + 1) * ds, y0, y1) * overlap(j * ds, (j + 1) * ds, x0, x1);
+    hole[i * h + j] = area / (ds * ds) > 0.5 + 1e-6 ? 1 : 0;
+  }
 
 // keep map per scale: a cell is kept when at least half of the latent cells under it (area pooling
 // bounds) are known; the closed loop then forces it from its known cells only. Scales of at most 3
