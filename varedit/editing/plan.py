@@ -9,9 +9,9 @@ Modes:
                  encoding, so nothing of the hole leaks into the known tokens;
               2. keep maps from area coverage: a latent cell is hole when more than half of its pixels
                  are (``coverage=0.5``), and a cell of any scale is regenerated when more than half of
-                 the latent cells under it are hole (the last scale regenerates exactly the hole's cells). A partly known coarse cell is forced from its known part only (the
-                 closed loop pools known cells), so the layout around a hole is kept instead of being
-                 redrawn; ``coverage=1`` regenerates every cell touching the hole. The hole can be
+                 the latent cells under it are hole (the last scale regenerates exactly the hole's
+                 cells). A partly known coarse cell is forced from its known part only (the closed
+                 loop pools known cells), so the layout around a hole is kept instead of being redrawn; ``coverage=1`` regenerates every cell touching the hole. The hole can be
                  grown by ``grow_tokens`` cells (off by default: growing hurt every measure);
               3. closed loop: known cells are re-quantised at every scale from the real latent minus
                  the current reconstruction, pooled over known latent cells only;
@@ -84,7 +84,7 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
     coarse = sum(1 for pn in patch_nums if pn * pn <= 3) if force_coarse and hole.any() and not hole.all() else 0
     keep = coverage_keep_maps(known, patch_nums, threshold=coverage, keep_first=max(keep_first, coarse))
     # with structure kept (keep_first > 0) the hole's own content is wanted, so it is not prefilled
-    unfilled = keep_first > 0 or prefill == "none" or not np.asarray(canvas_mask).any()
-    enc = rgb if unfilled else prefill_hole(rgb, np.asarray(canvas_mask, bool), method=prefill)
+    unfilled = keep_first > 0 or prefill == "none" or not cmask.any()
+    enc = rgb if unfilled else prefill_hole(rgb, cmask, method=prefill)
     return CanvasPlan(enc.astype(np.float32), keep, closed_loop,
                       pool_weights(known, patch_nums, max(keep_first, coarse)), hole)
