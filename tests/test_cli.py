@@ -90,6 +90,7 @@ def test_inpaint_folder_with_paired_masks_and_sidecars(runner, official_files, i
         side = json.loads((out / f"im{i}.json").read_text())
         assert side["seed"] == 2 and side["top_k"] == 20 and side["task"] == "inpaint"
         assert side["harmonize"] is False and side["mode"] == "default" and side["grow_tokens"] == 0
+        assert side["label_source"] == "inferred" and 0 <= side["label"] < 10 and side["cfg"] == 3.0
     # --skip-existing does not touch finished outputs
     before = (out / "im0.png").stat().st_mtime_ns
     res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out),
@@ -122,6 +123,8 @@ def test_outputs_never_overwrite_inputs(runner, official_files, images):
     (["edit", "{img}", "--box", "500,500,600,600", "-c", "1", "-o", "{out}"], "outside"),
     (["edit", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
     (["inpaint", "{img}", "-o", "{out}"], "no mask"),
+    (["inpaint", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
+    (["outpaint", "{img}", "--right", "10", "-c", "99", "-o", "{out}"], "class"),
     (["inpaint", "{missing}", "--box", "1,1,9,9", "-o", "{out}"], "failed"),
 ])
 def test_bad_input_one_line(runner, official_files, images, tmp_path, args, needle):
@@ -138,6 +141,12 @@ def test_outpaint_and_upscale_cli(runner, official_files, images, tmp_path):
                                str(tmp_path / "op.png"), "-m", str(official_files / "var_tiny.pth"), "--seed", "1"])
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "op.png").size == (210, 100)
+    res = runner.invoke(main, ["outpaint", str(images / "in" / "im0.png"), "--right", "0.5", "-o",
+                               str(tmp_path / "op2.png"), "-m", str(official_files / "var_tiny.pth"), "--seed", "1",
+                               "--class", "none"])
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "op2.json").read_text())
+    assert side["label"] == 10 and side["label_source"] == "unconditional"
     res = runner.invoke(main, ["upscale", str(images / "in" / "im0.png"), "--scale", "1.5", "-o",
                                str(tmp_path / "up.png"), "-m", str(official_files / "var_tiny.pth"), "--seed", "1"])
     assert res.exit_code == 0, res.output

@@ -324,3 +324,88 @@ def test_progress_callback_with_previews(editor, photo):
     assert [s for s, _, _ in seen] == list(range(SN)) and all(t == SN for _, t, _ in seen)
     S = editor.image_size
     assert all(shape == (2, S, S, 3) for _, _, shape in seen)
+
+
+# ---------------------------------------------------------------------------------------------------
+# label "auto": the class inferred from the known pixels
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_class_log_likelihood_matches_the_golden_teacher_forced_logits(golden_models, golden_cases):
+    from varedit.editing.sampler import class_log_likelihood
+    var, vae = golden_models
+    idx = golden_cases["vae_idxBl"]
+    B = idx[0].shape[0]
+    g = torch.Generator().manual_seed(0)
+    keep = [torch.rand(1, t.shape[1], generator=g) < 0.5 for t in idx]
+    with torch.no_grad():
+        ll = class_log_likelihood(var, vae, idx, keep, max_rows=3)  # several passes with a ragged last one
+    keep_L = torch.cat(keep, dim=1)[0]
+    gt = golden_cases["gt_BL"]
+    for b in range(B):  # the golden rows' own labels: log-softmax of the reference logits, kept cells only
+        c = int(golden_cases["tf_labels"][b])
+        lp = golden_cases["tf_logits_BLV"][b].log_softmax(-1).gather(-1, gt[b].unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(ll[b, c], lp[keep_L].sum(), atol=1e-3, rtol=1e-5)
+    assert ll.shape == (B, var.num_classes) and torch.isfinite(ll).all()
+    var.train()
+    try:
+        with pytest.raises(ValueError, match="eval"):
+            class_log_likelihood(var, vae, idx, keep)
+    finally:
+        var.eval()
+
+
+def test_auto_label_is_the_argmax_and_never_reads_the_hole(editor, photo):
+    box = (50, 40, 110, 100)
+    r = editor.inpaint(photo, box=box, seed=3)
+    guess = editor.infer_label(photo, box=box)
+    assert r.settings["label_source"] == "inferred" and r.settings["label"] == guess.label
+    assert guess.label == int(np.argmax(guess.log_likelihood)) and abs(guess.posterior.sum() - 1) < 1e-9
+    noisy = photo.copy()
+    noisy[40:100, 50:110] = np.random.default_rng(1).integers(0, 256, (60, 60, 3), dtype=np.uint8)
+    assert np.array_equal(editor.infer_label(noisy, box=box).log_likelihood, guess.log_likelihood)
+    # the guess depends on what is seen: another picture scores differently
+    other = np.ascontiguousarray(photo[::-1, ::-1])
+    assert not np.allclose(editor.infer_label(other, box=box).log_likelihood, guess.log_likelihood)
+
+
+def test_label_none_given_and_auto_fallbacks(golden_models, photo, caplog):
+    var, vae = golden_models
+    ed = Editor(TorchBackend(var, vae, torch.device("cpu")), defaults=SamplingOptions(cfg=5.0, top_k=50, top_p=0.9))
+    box = (50, 40, 110, 100)
+    r = ed.inpaint(photo, box=box, seed=0, label=None)
+    assert r.settings["label"] == var.num_classes and r.settings["label_source"] == "unconditional"
+    assert ed.inpaint(photo, box=box, seed=0, label="none").settings["label"] == var.num_classes
+    assert ed.inpaint(photo, box=box, seed=0, label=2).settings["label_source"] == "given"
+    # editing guides at cfg 3 unless told otherwise; generation keeps the model's default
+    assert r.settings["cfg"] == 3.0 and ed.inpaint(photo, box=box, seed=0, cfg=1.5).settings["cfg"] == 1.5
+    assert ed.generate(0, n=1, seed=0).settings["cfg"] == 5.0
+    few = Editor(TorchBackend(var, vae, torch.device("cpu")), auto_label_max_classes=var.num_classes - 1)
+    with caplog.at_level(logging.INFO, logger="varedit.tasks"):
+        r = few.inpaint(photo, box=box, seed=0)
+    assert r.settings["label"] == var.num_classes and "too many classes" in r.settings["label_source"]
+    assert few.inpaint(photo, box=box, seed=0, label="infer").settings["label_source"] == "inferred"
+    # outpaint infers too
+    assert ed.outpaint(photo, right=40, seed=0).settings["label_source"] == "inferred"
+
+
+def test_a_backend_without_scoring_fills_unconditionally(golden_models, photo):
+    var, vae = golden_models
+
+    class NoScore:  # the small Backend interface without the optional score_labels
+        def __init__(self, inner):
+            self.inner = inner
+            self.name, self.image_size, self.patch_nums = "plain", inner.image_size, inner.patch_nums
+            self.downsample, self.num_classes = inner.downsample, inner.num_classes
+
+        def stream(self, seed):
+            return self.inner.stream(seed)
+
+        def run(self, *a, **k):
+            return self.inner.run(*a, **k)
+
+    ed = Editor(NoScore(TorchBackend(var, vae, torch.device("cpu"))))
+    r = ed.inpaint(photo, box=(50, 40, 110, 100), seed=0)
+    assert r.settings["label"] == var.num_classes and "cannot infer" in r.settings["label_source"]
+    with pytest.raises(ValueError, match="cannot score"):
+        ed.inpaint(photo, box=(50, 40, 110, 100), seed=0, label="infer")

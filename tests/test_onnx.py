@@ -386,11 +386,12 @@ def test_tasks_match_the_torch_backend(rt, golden_models):
     photo = _photo()
     for task in ("inpaint", "official", "outpaint", "generate"):
         if task == "inpaint":
-            a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, n=2, **opts) for e in (ref, ed))
+            a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, n=2, label=2, **opts) for e in (ref, ed))
         elif task == "official":
-            a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, mode="official", **opts) for e in (ref, ed))
+            a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, mode="official", label=None, **opts)
+                    for e in (ref, ed))
         elif task == "outpaint":
-            a, b = (e.outpaint(photo, right=60, seed=5, **opts) for e in (ref, ed))
+            a, b = (e.outpaint(photo, right=60, seed=5, label=7, **opts) for e in (ref, ed))
         else:
             a, b = (e.generate(3, n=2, seed=6, **opts) for e in (ref, ed))
         for x, y in zip(a.images, b.images):
@@ -399,6 +400,9 @@ def test_tasks_match_the_torch_backend(rt, golden_models):
             assert np.abs(x - y).max() <= 1, task  # same tokens; decoder float noise may move a level
         if a.scores:
             np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+    # the exported graphs cannot score classes (no teacher-forced graph): label auto fills unconditionally
+    r = ed.inpaint(photo, box=(40, 30, 120, 100), seed=4)
+    assert r.settings["label"] == rt.num_classes and "cannot infer" in r.settings["label_source"]
 
 
 def test_smoothing_is_refused_by_the_onnx_backend(rt):

@@ -65,7 +65,8 @@ def model_options(f: Any) -> Any:
 
 def sampling_options(f: Any) -> Any:
     f = click.option("--seed", type=int, default=None, help="Random seed (default: drawn and reported).")(f)
-    f = click.option("--cfg", type=float, default=None, help="Guidance scale (model default when omitted).")(f)
+    f = click.option("--cfg", type=float, default=None,
+                     help="Guidance scale (default: the model's for generate, 3 for inpaint, outpaint and edit).")(f)
     f = click.option("--top-k", type=int, default=None, help="Top-k filter (1 = greedy).")(f)
     f = click.option("--top-p", type=float, default=None, help="Top-p (nucleus) filter.")(f)
     f = click.option("--smooth/--no-smooth", "more_smooth", default=None, help="Gumbel-softmax smoothing.")(f)

@@ -150,6 +150,18 @@ def _editor_from(kw: dict[str, Any]) -> Any:
                        kw.pop("weights_dir"), kw.pop("num_heads"), kw.pop("device"), kw.pop("threads"))
 
 
+def label_option(f: Any) -> Any:
+    return click.option("--class", "-c", "class_", default="auto", show_default=True,
+                        help="Class that guides the fill: index or name; auto = the class the model finds most "
+                             "likely for the known pixels (models with at most 100 classes, else none); infer = "
+                             "always infer; none = unconditional.")(f)
+
+
+def _check_label(editor: Any, label: str) -> None:
+    if label.strip().lower() not in ("auto", "infer", "none"):
+        editor.class_index(label)  # an unknown class fails once, before the batch
+
+
 def register(main: click.Group) -> None:
     @main.command()
     @common_options
@@ -157,13 +169,16 @@ def register(main: click.Group) -> None:
                   help="Mask file for all inputs, or a folder of masks paired by file stem (white = regenerate).")
     @click.option("--box", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
     @click.option("--invert", is_flag=True, help="Invert the mask (black = regenerate).")
+    @label_option
     def inpaint(**kw: Any) -> None:
         """Regenerate the masked part of each image (white = regenerate; no mask: the transparent pixels)."""
         editor = _editor_from(kw)
         s = _sampling(kw)
         box = _parse_box(kw.pop("box"))
+        _check_label(editor, kw["class_"])
         run_batch("inpaint", kw["images"], kw["out"], kw["n"], kw["skip_existing"], kw["mask"],
-                  lambda ed, img, m: ed.inpaint(str(img), m, box=box, invert=kw["invert"], n=kw["n"],
+                  lambda ed, img, m: ed.inpaint(str(img), m, box=box, invert=kw["invert"], label=kw["class_"],
+                                                n=kw["n"],
                                                 rank=not kw["no_rank"], mode=kw["mode"],
                                                 strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"],
                                                 feather=kw["feather"], harmonize=kw["harmonize"],
@@ -177,13 +192,16 @@ def register(main: click.Group) -> None:
     @click.option("--bottom", type=float, default=0)
     @click.option("--fill", type=click.Choice(["blur", "edge", "mean", "gray"]), default="blur", show_default=True,
                   help="What fills the new canvas before encoding.")
+    @label_option
     def outpaint(**kw: Any) -> None:
         """Extend each image and fill the new area."""
         editor = _editor_from(kw)
         s = _sampling(kw)
         amounts = {k: _amount(kw[k], k) for k in ("left", "right", "top", "bottom")}
+        _check_label(editor, kw["class_"])
         run_batch("outpaint", kw["images"], kw["out"], kw["n"], kw["skip_existing"], None,
-                  lambda ed, img, m: ed.outpaint(str(img), **amounts, fill=kw["fill"], n=kw["n"],
+                  lambda ed, img, m: ed.outpaint(str(img), **amounts, fill=kw["fill"], label=kw["class_"],
+                                                 n=kw["n"],
                                                  rank=not kw["no_rank"], mode=kw["mode"],
                                                  strategy=kw["strategy"] or "auto", keep_scales=kw["keep_scales"],
                                                  feather=kw["feather"], harmonize=kw["harmonize"],

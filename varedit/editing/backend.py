@@ -15,7 +15,7 @@ from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..options import SamplingOptions
 from .plan import CanvasPlan
-from .sampler import Known, ScaleCallback, ScaleState, masked_sample, new_generator
+from .sampler import Known, ScaleCallback, ScaleState, class_log_likelihood, masked_sample, new_generator
 
 SAMPLERS = ("torch", "portable")
 
@@ -60,6 +60,16 @@ class TorchBackend:
         """Tokens per scale of images in [0, 1] (for analysis and tests)."""
         idx = self.vae.img_to_idx(self._to_tensor(rgb_BHW3).mul(2).sub(1))
         return [i.cpu().numpy() for i in idx]
+
+    @torch.no_grad()
+    def score_labels(self, plans: Sequence[CanvasPlan]) -> np.ndarray:
+        """(B, num_classes) log-likelihood of each plan's known cells under every class (see
+        :func:`~varedit.editing.sampler.class_log_likelihood`): the tokens are the plain tokenisation of
+        the prefilled canvas, the scored cells the plan's keep maps."""
+        idx = self.vae.img_to_idx(self._to_tensor(np.stack([p.encode_rgb for p in plans])).mul(2).sub(1))
+        keep = [torch.from_numpy(np.concatenate([p.keep_maps[si] for p in plans])).to(self.device)
+                for si in range(len(self.patch_nums))]
+        return class_log_likelihood(self.var, self.vae, idx, keep).cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,

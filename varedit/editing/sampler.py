@@ -251,6 +251,40 @@ def masked_sample(
     return SampleResult(out_idx, out_sampled, out_fhat, img, logp_sum / logp_cnt.clamp_min(1), out_logits)
 
 
+@torch.no_grad()
+def class_log_likelihood(var: VAR, vae: VQVAE, idx_per_scale: list[torch.Tensor], keep_per_scale: list[torch.Tensor],
+                         *, max_rows: int | None = None) -> torch.Tensor:
+    """log p(known tokens | class) for every class: (B, num_classes), teacher-forced and unguided.
+
+    idx_per_scale: the tokens of every cell (B, pn*pn) per scale, e.g. the tokenisation of a canvas
+        whose hole was prefilled from known pixels; the hole's tokens are context, never scored.
+    keep_per_scale: bool (B or 1, pn*pn) per scale, True = the cell is known and scored.
+
+    With a uniform class prior, the argmax is the class the model finds most likely for what is seen
+    (a generative classifier): the label ``inpaint(label="auto")`` guides the fill with.  One
+    teacher-forced pass per class: the work grows with ``num_classes`` (cheap for small models, about
+    a thousand sequence passes for ImageNet).  ``max_rows`` bounds the rows of one pass (memory: rows x
+    L x V floats of logits).
+    """
+    if var.training:
+        raise ValueError("class_log_likelihood needs var.eval(): training mode drops labels at random")
+    B, C, L, V = idx_per_scale[0].shape[0], var.num_classes, var.L, var.V
+    x_BLCv = vae.quantize.idx_to_var_input(idx_per_scale)
+    tgt_BL = torch.cat(idx_per_scale, dim=1)
+    keep_BL = torch.cat([k.expand(B, -1) for k in keep_per_scale], dim=1).to(x_BLCv.dtype)
+    rows = max_rows or max(B, (1 << 26) // (L * V))  # about 256 MiB of float32 logits per pass
+    per = max(1, rows // B)                           # classes per pass
+    out = torch.empty(B, C, device=x_BLCv.device)
+    for c0 in range(0, C, per):
+        cs = torch.arange(c0, min(C, c0 + per), device=x_BLCv.device)
+        n = cs.numel()
+        label = cs.repeat_interleave(B)               # class-major rows: [c0]*B, [c0+1]*B, ...
+        logits = var(label, x_BLCv.repeat(n, 1, 1))
+        lp_BL = logits.log_softmax(dim=-1).gather(-1, tgt_BL.repeat(n, 1).unsqueeze(-1)).squeeze(-1)
+        out[:, c0:c0 + n] = (lp_BL * keep_BL.repeat(n, 1)).sum(dim=1).view(n, B).T
+    return out
+
+
 def official_keep_per_scale(keep_last_hw: torch.Tensor, patch_nums: tuple[int, ...]) -> list[torch.Tensor]:
     """The notebook's mask mapping as tensors (see :func:`varedit.editing.masks.official_keep_maps`)."""
     from .masks import official_keep_maps
@@ -270,8 +304,8 @@ def new_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple
 
 
 __all__ = [
-    "Known", "ScaleState", "SampleResult", "masked_sample", "official_keep_per_scale",
-"filter_top_k_top_p_", "guidance_weight", "new_generator", "sample_icdf",
+    "Known", "ScaleState", "SampleResult", "masked_sample", "class_log_likelihood", "official_keep_per_scale",
+    "filter_top_k_top_p_", "guidance_weight", "new_generator", "sample_icdf",
     "portable_uniforms",
 ]
 
