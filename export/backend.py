@@ -48,6 +48,18 @@ class OnnxBackend:
         x = np.ascontiguousarray(np.asarray(rgb_BHW3, np.float32).transpose(0, 3, 1, 2)) * 2 - 1
         return self.model.tokenize(x)[1]
 
+    @property
+    def can_score_labels(self) -> bool:
+        return self.model.has_cell_logprob
+
+    def score_labels(self, plans: Sequence[CanvasPlan]) -> np.ndarray:
+        """(B, num_classes) log-likelihood of each plan's known cells under every class, as the torch
+        backend's (one sampler run per class with every cell forced)."""
+        x = np.ascontiguousarray(np.stack([p.encode_rgb for p in plans]).transpose(0, 3, 1, 2)) * 2 - 1
+        f, _ = self.model.tokenize(x.astype(np.float32))
+        keep = [np.concatenate([p.keep_maps[s] for p in plans]) for s in range(len(self.patch_nums))]
+        return self.model.class_log_likelihood(f, keep)
+
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
             callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False
             ) -> tuple[np.ndarray, np.ndarray]:

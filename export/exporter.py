@@ -5,7 +5,8 @@ Graphs (all with a fixed batch ``B``, the one the export was made for)::
     tokenizer.onnx  image (B,3,H,W) in [-1,1]  -> f (B,Cvae,h,w), tokens_s (B,pn_s^2) int64
     sampler.onnx    label, guidance, top_k, top_p_threshold, closed_loop, f_known,
                     keep_s, known_s, uniform_s (every scale), pool_w_s (every scale but the last)
-                    -> tokens_s (B,pn_s^2) int64, f_hat (B,Cvae,h,w), logprob (B,)
+                    -> tokens_s (B,pn_s^2) int64, f_hat (B,Cvae,h,w), logprob (B,),
+                       cell_logprob_s (B,pn_s^2) (each cell's token log-probability: label inference)
     decoder.onnx    f_hat (B,Cvae,h,w) -> image (B,3,H,W) in [0,1]
 
 Design choices and what each buys:
@@ -299,7 +300,7 @@ class SamplerGraph(nn.Module):
         f_hat = torch.zeros_like(f_known)
         f_rest = f_known
         kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
-        tokens, logits_rec = [], []
+        tokens, cell_lps, logits_rec = [], [], []
         logp_sum = torch.zeros(B, dtype=torch.float32)
         logp_cnt = torch.zeros(B, dtype=torch.float32)
         cur = 0
@@ -321,6 +322,7 @@ class SamplerGraph(nn.Module):
             idx = torch.where(keep[si], forced, idx)
             free = (~keep[si]).float()
             lp = torch.gather(logprobs, -1, idx.unsqueeze(-1)).squeeze(-1)
+            cell_lps.append(lp)
             logp_sum = logp_sum + (lp * free).sum(dim=1)
             logp_cnt = logp_cnt + free.sum(dim=1)
             contrib = q.contribution(si, q.embed(idx, pn))
@@ -332,7 +334,7 @@ class SamplerGraph(nn.Module):
                 nxt_BlC = nxt.reshape(B, self.Cvae, -1).transpose(1, 2)
                 x = self.word_embed(nxt_BlC) + self.lvl_pos[:, cur:cur + self.pns[si + 1] ** 2]
                 x = x.repeat(2, 1, 1)
-        return (*tokens, f_hat, logp_sum / logp_cnt.clamp_min(1)), logits_rec
+        return (*tokens, f_hat, logp_sum / logp_cnt.clamp_min(1), *cell_lps), logits_rec
 
 
 # --------------------------------------------------------------------------------------------------
@@ -383,7 +385,11 @@ def graph_interfaces(B: int, pns: Sequence[int], Cvae: int, image_size: int, V: 
                         _io("f_hat", lat, "float32", "reconstructed latent after the last scale"),
                         _io("logprob", [B], "float32", "mean log-likelihood of the sampled (not forced) tokens "
                             "under the guided logits before top-k/top-p (masked_sample's logprob_B); 0 if all "
-                            "cells are forced")]},
+                            "cells are forced")] + [
+                        _io(f"cell_logprob_{s}", [B, pn * pn], "float32",
+                            f"scale {s}: log-probability of each cell's token (sampled or forced) under the guided "
+                            f"logits before top-k/top-p; with every cell forced and guidance [1, 0] it scores "
+                            f"an image's tokens under a class (label inference)") for s, pn in enumerate(pns)]},
         "decoder": {"file": "decoder.onnx",
                     "inputs": [_io("f_hat", lat, "float32", "latent (sampler output f_hat)")],
                     "outputs": [_io("image", img, "float32", "RGB image in [0, 1], NCHW")]},

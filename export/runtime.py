@@ -10,6 +10,8 @@ Tensor-level methods (arrays are numpy, batch first, any number N of images):
 * ``sample(labels, keep_maps, known_tokens, uniforms, f_known=, pool_w=, cfg=, guidance=, top_k=, top_p=)``:
   masked next-scale prediction -> SampleOutput(tokens per scale, f_hat (N,Cvae,h,w), logprob (N,));
 * ``decode(f_hat)``: -> image (N,3,H,W) in [0,1];
+* ``class_log_likelihood(f, keep_maps)``: log p(kept tokens | class) for every class (N, num_classes),
+  the label inference behind ``inpaint(label="auto")``;
 * ``generate(labels, seed, ...)``: sample with ``portable_uniforms(seed, N, patch_nums)`` and decode.
 
 An export has a fixed batch B: fewer than B inputs are padded (with copies of the last one), more
@@ -308,7 +310,7 @@ class OnnxVAR:
                known_tokens: Sequence[Any] | None = None, uniforms: Sequence[Any] | None = None, *,
                f_known: np.ndarray | None = None, pool_w: Sequence[Any | None] | None = None, cfg: float = 4.0,
                guidance: str | Sequence[float] = "linear", top_k: int = 900, top_p: float = 0.95,
-               seed: int | None = None) -> SampleOutput:
+               seed: int | None = None, _cells: list[np.ndarray] | None = None) -> SampleOutput:
         """Masked next-scale prediction, as torch's ``masked_sample(..., uniforms=...)``.
 
         Args:
@@ -371,7 +373,9 @@ class OnnxVAR:
                  "top_p_threshold": np.array(top_p_threshold(top_p), np.float32),
                  "closed_loop": np.array(closed, np.bool_)}
         sess = self.session("sampler")
+        cells_out = self.has_cell_logprob
         toks: list[list[np.ndarray]] = [[] for _ in range(SN)]
+        cells: list[list[np.ndarray]] = [[] for _ in range(SN)]
         fh, lp = [], []
         for s, e in self._chunks(N):
             feeds = dict(fixed, label=self._fit(lab, s, e), f_known=self._fit(f, s, e))
@@ -384,9 +388,42 @@ class OnnxVAR:
             o = sess.run(feeds)
             for k in range(SN):
                 toks[k].append(o[f"tokens_{k}"][: e - s])
+                if cells_out:
+                    cells[k].append(o[f"cell_logprob_{k}"][: e - s])
             fh.append(o["f_hat"][: e - s])
             lp.append(o["logprob"][: e - s])
+        if _cells is not None and cells_out:
+            _cells.extend(np.concatenate(c) for c in cells)
         return SampleOutput([np.concatenate(t) for t in toks], np.concatenate(fh), np.concatenate(lp))
+
+    @property
+    def has_cell_logprob(self) -> bool:
+        """Whether the sampler graph returns per-cell log-probabilities (exports made before label
+        inference do not, and cannot infer labels)."""
+        outs = self.manifest["graphs"]["sampler"]["outputs"]
+        return any(o["name"] == "cell_logprob_0" for o in outs)
+
+    def class_log_likelihood(self, f: np.ndarray, keep_maps: Sequence[Any]) -> np.ndarray:
+        """log p(kept tokens | class) for every class, (N, num_classes), as torch's
+        ``varedit.editing.sampler.class_log_likelihood`` on the tokenisation of ``f`` (the tokenizer's
+        latent): every cell forced (closed loop, plain pooling = the tokeniser's tokens), unguided, and
+        the cells' log-probabilities summed over ``keep_maps`` (per scale bool (N or 1, pn^2)).
+        One sampler run per class."""
+        if not self.has_cell_logprob:
+            raise OnnxRuntimeError("this export has no cell_logprob outputs (made before label inference): "
+                                   "export the model again, or give a class")
+        fk = self._latent("f", f, np.shape(f)[0] if np.ndim(f) == 4 else 1)
+        N, pns = fk.shape[0], self.patch_nums
+        width = lambda s: pns[s] * pns[s]  # noqa: E731
+        keep = self._per_scale("keep_maps", keep_maps, N, np.bool_, width)
+        every = [np.ones((N, width(s)), np.bool_) for s in range(len(pns))]
+        zeros = [np.zeros((N, width(s)), np.float32) for s in range(len(pns))]  # no cell is sampled
+        out = np.zeros((N, self.num_classes), np.float64)
+        for c in range(self.num_classes):
+            cells: list[np.ndarray] = []
+            self.sample(np.full(N, c), every, uniforms=zeros, f_known=fk, cfg=0.0, top_k=0, top_p=0.0, _cells=cells)
+            out[:, c] = sum((cl.astype(np.float64) * k).sum(axis=1) for cl, k in zip(cells, keep))
+        return out
 
     def editor(self) -> Any:
         """The image-level tasks (varedit.tasks.Editor) on this model: inpaint, outpaint, edit, upscale."""

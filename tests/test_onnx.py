@@ -85,7 +85,8 @@ def test_checker_and_manifest(fp32_dir, golden_models):
     assert mo["class_names"][3] == ["c3"]
     SN = len(var.patch_nums)
     assert len(m["graphs"]["sampler"]["inputs"]) == 6 + 3 * SN + (SN - 1)
-    assert [o["name"] for o in m["graphs"]["sampler"]["outputs"]][-2:] == ["f_hat", "logprob"]
+    names = [o["name"] for o in m["graphs"]["sampler"]["outputs"]]
+    assert names[SN:] == ["f_hat", "logprob"] + [f"cell_logprob_{k}" for k in range(SN)]
     for g, spec in m["graphs"].items():
         sess = ort.InferenceSession(str(fp32_dir / spec["file"]), providers=["CPUExecutionProvider"])
         assert [i.name for i in sess.get_inputs()] == [i["name"] for i in spec["inputs"]]
@@ -400,9 +401,43 @@ def test_tasks_match_the_torch_backend(rt, golden_models):
             assert np.abs(x - y).max() <= 1, task  # same tokens; decoder float noise may move a level
         if a.scores:
             np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
-    # the exported graphs cannot score classes (no teacher-forced graph): label auto fills unconditionally
-    r = ed.inpaint(photo, box=(40, 30, 120, 100), seed=4)
-    assert r.settings["label"] == rt.num_classes and "cannot infer" in r.settings["label_source"]
+    # label auto: both backends infer the same class and fill alike
+    a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, **opts) for e in (ref, ed))
+    assert b.settings["label_source"] == "inferred" and a.settings["label"] == b.settings["label"]
+    np.testing.assert_allclose(list(a.settings["label_posterior"].values()),
+                               list(b.settings["label_posterior"].values()), atol=1e-3)
+    assert np.abs(np.asarray(a.image).astype(int) - np.asarray(b.image).astype(int)).max() <= 1
+
+
+def test_class_log_likelihood_matches_torch(rt, golden_models, image):
+    from varedit.editing.sampler import class_log_likelihood
+    var, vae = golden_models
+    rng = np.random.default_rng(0)
+    keep = [rng.random((image.shape[0], pn * pn)) < 0.6 for pn in rt.patch_nums]
+    f, _ = rt.tokenize(image)
+    got = rt.class_log_likelihood(f, keep)
+    with torch.no_grad():
+        idx = vae.img_to_idx(torch.from_numpy(image))
+        want = class_log_likelihood(var, vae, idx, [torch.from_numpy(k) for k in keep]).numpy()
+    assert got.shape == (image.shape[0], rt.num_classes)
+    np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-5)
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_an_export_without_cell_logprobs_fills_unconditionally(copy_dir):
+    m = json.loads((copy_dir / "manifest.json").read_text())
+    outs = m["graphs"]["sampler"]["outputs"]
+    m["graphs"]["sampler"]["outputs"] = [o for o in outs if not o["name"].startswith("cell_logprob_")]
+    (copy_dir / "manifest.json").write_text(json.dumps(m))  # what an older export's manifest says
+    old = OnnxVAR.from_dir(copy_dir, providers="cpu", spinning=False)
+    ed = old.editor()
+    r = ed.inpaint(_photo(), box=(40, 30, 120, 100), seed=4)
+    assert r.settings["label"] == old.num_classes and "cannot infer" in r.settings["label_source"]
+    with pytest.raises(ValueError, match="cannot score"):
+        ed.inpaint(_photo(), box=(40, 30, 120, 100), seed=4, label="infer")
+    with pytest.raises(OnnxRuntimeError, match="export the model again"):
+        old.class_log_likelihood(np.zeros((1, old.Cvae, old.latent_size, old.latent_size), np.float32),
+                                 [np.ones((1, pn * pn), bool) for pn in old.patch_nums])
 
 
 def test_smoothing_is_refused_by_the_onnx_backend(rt):

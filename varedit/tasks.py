@@ -48,8 +48,9 @@ class Backend(Protocol):
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
             callback: ProgressCallback | None = None, preview: bool = False) -> tuple[np.ndarray, np.ndarray]: ...
 
-    # optional: ``score_labels(plans) -> (B, num_classes)`` log-likelihood of the known cells per class;
-    # backends without it serve ``label="auto"`` unconditionally
+    # optional: ``score_labels(plans) -> (B, num_classes)`` log-likelihood of the known cells per class
+    # (and ``can_score_labels``, when that depends on the model); backends without it serve
+    # ``label="auto"`` unconditionally
 
 
 @dataclass
@@ -228,9 +229,13 @@ class Editor:
         m = self._mask(loaded, mask, box, False, 0.5, "resize")
         return self._infer(loaded, m, strategy)
 
+    def can_infer_label(self) -> bool:
+        """Whether this backend (and, for exports, this export) can score classes for ``label="auto"``."""
+        return hasattr(self.backend, "score_labels") and bool(getattr(self.backend, "can_score_labels", True))
+
     def _infer(self, loaded: P.LoadedImage, m: np.ndarray, strategy: str) -> LabelGuess:
         score = getattr(self.backend, "score_labels", None)
-        if score is None:
+        if score is None or not self.can_infer_label():
             raise ValueError(f"the {self.backend.name} backend cannot score classes: give a class, or label none")
         plans = []
         for win in self._windows(strategy, m, loaded.size):
@@ -249,7 +254,7 @@ class Editor:
         if key not in ("auto", "infer"):
             return self.class_index(label), {"label_source": "given"}  # type: ignore[arg-type]
         if key == "auto":
-            if not hasattr(self.backend, "score_labels"):
+            if not self.can_infer_label():
                 log.info("label auto: the %s backend cannot score classes; filling unconditionally", self.backend.name)
                 return self.null_class, {"label_source": "unconditional (backend cannot infer)"}
             if self.backend.num_classes > self.auto_label_max_classes:
