@@ -7,7 +7,8 @@
   the VQVAE reconstruction of the input, outside the grown hole, before paste-back);
   baselines: OpenCV Telea and Navier-Stokes, a push-pull fill; anchors: originals, VQVAE reconstruction;
   the official token plan with harmonize, reading the hole and with its content unknown (grey); ablations of the
-  default mode (no harmonize, no prefill, open loop, free 1x1 scale, coverage 1, grown hole);
+  default mode (no harmonize, no prefill, open loop, free 1x1 scale, coverage 1, grown hole, no inferred
+  label, generation cfg); every row but the unconditional one is guided by the inferred label;
 * upscaling 2x from half resolution: varedit vs Lanczos (PSNR, distance) and per-scale token agreement
   between an image and its down-up copy (which scales the low-resolution input can be trusted for).
 """
@@ -59,9 +60,12 @@ class Variant:
     plan_kw: dict[str, Any]
     harmonize: bool = True
     grey_hole: bool = False   # the hole's pixels are replaced by grey before planning (content unknown)
+    inferred_label: bool = True  # guided by the class inferred from the known pixels (label "auto"), else none
+    generation_cfg: bool = False  # the model's generation cfg instead of the editing cfg
 
 
 VARIANTS = [
+    # every row is guided by the same inferred label (the default "auto") unless it says otherwise
     Variant("official", dict(mode="official"), harmonize=False),   # the notebook's tokens + paste-back
     Variant("default", dict(mode="default")),
     # the official token plan with varedit's post-processing (harmonize), reading the hole (its leak)
@@ -75,6 +79,8 @@ VARIANTS = [
     Variant("default-free-coarse", dict(mode="default", force_coarse=False)),
     Variant("default-coverage-1", dict(mode="default", coverage=1.0)),
     Variant("default-grow-1", dict(mode="default", grow_tokens=1)),
+    Variant("default-unconditional", dict(mode="default"), inferred_label=False),
+    Variant("default-generation-cfg", dict(mode="default"), generation_cfg=True),
 ]
 
 
@@ -125,6 +131,7 @@ def run_eval(pipe: Any, *, classifier: Any, n: int = 200, n_ref: int = 1000, n_g
     say(f"generation {res['generation']}")
 
     # inpainting
+    res["editing_sampling"] = pipe.editor.edit_defaults.as_dict()
     rng = np.random.default_rng(seed)
     masks = {k: [eval_mask(k, S, rng) for _ in range(n)] for k in MASK_KINDS}
     res["inpainting"] = {}
@@ -143,6 +150,15 @@ def run_eval(pipe: Any, *, classifier: Any, n: int = 200, n_ref: int = 1000, n_g
         for name, flag in (("opencv-telea", cv2.INPAINT_TELEA), ("opencv-ns", cv2.INPAINT_NS)):
             score(name, [cv2.inpaint(im, m.astype(np.uint8) * 255, 5, flag) for im, m in zip(imgs, ms)])
         score("pushpull-fill", [_u8(P.prefill_hole(im.astype(np.float32) / 255, m)) for im, m in zip(imgs, ms)])
+        # label "auto": the class the model finds most likely for the known pixels (never the hole's)
+        inferred = np.full(n, backend.num_classes)
+        if pipe.editor.can_infer_label():
+            for s in range(0, n, batch):
+                x = np.stack(imgs[s:s + batch]).astype(np.float32) / 255
+                plans = [make_plan(im, m, backend.patch_nums, backend.downsample) for im, m in zip(x, ms[s:s + batch])]
+                inferred[s:s + len(plans)] = np.asarray(backend.score_labels(plans)).argmax(axis=1)
+        res.setdefault("label_inference", {})[kind] = float((inferred == labels).mean())
+        say(f"{kind} inferred label accuracy {res['label_inference'][kind]:.3f}")
         variants = VARIANTS if ablations else VARIANTS[:2]
         for v in variants:
             filled, drifts = [], []
@@ -153,7 +169,9 @@ def run_eval(pipe: Any, *, classifier: Any, n: int = 200, n_ref: int = 1000, n_g
                     x = np.where(np.stack(ms[s:s + batch])[..., None], np.float32(0.5), x)
                 plans = [make_plan(im, m, backend.patch_nums, backend.downsample, **v.plan_kw)
                          for im, m in zip(x, ms[s:s + batch])]
-                out, _ = backend.run(plans, [backend.num_classes] * len(plans), pipe.defaults, stream)
+                labs = inferred[s:s + batch] if v.inferred_label else [backend.num_classes] * len(plans)
+                opts = pipe.defaults if v.generation_cfg else pipe.editor.edit_defaults
+                out, _ = backend.run(plans, list(labs), opts, stream)
                 for j, (o, p) in enumerate(zip(out, plans)):
                     i = s + j
                     known_px = ~np.kron(p.hole_latent, np.ones((backend.downsample,) * 2, bool))
@@ -195,6 +213,11 @@ def to_markdown(res: dict[str, Any]) -> str:
     L += [f"Class-conditional samples: **{100 * g['recognised']:.1f}%** recognised as their class "
           f"(classifier accuracy on real held-out images {100 * a['classifier_acc_originals']:.1f}%), FD {g['fd']:.2f} "
           f"(cfg {g['cfg']}, top-k {g['top_k']}, top-p {g['top_p']}).", ""]
+    e = res.get("editing_sampling")
+    if e:
+        L += [f"Inpainting rows: cfg {e['cfg']}, top-k {e['top_k']}, top-p {e['top_p']}, guided by the class inferred "
+              f"from the known pixels (label auto) unless the row says otherwise; inferred class correct: "
+              + ", ".join(f"{k} {100 * v:.0f}%" for k, v in res.get("label_inference", {}).items()) + ".", ""]
     for kind, rows in res["inpainting"].items():
         L += [f"**{kind}**", "", "| method | FD | hole PSNR | class kept | known-region drift |", "|---|---|---|---|---|"]
         for name, r in rows.items():
