@@ -360,6 +360,8 @@ def test_auto_label_is_the_argmax_and_never_reads_the_hole(editor, photo):
     r = editor.inpaint(photo, box=box, seed=3)
     guess = editor.infer_label(photo, box=box)
     assert r.settings["label_source"] == "inferred" and r.settings["label"] == guess.label
+    post = r.settings["label_posterior"]  # the three most likely classes, most likely first
+    assert post[0][0] == editor.class_name(guess.label) and post[0][1] >= post[1][1] >= post[2][1]
     assert guess.label == int(np.argmax(guess.log_likelihood)) and abs(guess.posterior.sum() - 1) < 1e-9
     noisy = photo.copy()
     noisy[40:100, 50:110] = np.random.default_rng(1).integers(0, 256, (60, 60, 3), dtype=np.uint8)

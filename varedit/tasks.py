@@ -267,7 +267,7 @@ class Editor:
         top = np.argsort(-g.posterior, kind="stable")[:3]
         log.info("inferred class %s (p %.2f)", self.class_name(g.label), g.posterior[g.label])
         return g.label, {"label_source": "inferred",
-                         "label_posterior": {self.class_name(int(i)): round(float(g.posterior[i]), 4) for i in top}}
+                         "label_posterior": [[self.class_name(int(i)), round(float(g.posterior[i]), 4)] for i in top]}
 
     def _mask(self, loaded: P.LoadedImage, mask: Any, box: Sequence[float] | None, invert: bool, threshold: float,
               mismatch: str) -> np.ndarray:
