@@ -30,6 +30,7 @@ from .options import SamplingOptions
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "crop", "resize", "original")
+LABEL_KEYWORDS = ("auto", "infer", "none")  # besides a class index or name
 # the official notebook's guidance for class-conditional editing; also what the demo model's fills
 # measured best with an inferred label (cfg 2-3; the generation default 5 over-commits to a guess)
 EDIT_CFG = 3.0
@@ -246,13 +247,21 @@ class Editor:
         post = np.exp(ll - ll.max())
         return LabelGuess(int(np.argmax(ll)), post / post.sum(), ll)
 
+    def check_label(self, label: int | str | None) -> int | str:
+        """The class index of a class (index or name; an unknown one is a ``ValueError``), else the
+        keyword (``auto``, ``infer``, ``none``; None means ``none``)."""
+        if label is None:
+            return "none"
+        key = label.strip().lower() if isinstance(label, str) else label
+        return key if key in LABEL_KEYWORDS else self.class_index(label)
+
     def _resolve_label(self, label: int | str | None, loaded: P.LoadedImage, m: np.ndarray, strategy: str
                        ) -> tuple[int, dict[str, Any]]:
-        key = label.strip().lower() if isinstance(label, str) else label
-        if key is None or key == "none":
+        key = self.check_label(label)
+        if not isinstance(key, str):
+            return key, {"label_source": "given"}
+        if key == "none":
             return self.null_class, {"label_source": "unconditional"}
-        if key not in ("auto", "infer"):
-            return self.class_index(label), {"label_source": "given"}  # type: ignore[arg-type]
         if key == "auto":
             if not self.can_infer_label():
                 log.info("label auto: the %s backend cannot score classes; filling unconditionally", self.backend.name)

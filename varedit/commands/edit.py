@@ -157,11 +157,6 @@ def label_option(f: Any) -> Any:
                              "always infer; none = unconditional.")(f)
 
 
-def _check_label(editor: Any, label: str) -> None:
-    if label.strip().lower() not in ("auto", "infer", "none"):
-        editor.class_index(label)  # an unknown class fails once, before the batch
-
-
 def register(main: click.Group) -> None:
     @main.command()
     @common_options
@@ -175,7 +170,7 @@ def register(main: click.Group) -> None:
         editor = _editor_from(kw)
         s = _sampling(kw)
         box = _parse_box(kw.pop("box"))
-        _check_label(editor, kw["class_"])
+        editor.check_label(kw["class_"])  # an unknown class fails once, before the batch
         run_batch("inpaint", kw["images"], kw["out"], kw["n"], kw["skip_existing"], kw["mask"],
                   lambda ed, img, m: ed.inpaint(str(img), m, box=box, invert=kw["invert"], label=kw["class_"],
                                                 n=kw["n"],
@@ -198,7 +193,7 @@ def register(main: click.Group) -> None:
         editor = _editor_from(kw)
         s = _sampling(kw)
         amounts = {k: _amount(kw[k], k) for k in ("left", "right", "top", "bottom")}
-        _check_label(editor, kw["class_"])
+        editor.check_label(kw["class_"])  # an unknown class fails once, before the batch
         run_batch("outpaint", kw["images"], kw["out"], kw["n"], kw["skip_existing"], None,
                   lambda ed, img, m: ed.outpaint(str(img), **amounts, fill=kw["fill"], label=kw["class_"],
                                                  n=kw["n"],

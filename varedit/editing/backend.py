@@ -67,9 +67,12 @@ class TorchBackend:
         :func:`~varedit.editing.sampler.class_log_likelihood`): the tokens are the plain tokenisation of
         the prefilled canvas, the scored cells the plan's keep maps."""
         idx = self.vae.img_to_idx(self._to_tensor(np.stack([p.encode_rgb for p in plans])).mul(2).sub(1))
-        keep = [torch.from_numpy(np.concatenate([p.keep_maps[si] for p in plans])).to(self.device)
+        return class_log_likelihood(self.var, self.vae, idx, self._keep(plans)).cpu().numpy().astype(np.float64)
+
+    def _keep(self, plans: Sequence[CanvasPlan]) -> list[torch.Tensor]:
+        """The plans' keep maps, one (B, pn*pn) bool tensor per scale."""
+        return [torch.from_numpy(np.concatenate([p.keep_maps[si] for p in plans])).to(self.device)
                 for si in range(len(self.patch_nums))]
-        return class_log_likelihood(self.var, self.vae, idx, keep).cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
@@ -81,8 +84,7 @@ class TorchBackend:
         closed = {p.closed_loop for p in plans}
         if len(closed) != 1:
             raise ValueError("a batch mixes closed- and open-loop plans")
-        keep = [torch.from_numpy(np.concatenate([p.keep_maps[si] for p in plans])).to(self.device)
-                for si in range(len(pns))]
+        keep = self._keep(plans)
         known: Known | None = None
         if not any(bool(k.any()) for k in keep):
             closed = {None}  # nothing is forced: plain generation, no need to encode
