@@ -235,15 +235,14 @@ class Editor:
         return hasattr(self.backend, "score_labels") and bool(getattr(self.backend, "can_score_labels", True))
 
     def _infer(self, loaded: P.LoadedImage, m: np.ndarray, strategy: str) -> LabelGuess:
-        score = getattr(self.backend, "score_labels", None)
-        if score is None or not self.can_infer_label():
+        if not self.can_infer_label():
             raise ValueError(f"the {self.backend.name} backend cannot score classes: give a class, or label none")
         plans = []
         for win in self._windows(strategy, m, loaded.size):
             canvas, cmask = P.extract(win, loaded.rgb, m)
             if cmask.any():
                 plans.append(make_plan(canvas, cmask, self.backend.patch_nums, self.backend.downsample))
-        ll = np.asarray(score(plans), np.float64).sum(axis=0) if plans else np.zeros(self.backend.num_classes)
+        ll = np.asarray(self.backend.score_labels(plans), np.float64)  # type: ignore[attr-defined].sum(axis=0) if plans else np.zeros(self.backend.num_classes)
         post = np.exp(ll - ll.max())
         return LabelGuess(int(np.argmax(ll)), post / post.sum(), ll)
 
