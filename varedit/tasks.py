@@ -242,7 +242,8 @@ class Editor:
             canvas, cmask = P.extract(win, loaded.rgb, m)
             if cmask.any():
                 plans.append(make_plan(canvas, cmask, self.backend.patch_nums, self.backend.downsample))
-        ll = np.asarray(self.backend.score_labels(plans), np.float64)  # type: ignore[attr-defined].sum(axis=0) if plans else np.zeros(self.backend.num_classes)
+        score = self.backend.score_labels  # type: ignore[attr-defined]
+        ll = np.asarray(score(plans), np.float64).sum(axis=0) if plans else np.zeros(self.backend.num_classes)
         post = np.exp(ll - ll.max())
         return LabelGuess(int(np.argmax(ll)), post / post.sum(), ll)
 
