@@ -197,6 +197,38 @@ def test_plan_latent_hole_is_the_cells_mostly_in_the_mask():
     assert p1.hole_latent[1:3, 1:3].all() and p1.hole_latent[3].all() and p1.hole_latent.sum() == 8
 
 
+def test_plan_forces_the_coarsest_scales_from_the_prefilled_canvas():
+    from varedit.editing.plan import COARSE_TOKENS, make_plan
+    from varedit.processing import prefill_hole
+    pns = (1, 2, 3, 4, 6, 8)
+    rgb = np.random.default_rng(1).random((128, 128, 3)).astype(np.float32)
+    mask = np.zeros((128, 128), bool)
+    mask[32:96, 32:96] = True  # the centre box: the 3x3 centre cell and more are hole
+    p = make_plan(rgb, mask, pns, 16)
+    n_coarse = sum(pn * pn <= COARSE_TOKENS for pn in pns)
+    assert n_coarse == 2
+    for si in range(n_coarse):  # kept (a quarter hole), pooled over every cell of the prefilled canvas
+        assert p.keep_maps[si].all() and p.pool_w[si] is None
+    assert not p.keep_maps[2].all() and p.pool_w[2] is not None
+    np.testing.assert_array_equal(p.encode_rgb, prefill_hole(rgb, mask, "ns"))
+    # a 2x2 cell that is mostly hole is still regenerated (outpainting the right half), the 1x1 forced
+    half = np.zeros_like(mask)
+    half[:, 64:] = True
+    ph = make_plan(rgb, half, pns, 16)
+    assert ph.keep_maps[0].all() and ph.keep_maps[1].reshape(2, 2).tolist() == [[True, False], [True, False]]
+    assert ph.pool_w[1] is None and ph.pool_w[2] is not None
+    # coarse_tokens=3 keeps only the 1x1 scale, 0 none (both by coverage from then on)
+    p1 = make_plan(rgb, mask, pns, 16, coarse_tokens=3)
+    assert p1.keep_maps[0].all() and not p1.keep_maps[1].all() or p1.pool_w[1] is not None
+    p0 = make_plan(rgb, mask, pns, 16, coarse_tokens=0)
+    assert p0.pool_w[0] is not None
+    # nothing to fill: nothing forced whole by this rule, the plan is the plain tokenisation
+    pe = make_plan(rgb, np.zeros_like(mask), pns, 16)
+    assert all(w is None for w in pe.pool_w) and np.array_equal(pe.encode_rgb, rgb)
+    with pytest.raises(ValueError, match="coarse_tokens"):
+        make_plan(rgb, mask, pns, 16, coarse_tokens=-1)
+
+
 def test_plan_rejects_bad_coverage_and_grow():
     from varedit.editing.plan import make_plan
     rgb, hole = np.zeros((32, 32, 3), np.float32), np.zeros((32, 32), bool)

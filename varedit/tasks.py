@@ -34,6 +34,12 @@ LABEL_KEYWORDS = ("auto", "infer", "none")  # besides a class index or name
 # the official notebook's guidance for class-conditional editing; also what the demo model's fills
 # measured best with an inferred label (cfg 2-3; the generation default 5 over-commits to a guess)
 EDIT_CFG = 3.0
+# the hole's prefill before tokenising (processing.prefill_hole), per task: Navier-Stokes inpainting
+# continues what a hole cuts through, so the coarse tokens see a plausible layout (demo model, centre
+# box: FD 77 -> 39); an outpainted area has known pixels on one side only, where it drags streaks
+# across, and the push-pull membrane measured better there (README, "Measured quality")
+INPAINT_PREFILL = "ns"
+OUTPAINT_PREFILL = "pushpull"
 ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
 
 
@@ -189,7 +195,7 @@ class Editor:
                 threshold: float = 0.5, mask_mismatch: str = "resize", label: int | str | None = "auto",
                 strategy: str = "crop", mode: str = "default", n: int = 1, rank: bool = True,
                 seed: int | None = None, keep_scales: int = 0, grow_tokens: int = 0, feather: float | None = None,
-                prefill: str = "pushpull", harmonize: bool = True, paste_back: bool = True, output_type: str = "pil",
+                prefill: str = INPAINT_PREFILL, harmonize: bool = True, paste_back: bool = True, output_type: str = "pil",
                 callback: ProgressCallback | None = None, preview: bool = False, _task: str = "inpaint",
                 **sampling: Any) -> EditResult:
         """Regenerate the masked region (white / 255 / True = regenerate).
@@ -331,7 +337,7 @@ class Editor:
         alpha = None if ext.alpha is None else np.ones(new_area.shape, np.float32)
         n, rank = kw.pop("n", 1), kw.pop("rank", True)
         defaults = dict(label="auto", mode="default", seed=None, keep_scales=0, grow_tokens=0, feather=None,
-                        prefill="pushpull", harmonize=True, paste_back=True, output_type="pil", callback=None)
+                        prefill=OUTPAINT_PREFILL, harmonize=True, paste_back=True, output_type="pil", callback=None)
         defaults.update({k: kw.pop(k) for k in list(kw) if k in defaults})
         return self._edit_masked(ext, new_area, strategy=strategy, n=n, rank=rank, task="outpaint",
                                  edited_alpha=alpha, extra=dict(left=left, right=right, top=top, bottom=bottom,

@@ -5,8 +5,10 @@ Modes:
 ``official``  the notebook method: the tokens of the *unfilled* canvas are forced on the keep maps of
               :func:`~varedit.editing.masks.official_keep_maps` (open loop, no growing).
 ``default``   varedit's method (each step measured on the demo model: README, "Measured quality"):
-              1. the hole is prefilled from known pixels only (push-pull pyramid by default) before
-                 encoding, so nothing of the hole leaks into the known tokens;
+              1. the hole is prefilled from known pixels only (OpenCV Navier-Stokes inpainting by
+                 default, which continues edges and colour regions into the hole) before encoding, so
+                 nothing of the hole leaks into the known tokens and the coarse scales see a plausible
+                 layout;
               2. keep maps from area coverage: a latent cell is hole when more than half of its pixels
                  are (``coverage=0.5``), and a cell of any scale is regenerated when more than half of
                  the latent cells under it are hole (the last scale regenerates exactly the hole's
@@ -15,7 +17,10 @@ Modes:
                  grown by ``grow_tokens`` cells (off by default: growing hurt every measure);
               3. closed loop: known cells are re-quantised at every scale from the real latent minus
                  the current reconstruction, pooled over known latent cells only;
-              4. the 1x1 scale (scales of at most 3 tokens) is forced from the prefilled canvas.
+              4. the coarsest scales (at most ``COARSE_TOKENS`` tokens: 1x1 and 2x2) are tokenised
+                 from the whole prefilled canvas, not from known cells only: the 1x1 token is always
+                 forced, a 2x2 cell unless it is mostly hole, so the global colour and layout come
+                 from the surroundings' continuation instead of an unconditional draw.
 
 ``keep_first`` (both modes): the first k scales are forced whole from the *original* canvas, so the
 coarse structure inside the hole is kept and only detail is regenerated (like diffusion's strength:
@@ -31,6 +36,7 @@ from ..processing import latent_mask, prefill_hole
 from .masks import area_resize, coverage_keep_maps, grow_latent_hole, official_keep_maps, pool_weights
 
 MODES = ("default", "official")
+COARSE_TOKENS = 4  # default mode: scales of at most this many tokens are forced from the prefilled canvas
 
 
 @dataclass
@@ -47,19 +53,25 @@ class CanvasPlan:
 
 
 def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple[int, ...], downsample: int, *,
-              mode: str = "default", keep_first: int = 0, grow_tokens: int = 0, prefill: str = "pushpull",
-              closed_loop: bool = True, force_coarse: bool = True, coverage: float = 0.5) -> CanvasPlan:
+              mode: str = "default", keep_first: int = 0, grow_tokens: int = 0, prefill: str = "ns",
+              closed_loop: bool = True, coarse_tokens: int = COARSE_TOKENS, coverage: float = 0.5) -> CanvasPlan:
     """canvas_rgb (S, S, 3) float in [0, 1]; canvas_mask (S, S) bool, True = regenerate.
 
-    ``force_coarse``: in the default mode the scales of at most 3 tokens (the 1x1 global token) are
-    forced whole from the *prefilled* canvas (as the notebook forces them from the unfilled one): the
-    global colour comes from the surroundings instead of an unconditional draw, and nothing leaks.
-    ``prefill="none"``, ``closed_loop=False`` and ``force_coarse=False`` switch off parts of the default
+    ``coarse_tokens``: in the default mode the scales of at most this many tokens (default 4: the 1x1
+    and 2x2 scales of every VAR scale list) are tokenised from the whole *prefilled* canvas: their
+    kept cells pool every latent cell, prefilled ones included (finer scales pool known cells only),
+    and the 1x1 token is forced whatever its coverage (as the notebook forces it from the unfilled
+    canvas). The coarse colour and layout thus come from the surroundings' continuation instead of
+    an unconditional draw, and nothing leaks. ``coarse_tokens=3`` reads only the 1x1 this way.
+    ``prefill`` is a :func:`~varedit.processing.prefill_hole` method (default ``"ns"``).
+    ``prefill="none"``, ``closed_loop=False`` and ``coarse_tokens=0`` switch off parts of the default
     mode (for ablations)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if not 0 < coverage <= 1:
         raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+    if coarse_tokens < 0:
+        raise ValueError(f"coarse_tokens must be >= 0, got {coarse_tokens}")
     if grow_tokens < 0:
         raise ValueError(f"grow_tokens must be >= 0, got {grow_tokens}")
     if not 0 <= keep_first <= len(patch_nums):
@@ -81,8 +93,12 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
     if grow_tokens > 0 and hole.any():
         hole = ~grow_latent_hole(~hole, grow_tokens)
     known = ~hole
-    coarse = sum(1 for pn in patch_nums if pn * pn <= 3) if force_coarse and hole.any() and not hole.all() else 0
-    keep = coverage_keep_maps(known, patch_nums, threshold=coverage, keep_first=max(keep_first, coarse))
+    partial = hole.any() and not hole.all()
+    # the coarse scales read the whole prefilled cell (pool_w None), finer ones only its known cells;
+    # the global scale (at most 3 tokens: the 1x1) is forced whatever its coverage
+    coarse = sum(1 for pn in patch_nums if pn * pn <= coarse_tokens) if partial else 0
+    glob = min(coarse, sum(1 for pn in patch_nums if pn * pn <= 3))
+    keep = coverage_keep_maps(known, patch_nums, threshold=coverage, keep_first=max(keep_first, glob))
     # with structure kept (keep_first > 0) the hole's own content is wanted, so it is not prefilled
     unfilled = keep_first > 0 or prefill == "none" or not cmask.any()
     enc = rgb if unfilled else prefill_hole(rgb, cmask, method=prefill)

@@ -7,8 +7,9 @@
   the VQVAE reconstruction of the input, outside the grown hole, before paste-back);
   baselines: OpenCV Telea and Navier-Stokes, a push-pull fill; anchors: originals, VQVAE reconstruction;
   the official token plan with harmonize, reading the hole and with its content unknown (grey); ablations of the
-  default mode (no harmonize, no prefill, open loop, free 1x1 scale, coverage 1, grown hole, no inferred
-  label, generation cfg); every row but the unconditional one is guided by the inferred label;
+  default mode (no harmonize, no prefill, push-pull prefill, only the 1x1 or no coarse scale forced,
+  open loop, coverage 1, grown hole, no inferred label, generation cfg); every row but the unconditional
+  one is guided by the label inferred with the default plan (as the Editor infers it);
 * upscaling 2x from half resolution: varedit vs Lanczos (PSNR, distance) and per-scale token agreement
   between an image and its down-up copy (which scales the low-resolution input can be trusted for).
 """
@@ -26,11 +27,14 @@ import numpy as np
 from .. import processing as P
 from ..data.synthetic import SyntheticShapes
 from ..editing.plan import make_plan
+from ..tasks import INPAINT_PREFILL, OUTPAINT_PREFILL
 from .metrics import frechet_distance, psnr
 
 log = logging.getLogger(__name__)
 
 MASK_KINDS = ("box", "strokes", "outpaint")
+# the default mode's prefill per mask kind is the one its task uses (inpaint, inpaint, outpaint)
+TASK_PREFILL = {"box": INPAINT_PREFILL, "strokes": INPAINT_PREFILL, "outpaint": OUTPAINT_PREFILL}
 
 
 def eval_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -76,7 +80,10 @@ VARIANTS = [
     Variant("default-no-harmonize", dict(mode="default"), harmonize=False),
     Variant("default-no-prefill", dict(mode="default", prefill="none")),
     Variant("default-open-loop", dict(mode="default", closed_loop=False)),
-    Variant("default-free-coarse", dict(mode="default", force_coarse=False)),
+    Variant("default-ns-prefill", dict(mode="default", prefill="ns")),  # one of these two is the default
+    Variant("default-pushpull-prefill", dict(mode="default", prefill="pushpull")),
+    Variant("default-coarse-1x1", dict(mode="default", coarse_tokens=3)),  # only the 1x1 scale forced
+    Variant("default-free-coarse", dict(mode="default", coarse_tokens=0)),  # nothing forced whole
     Variant("default-coverage-1", dict(mode="default", coverage=1.0)),
     Variant("default-grow-1", dict(mode="default", grow_tokens=1)),
     Variant("default-unconditional", dict(mode="default"), inferred_label=False),
@@ -149,7 +156,8 @@ def run_eval(pipe: Any, *, classifier: Any, n: int = 200, n_ref: int = 1000, n_g
 
         for name, flag in (("opencv-telea", cv2.INPAINT_TELEA), ("opencv-ns", cv2.INPAINT_NS)):
             score(name, [cv2.inpaint(im, m.astype(np.uint8) * 255, 5, flag) for im, m in zip(imgs, ms)])
-        score("pushpull-fill", [_u8(P.prefill_hole(im.astype(np.float32) / 255, m)) for im, m in zip(imgs, ms)])
+        score("pushpull-fill", [_u8(P.prefill_hole(im.astype(np.float32) / 255, m, "pushpull"))
+                                for im, m in zip(imgs, ms)])
         # label "auto": the class the model finds most likely for the known pixels (never the hole's)
         inferred = np.full(n, backend.num_classes)
         if pipe.editor.can_infer_label():
@@ -158,6 +166,7 @@ def run_eval(pipe: Any, *, classifier: Any, n: int = 200, n_ref: int = 1000, n_g
                 plans = [make_plan(im, m, backend.patch_nums, backend.downsample) for im, m in zip(x, ms[s:s + batch])]
                 inferred[s:s + len(plans)] = np.asarray(backend.score_labels(plans)).argmax(axis=1)
         res.setdefault("label_inference", {})[kind] = float((inferred == labels).mean())
+        res.setdefault("default_prefill", {})[kind] = TASK_PREFILL[kind]
         say(f"{kind} inferred label accuracy {res['label_inference'][kind]:.3f}")
         variants = VARIANTS if ablations else VARIANTS[:2]
         for v in variants:
@@ -167,7 +176,8 @@ def run_eval(pipe: Any, *, classifier: Any, n: int = 200, n_ref: int = 1000, n_g
                 x = np.stack(imgs[s:s + batch]).astype(np.float32) / 255
                 if v.grey_hole:
                     x = np.where(np.stack(ms[s:s + batch])[..., None], np.float32(0.5), x)
-                plans = [make_plan(im, m, backend.patch_nums, backend.downsample, **v.plan_kw)
+                kw = {"prefill": TASK_PREFILL[kind], **v.plan_kw} if v.plan_kw.get("mode") == "default" else v.plan_kw
+                plans = [make_plan(im, m, backend.patch_nums, backend.downsample, **kw)
                          for im, m in zip(x, ms[s:s + batch])]
                 labs = inferred[s:s + batch] if v.inferred_label else [backend.num_classes] * len(plans)
                 opts = pipe.defaults if v.generation_cfg else pipe.editor.edit_defaults
@@ -219,7 +229,8 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"from the known pixels (label auto) unless the row says otherwise; inferred class correct: "
               + ", ".join(f"{k} {100 * v:.0f}%" for k, v in res.get("label_inference", {}).items()) + ".", ""]
     for kind, rows in res["inpainting"].items():
-        L += [f"**{kind}**", "", "| method | FD | hole PSNR | class kept | known-region drift |", "|---|---|---|---|---|"]
+        pre = res.get("default_prefill", {}).get(kind)
+        L += [f"**{kind}**" + (f" (the default mode's prefill: {pre}, as its task's)" if pre else ""), "", "| method | FD | hole PSNR | class kept | known-region drift |", "|---|---|---|---|---|"]
         for name, r in rows.items():
             d = f"{r['known_drift']:.2f}" if "known_drift" in r else ""
             L.append(f"| {name} | {r['fd']:.2f} | {r['hole_psnr']:.2f} | {100 * r['class_kept']:.1f}% | {d} |")

@@ -6,8 +6,8 @@
 // is regenerated with varedit's default method, simplified: the hole is filled with mid-grey before
 // encoding (no information leaks from the hole), per-scale keep maps come from area coverage (a latent
 // cell is hole when more than half of its pixels are, a cell of a coarser scale is regenerated when
-// more than half of it is hole; the 1x1 scale is kept whole), known cells are
-// re-quantised in a closed loop, and the result is pasted
+// more than half of it is hole; the 1x1 scale is kept whole, and the 1x1 and 2x2 scales read whole
+// cells of the filled image), known cells are re-quantised in a closed loop, and the result is pasted
 // back so every pixel outside the box is the input's. Noise: --noise FILE gives the sampler's uniforms
 // (float32, scale after scale, batch rows first), else a seeded xorshift generator.
 import fs from "node:fs";
@@ -76,12 +76,14 @@ for (let i = 0; i < h; i++)
   }
 
 // keep map per scale: a cell is kept when at least half of the latent cells under it (area pooling
-// bounds) are known; the closed loop then forces it from its known cells only. Scales of at most 3
-// tokens (the 1x1 global token) are kept whole, from the grey-filled image
-const coarse = (pn) => pn * pn <= 3;
+// bounds) are known; the closed loop then forces it from its known cells only, except at the coarse
+// scales (at most 4 tokens: 1x1 and 2x2), which read whole cells of the grey-filled image. Scales of
+// at most 3 tokens (the 1x1 global token) are kept whole
+const global = (pn) => pn * pn <= 3;
+const coarse = (pn) => pn * pn <= 4;
 function keepMap(pn) {
   const out = new Uint8Array(pn * pn);
-  if (coarse(pn)) return out.fill(1);
+  if (global(pn)) return out.fill(1);
   for (let i = 0; i < pn; i++) {
     const ys = Math.floor((i * h) / pn), ye = Math.ceil(((i + 1) * h) / pn);
     for (let j = 0; j < pn; j++) {
