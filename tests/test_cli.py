@@ -91,6 +91,18 @@ def test_inpaint_folder_with_paired_masks_and_sidecars(runner, official_files, i
         assert side["seed"] == 2 and side["top_k"] == 20 and side["task"] == "inpaint"
         assert side["harmonize"] is False and side["mode"] == "default" and side["grow_tokens"] == 0
         assert side["label_source"] == "inferred" and 0 <= side["label"] < 10 and side["cfg"] == 3.0
+        assert side["prefill"] == "ns"  # the inpaint task's default
+    # --prefill picks another fill of the hole before tokenising, and the sidecar says which
+    out2 = tmp_path / "o2"
+    res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out2),
+                               "-m", str(official_files / "var_tiny.pth"), "--seed", "2", "--top-k", "20",
+                               "--no-harmonize", "--prefill", "pushpull"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out2 / "im0.json").read_text())["prefill"] == "pushpull"
+    assert not np.array_equal(np.asarray(Image.open(out2 / "im0.png")), np.asarray(Image.open(out / "im0.png")))
+    res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out2),
+                               "-m", str(official_files / "var_tiny.pth"), "--prefill", "magic"])
+    assert res.exit_code == 2 and "Traceback" not in res.output and "magic" in res.output
     # --skip-existing does not touch finished outputs
     before = (out / "im0.png").stat().st_mtime_ns
     res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out),

@@ -303,6 +303,11 @@ def test_outpaint_sizes_and_original_kept(editor, photo):
     inner = out[:130, 40:]
     w = P.feather(r.mask, 4)[:130, 40:]
     assert np.array_equal(inner[w == 0], photo[w == 0])
+    # each task has its prefill (outpaint: the push-pull membrane, inpaint: Navier-Stokes)
+    assert r.settings["prefill"] == "pushpull"
+    assert editor.inpaint(photo, box=(10, 10, 60, 60), seed=0).settings["prefill"] == "ns"
+    with pytest.raises(ValueError, match="unknown prefill"):
+        editor.inpaint(photo, box=(10, 10, 60, 60), seed=0, prefill="magic")
     with pytest.raises(ValueError):
         editor.outpaint(photo, left=0, seed=0)
     with pytest.raises(ValueError):

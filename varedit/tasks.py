@@ -195,7 +195,8 @@ class Editor:
                 threshold: float = 0.5, mask_mismatch: str = "resize", label: int | str | None = "auto",
                 strategy: str = "crop", mode: str = "default", n: int = 1, rank: bool = True,
                 seed: int | None = None, keep_scales: int = 0, grow_tokens: int = 0, feather: float | None = None,
-                prefill: str = INPAINT_PREFILL, harmonize: bool = True, paste_back: bool = True, output_type: str = "pil",
+                prefill: str = INPAINT_PREFILL, harmonize: bool = True, paste_back: bool = True,
+                output_type: str = "pil",
                 callback: ProgressCallback | None = None, preview: bool = False, _task: str = "inpaint",
                 **sampling: Any) -> EditResult:
         """Regenerate the masked region (white / 255 / True = regenerate).
@@ -210,6 +211,8 @@ class Editor:
         model has at most ``auto_label_max_classes`` classes, else unconditional), ``"infer"`` (always
         infer) or None / ``"none"`` (unconditional, the null class).
         ``harmonize`` removes the tokeniser's colour error from the fill (:func:`processing.harmonize`).
+        ``prefill``: how the hole is filled from known pixels before tokenising (a
+        :func:`processing.prefill_hole` method; default Navier-Stokes, ``INPAINT_PREFILL``).
         """
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -305,6 +308,8 @@ class Editor:
                      preview: bool = False,
                      edited_alpha: np.ndarray | None = None, extra: dict[str, Any] | None = None,
                      **sampling: Any) -> EditResult:
+        if prefill not in P.FILL_METHODS and prefill != "none":
+            raise ValueError(f"unknown prefill {prefill!r}; use {', '.join(P.FILL_METHODS)}")
         opts = self.edit_defaults.replace(**sampling)
         seed = draw_seed(seed)
         lab, label_info = self._resolve_label(label, loaded, m, strategy)

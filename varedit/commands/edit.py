@@ -157,6 +157,18 @@ def label_option(f: Any) -> Any:
                              "always infer; none = unconditional.")(f)
 
 
+def prefill_option(f: Any) -> Any:
+    from ..processing import FILL_METHODS
+    return click.option("--prefill", type=click.Choice(list(FILL_METHODS)), default=None,
+                        help="How the hole is filled from known pixels before tokenising (default per task: "
+                             "inpaint/edit ns = OpenCV Navier-Stokes, outpaint pushpull).")(f)
+
+
+def _prefill(kw: dict[str, Any]) -> dict[str, Any]:
+    p = kw.pop("prefill")
+    return {} if p is None else {"prefill": p}
+
+
 def register(main: click.Group) -> None:
     @main.command()
     @common_options
@@ -165,10 +177,11 @@ def register(main: click.Group) -> None:
     @click.option("--box", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
     @click.option("--invert", is_flag=True, help="Invert the mask (black = regenerate).")
     @label_option
+    @prefill_option
     def inpaint(**kw: Any) -> None:
         """Regenerate the masked part of each image (white = regenerate; no mask: the transparent pixels)."""
         editor = _editor_from(kw)
-        s = _sampling(kw)
+        s = {**_sampling(kw), **_prefill(kw)}
         box = _parse_box(kw.pop("box"))
         editor.check_label(kw["class_"])  # an unknown class fails once, before the batch
         run_batch("inpaint", kw["images"], kw["out"], kw["n"], kw["skip_existing"], kw["mask"],
@@ -188,10 +201,11 @@ def register(main: click.Group) -> None:
     @click.option("--fill", type=click.Choice(["blur", "edge", "mean", "gray"]), default="blur", show_default=True,
                   help="What fills the new canvas before encoding.")
     @label_option
+    @prefill_option
     def outpaint(**kw: Any) -> None:
         """Extend each image and fill the new area."""
         editor = _editor_from(kw)
-        s = _sampling(kw)
+        s = {**_sampling(kw), **_prefill(kw)}
         amounts = {k: _amount(kw[k], k) for k in ("left", "right", "top", "bottom")}
         editor.check_label(kw["class_"])  # an unknown class fails once, before the batch
         run_batch("outpaint", kw["images"], kw["out"], kw["n"], kw["skip_existing"], None,
@@ -206,10 +220,11 @@ def register(main: click.Group) -> None:
     @common_options
     @click.option("--box", type=str, required=True, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
     @click.option("--class", "-c", "class_", required=True, help="Target class index or name.")
+    @prefill_option
     def edit(**kw: Any) -> None:
         """Class-conditional edit: regenerate a box as another class."""
         editor = _editor_from(kw)
-        s = _sampling(kw)
+        s = {**_sampling(kw), **_prefill(kw)}
         box = _parse_box(kw.pop("box"))
         editor.class_index(kw["class_"])  # an unknown class fails once, before the batch
         run_batch("edit", kw["images"], kw["out"], kw["n"], kw["skip_existing"], None,
