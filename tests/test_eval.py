@@ -34,9 +34,13 @@ def test_report_runs(tiny_pipeline):
     res = run_eval(tiny_pipeline, classifier=clf, n=8, n_ref=30, n_gen_per_class=1, batch=8, n_upscale=2,
                    upscale_keeps=(4,))
     md = to_markdown(res)
-    for key in ("official", "default", "opencv-telea", "default-open-loop", "lanczos"):
+    for key in ("official", "default", "opencv-telea", "default-closed-loop", "default-pushpull-prefill", "lanczos"):
         assert key in md
     assert set(res["inpainting"]) == {"box", "strokes", "outpaint"}
+    # each mask kind's default row uses its task's prefill: the matching prefill row is the same fill
+    assert res["default_prefill"] == {"box": "ns", "strokes": "ns", "outpaint": "pushpull"}
+    assert res["inpainting"]["outpaint"]["default"] == res["inpainting"]["outpaint"]["default-pushpull-prefill"]
+    assert res["inpainting"]["box"]["default"] == res["inpainting"]["box"]["default-ns-prefill"]
     assert len(res["upscale"]["token_agreement_per_scale"]) == len(tiny_pipeline.var.patch_nums)
     box = res["inpainting"]["box"]
     assert all(np.isfinite(r["known_drift"]) and r["known_drift"] >= 0 for k, r in box.items() if "default" in k)

@@ -507,7 +507,7 @@ def test_node_example_inpaints_like_python(fp32_dir, rt, tmp_path):
     hole[box[1]:box[3], box[0]:box[2]] = True
     assert np.array_equal(out[~hole], photo[~hole]) and not np.array_equal(out[hole], photo[hole])
     # the same plan in Python (grey prefill, coverage keep maps, coarse scales whole, closed loop) gives the same tokens
-    plan = make_plan(photo.astype(np.float32) / 255, hole, pns, S // pns[-1], prefill="gray")
+    plan = make_plan(photo.astype(np.float32) / 255, hole, pns, S // pns[-1], prefill="gray", closed_loop=True)
     f, _ = rt.tokenize(np.repeat(plan.encode_rgb.transpose(2, 0, 1)[None] * 2 - 1, B, 0).astype(np.float32))
     d = rt.manifest.get("defaults") or {}
     ref = rt.sample([rt.num_classes] * B, [np.repeat(k, B, 0) for k in plan.keep_maps], uniforms=noise, f_known=f,

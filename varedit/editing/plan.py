@@ -12,15 +12,17 @@ Modes:
               2. keep maps from area coverage: a latent cell is hole when more than half of its pixels
                  are (``coverage=0.5``), and a cell of any scale is regenerated when more than half of
                  the latent cells under it are hole (the last scale regenerates exactly the hole's
-                 cells). A partly known coarse cell is forced from its known part only (the closed
-                 loop pools known cells), so the layout around a hole is kept instead of being redrawn; ``coverage=1`` regenerates every cell touching the hole. The hole can be
+                 cells); ``coverage=1`` regenerates every cell touching the hole. The hole can be
                  grown by ``grow_tokens`` cells (off by default: growing hurt every measure);
-              3. closed loop: known cells are re-quantised at every scale from the real latent minus
-                 the current reconstruction, pooled over known latent cells only;
-              4. the coarsest scales (at most ``COARSE_TOKENS`` tokens: 1x1 and 2x2) are tokenised
-                 from the whole prefilled canvas, not from known cells only: the 1x1 token is always
-                 forced, a 2x2 cell unless it is mostly hole, so the global colour and layout come
-                 from the surroundings' continuation instead of an unconditional draw.
+              3. open loop: the known cells are forced with the prefilled canvas's own tokens, whose
+                 residual chain already carries the prefill's continuation next to the hole.
+                 ``closed_loop=True`` instead re-quantises them at every scale from the real latent
+                 minus the current reconstruction, pooled over known latent cells only (coarse scales:
+                 see 4); it keeps the known region closer to the tokeniser's reconstruction before
+                 paste-back, but measured worse on every mask once the prefill continued the image;
+              4. the 1x1 token is always forced (the global colour from the surroundings, not an
+                 unconditional draw); in the closed loop the coarsest scales (at most
+                 ``COARSE_TOKENS`` tokens: 1x1 and 2x2) pool whole cells of the prefilled canvas.
 
 ``keep_first`` (both modes): the first k scales are forced whole from the *original* canvas, so the
 coarse structure inside the hole is kept and only detail is regenerated (like diffusion's strength:
@@ -54,18 +56,20 @@ class CanvasPlan:
 
 def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple[int, ...], downsample: int, *,
               mode: str = "default", keep_first: int = 0, grow_tokens: int = 0, prefill: str = "ns",
-              closed_loop: bool = True, coarse_tokens: int = COARSE_TOKENS, coverage: float = 0.5) -> CanvasPlan:
+              closed_loop: bool = False, coarse_tokens: int = COARSE_TOKENS, coverage: float = 0.5
+              ) -> CanvasPlan:
     """canvas_rgb (S, S, 3) float in [0, 1]; canvas_mask (S, S) bool, True = regenerate.
 
-    ``coarse_tokens``: in the default mode the scales of at most this many tokens (default 4: the 1x1
-    and 2x2 scales of every VAR scale list) are tokenised from the whole *prefilled* canvas: their
-    kept cells pool every latent cell, prefilled ones included (finer scales pool known cells only),
-    and the 1x1 token is forced whatever its coverage (as the notebook forces it from the unfilled
-    canvas). The coarse colour and layout thus come from the surroundings' continuation instead of
-    an unconditional draw, and nothing leaks. ``coarse_tokens=3`` reads only the 1x1 this way.
+    ``coarse_tokens``: in the default mode the 1x1 token (scales of at most 3 tokens) is forced
+    whatever its coverage when ``coarse_tokens`` >= 1, as the notebook forces it (from the unfilled
+    canvas there, from the prefilled one here). In the closed loop the kept cells of the scales of at
+    most ``coarse_tokens`` tokens (default 4: the 1x1 and 2x2 scales of every VAR scale list) pool
+    every latent cell, prefilled ones included, finer scales known cells only: the coarse colour and
+    layout come from the surroundings' continuation, and nothing leaks. ``coarse_tokens=0`` leaves
+    every scale to the coverage rule.
     ``prefill`` is a :func:`~varedit.processing.prefill_hole` method (default ``"ns"``).
-    ``prefill="none"``, ``closed_loop=False`` and ``coarse_tokens=0`` switch off parts of the default
-    mode (for ablations)."""
+    ``prefill="none"``, ``closed_loop=True`` and ``coarse_tokens=0`` change parts of the default mode
+    (for ablations)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if not 0 < coverage <= 1:

@@ -7,8 +7,8 @@
   the VQVAE reconstruction of the input, outside the grown hole, before paste-back);
   baselines: OpenCV Telea and Navier-Stokes, a push-pull fill; anchors: originals, VQVAE reconstruction;
   the official token plan with harmonize, reading the hole and with its content unknown (grey); ablations of the
-  default mode (no harmonize, no prefill, push-pull prefill, only the 1x1 or no coarse scale forced,
-  open loop, coverage 1, grown hole, no inferred label, generation cfg); every row but the unconditional
+  default mode (no harmonize, no prefill, Navier-Stokes or push-pull prefill, closed loop, 1x1 token
+  not forced, coverage 1, grown hole, no inferred label, generation cfg); every row but the unconditional
   one is guided by the label inferred with the default plan (as the Editor infers it);
 * upscaling 2x from half resolution: varedit vs Lanczos (PSNR, distance) and per-scale token agreement
   between an image and its down-up copy (which scales the low-resolution input can be trusted for).
@@ -79,11 +79,10 @@ VARIANTS = [
     # ablations: each switches off (or back to its old value) one choice of the default mode
     Variant("default-no-harmonize", dict(mode="default"), harmonize=False),
     Variant("default-no-prefill", dict(mode="default", prefill="none")),
-    Variant("default-open-loop", dict(mode="default", closed_loop=False)),
+    Variant("default-closed-loop", dict(mode="default", closed_loop=True)),  # the default before the NS prefill
     Variant("default-ns-prefill", dict(mode="default", prefill="ns")),  # one of these two is the default
     Variant("default-pushpull-prefill", dict(mode="default", prefill="pushpull")),
-    Variant("default-coarse-1x1", dict(mode="default", coarse_tokens=3)),  # only the 1x1 scale forced
-    Variant("default-free-coarse", dict(mode="default", coarse_tokens=0)),  # nothing forced whole
+    Variant("default-free-1x1", dict(mode="default", coarse_tokens=0)),  # the 1x1 token by coverage too
     Variant("default-coverage-1", dict(mode="default", coverage=1.0)),
     Variant("default-grow-1", dict(mode="default", grow_tokens=1)),
     Variant("default-unconditional", dict(mode="default"), inferred_label=False),

@@ -3,7 +3,8 @@
 //   node inpaint.mjs ONNX_DIR INPUT.png x0,y0,x1,y1 OUTPUT.png [--seed N] [--noise FILE] [--tokens FILE]
 //
 // INPUT must be the model's size (manifest.model.image_size, square). The box (pixels, end exclusive)
-// is regenerated with varedit's default method, simplified: the hole is filled with mid-grey before
+// is regenerated with varedit's closed-loop method (make_plan(..., prefill="gray", closed_loop=True)):
+// the hole is filled with mid-grey before
 // encoding (no information leaks from the hole), per-scale keep maps come from area coverage (a latent
 // cell is hole when more than half of its pixels are, a cell of a coarser scale is regenerated when
 // more than half of it is hole; the 1x1 scale is kept whole, and the 1x1 and 2x2 scales read whole
