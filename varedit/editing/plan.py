@@ -38,7 +38,7 @@ from ..processing import latent_mask, prefill_hole
 from .masks import area_resize, coverage_keep_maps, grow_latent_hole, official_keep_maps, pool_weights
 
 MODES = ("default", "official")
-COARSE_TOKENS = 4  # default mode: scales of at most this many tokens are forced from the prefilled canvas
+COARSE_TOKENS = 4  # closed loop: scales of at most this many tokens pool whole cells of the prefilled canvas
 
 
 @dataclass
@@ -98,7 +98,8 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
         hole = ~grow_latent_hole(~hole, grow_tokens)
     known = ~hole
     partial = hole.any() and not hole.all()
-    # the coarse scales read the whole prefilled cell (pool_w None), finer ones only its known cells;
+    # closed loop: the coarse scales read the whole prefilled cell (pool_w None), finer ones only its
+    # known cells (the open loop forces the prefilled canvas's own tokens, which read everything);
     # the global scale (at most 3 tokens: the 1x1) is forced whatever its coverage
     coarse = sum(1 for pn in patch_nums if pn * pn <= coarse_tokens) if partial else 0
     glob = min(coarse, sum(1 for pn in patch_nums if pn * pn <= 3))
