@@ -219,7 +219,7 @@ def test_plan_forces_the_coarsest_scales_from_the_prefilled_canvas():
     assert ph.pool_w[1] is None and ph.pool_w[2] is not None
     # coarse_tokens=3 keeps only the 1x1 scale, 0 none (both by coverage from then on)
     p1 = make_plan(rgb, mask, pns, 16, coarse_tokens=3)
-    assert p1.keep_maps[0].all() and not p1.keep_maps[1].all() or p1.pool_w[1] is not None
+    assert p1.keep_maps[0].all() and p1.pool_w[0] is None and p1.pool_w[1] is not None
     p0 = make_plan(rgb, mask, pns, 16, coarse_tokens=0)
     assert p0.pool_w[0] is not None
     # nothing to fill: nothing forced whole by this rule, the plan is the plain tokenisation

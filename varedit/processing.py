@@ -31,7 +31,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal, Sequence, Union, get_args
 
 import cv2
 import numpy as np
@@ -82,7 +82,7 @@ MaskSource = Union[str, "os.PathLike[str]", bytes, Image.Image, np.ndarray, Any]
 Size = tuple[int, int]
 Box = tuple[int, int, int, int]
 FillMethod = Literal["ns", "telea", "edge", "mean", "gray", "blur", "pushpull"]
-FILL_METHODS: tuple[str, ...] = ("ns", "telea", "edge", "mean", "gray", "blur", "pushpull")
+FILL_METHODS: tuple[str, ...] = get_args(FillMethod)
 
 
 class ImageError(ValueError):
