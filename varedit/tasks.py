@@ -36,8 +36,8 @@ LABEL_KEYWORDS = ("auto", "infer", "none")  # besides a class index or name
 EDIT_CFG = 3.0
 # the hole's prefill before tokenising (processing.prefill_hole), per task: Navier-Stokes inpainting
 # continues what a hole cuts through, so the coarse tokens see a plausible layout (demo model, centre
-# box: FD 77 -> 39); an outpainted area has known pixels on one side only, where it drags streaks
-# across, and the push-pull membrane measured better there (README, "Measured quality")
+# box, closed loop: FD 77 -> 39); an outpainted area has known pixels on one side only, where it drags
+# streaks across, and the push-pull membrane measured better there (README, "Measured quality")
 INPAINT_PREFILL = "ns"
 OUTPAINT_PREFILL = "pushpull"
 ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
