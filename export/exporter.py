@@ -355,7 +355,7 @@ def graph_interfaces(B: int, pns: Sequence[int], Cvae: int, image_size: int, V: 
         _io("label", [B], "int64", f"class index per image in [0, {num_classes}]; {num_classes} = unconditional"),
         _io("guidance", [SN, 2], "float32",
             "per scale [w_cond, w_uncond]: logits = w_cond*cond - w_uncond*uncond; classifier-free guidance "
-            "with weight t is [1+t, t], each rounded to float32 from double (t = cfg*si/(SN-1) for the "
+            "with weight t is [1+t, t], each rounded to float32 from double (t = cfg*(si/(SN-1)) for the "
             "official linear schedule)"),
         _io("top_k", [], "int64", "keep the k largest logits (0 or >= vocab: off), applied before top-p"),
         _io("top_p_threshold", [], "float32",

@@ -58,7 +58,8 @@ def guidance_t(cfg: float, SN: int, schedule: str | Sequence[float] = "linear") 
     """Per-scale guidance weight t: ``varedit.editing.sampler.guidance_weight`` (same double arithmetic)."""
     if isinstance(schedule, str):
         if schedule == "linear":
-            return [cfg * si / (SN - 1) for si in range(SN)]  # official: the first scale is purely conditional
+            # official order: ratio = si / (SN - 1), then t = cfg * ratio; the first scale is purely conditional
+            return [cfg * (si / (SN - 1)) for si in range(SN)]
         if schedule == "constant":
             return [float(cfg)] * SN
         raise OnnxRuntimeError(f"unknown guidance schedule {schedule!r} (linear, constant, or {SN} weights)")

@@ -113,9 +113,15 @@ def gumbel_soft(logits: torch.Tensor, tau: float, generator: torch.Generator | N
 
 
 def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str = "linear") -> float:
-    """Official: t = cfg * si / (SN - 1), so the first scale is purely conditional."""
+    """Official: ``ratio = si / (SN - 1)`` then ``t = cfg * ratio``, so the first scale is purely conditional.
+
+    The order is the official one (two roundings in double: the ratio first); ``cfg * si / (SN - 1)``
+    differs in the last bit of the double for about a quarter of (cfg, si, SN).  torch then rounds t and
+    1 + t to float32, which has hidden that so far, but the arithmetic is the reference's, not a look-alike.
+    """
     if schedule == "linear":
-        return cfg * si / (num_scales - 1)
+        ratio = si / (num_scales - 1)
+        return cfg * ratio
     if schedule == "constant":
         return cfg
     raise ValueError(f"unknown guidance schedule {schedule!r} (linear, constant)")
