@@ -53,7 +53,11 @@ class TorchBackend:
         return new_generator(seed, self.device)[0]
 
     def _to_tensor(self, rgb_BHW3: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(rgb_BHW3, np.float32)).permute(0, 3, 1, 2).to(self.device)
+        # contiguous NCHW, as the official tokeniser gets its images: the permuted view is channels-last
+        # in memory, and the encoder's CPU convolutions round differently for it (up to 2e-5 in f,
+        # enough to flip a token whose nearest-code margin is smaller)
+        x = torch.from_numpy(np.ascontiguousarray(rgb_BHW3, np.float32)).permute(0, 3, 1, 2).contiguous()
+        return x.to(self.device)
 
     @torch.no_grad()
     def encode_tokens(self, rgb_BHW3: np.ndarray) -> list[np.ndarray]:
