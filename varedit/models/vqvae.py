@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import embedding
+
 
 @dataclass
 class VQVAEConfig:
@@ -225,7 +227,7 @@ class VectorQuantizer(nn.Module):
             [Phi(cfg.z_channels, cfg.quant_resi) for _ in range(cfg.share_quant_resi)]))
         # per-scale EMA of code hits; written during training, kept for checkpoint compatibility
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.v_patch_nums), self.vocab_size))
-        self.embedding = nn.Embedding(self.vocab_size, self.Cvae)
+        self.embedding = embedding(self.vocab_size, self.Cvae)
 
     # -- helpers -------------------------------------------------------------------------------
     def phi_index(self, si: int, SN: int | None = None) -> int:
