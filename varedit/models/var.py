@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import embedding
+from .common import check_scales, embedding
 
 
 @dataclass
@@ -41,6 +41,24 @@ class VARConfig:
     @property
     def L(self) -> int:
         return sum(pn * pn for pn in self.patch_nums)
+
+    def __post_init__(self) -> None:
+        # sizes come from files people download: bounded, so a crafted configuration cannot make the
+        # (meta-device) build loop for ever; the real models are far inside these bounds (d36: 2304 wide)
+        self.patch_nums = tuple(self.patch_nums)
+        check_scales(self.patch_nums, "patch_nums")
+        for name, hi in (("depth", 1024), ("embed_dim", 1 << 16), ("num_heads", 1024), ("num_classes", 1 << 20),
+                         ("vocab_size", 1 << 20), ("Cvae", 4096)):
+            v = getattr(self, name)
+            if not 1 <= v <= hi:
+                raise ValueError(f"VARConfig.{name} must be in 1..{hi}, got {v}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"VARConfig.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if not (0 < self.mlp_ratio <= 64 and 0 < self.norm_eps < 1):
+            raise ValueError(f"VARConfig.mlp_ratio {self.mlp_ratio} or norm_eps {self.norm_eps} out of range")
+        for name in ("cond_drop_rate", "drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"VARConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class SelfAttention(nn.Module):
