@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -58,3 +62,29 @@ def _distance_outside(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance of every pixel to the nearest True pixel (0 on the mask)."""
     src = np.where(mask, 0, 1).astype(np.uint8)
     return cv2.distanceTransform(src, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def check_regular_file(path: str, what: str, err: type[ValueError]) -> None:
+    """A path that exists and is a regular file: a FIFO or a device would block or never end, and
+    that must be an error, not a hang."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise err(f"cannot read {what} {path!r}: file not found") from None
+    except OSError as e:
+        raise err(f"cannot read {what} {path!r}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise err(f"cannot read {what} {path!r}: it is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise err(f"cannot read {what} {path!r}: not a regular file (a pipe or a device)")
+
+
+def tensor_to_numpy(x: Any) -> np.ndarray | None:
+    """A torch tensor's values as a numpy array (None for anything else), without importing torch:
+    image apps and ComfyUI hold images and masks as tensors."""
+    if not type(x).__module__.startswith("torch") or not hasattr(x, "detach"):
+        return None
+    t = x.detach()
+    if t.is_floating_point() and str(t.dtype) not in ("torch.float32", "torch.float64"):
+        t = t.float()  # numpy has no bfloat16
+    return t.cpu().numpy()

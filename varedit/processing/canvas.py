@@ -11,7 +11,7 @@ import numpy as np
 from ._common import _full_scale, _has_alpha_channel
 from .blending import compose
 from .fills import prefill_hole
-from .images import LoadedImage, _raw_to_rgb_alpha
+from .images import DEFAULT_MAX_PIXELS, LoadedImage, _raw_to_rgb_alpha, limit_pixels
 
 
 def _resolve_pads(
@@ -52,6 +52,7 @@ def extend_canvas(
     top: float = 0,
     bottom: float = 0,
     fill: Literal["edge", "mean", "gray", "blur"] = "blur",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Enlarge the canvas for outpainting.
 
@@ -67,6 +68,7 @@ def extend_canvas(
 
     Raises:
         ValueError: a negative or non-numeric amount, or all amounts 0.
+        ImageError: the enlarged canvas would exceed ``max_pixels`` (checked before allocating it).
     """
     rgb = (
         loaded_or_rgb.rgb
@@ -80,6 +82,7 @@ def extend_canvas(
     h, w = rgb.shape[:2]
     l, r, t, b = _resolve_pads(w, h, left, right, top, bottom)
     nh, nw = h + t + b, w + l + r
+    limit_pixels((nw, nh), max_pixels, "the outpainted canvas")  # before anything of that size is allocated
     new_area = np.ones((nh, nw), dtype=bool)
     new_area[t : t + h, l : l + w] = False
     src = np.ascontiguousarray(rgb, dtype=np.float32)
@@ -99,12 +102,13 @@ def extend_loaded(
     top: float = 0,
     bottom: float = 0,
     fill: Literal["edge", "mean", "gray", "blur"] = "blur",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[LoadedImage, np.ndarray]:
     """Like :func:`extend_canvas` but returns a new :class:`LoadedImage` of the enlarged size
     (same mode and bit depth), so that ``compose`` / ``to_output`` work on outpainting results
     and the original region stays bit-identical. In ``raw`` the new area holds the quantised
     fill and is fully opaque if the image has alpha (``alpha`` is 1 there)."""
-    rgb, new_area = extend_canvas(loaded, left, right, top, bottom, fill)
+    rgb, new_area = extend_canvas(loaded, left, right, top, bottom, fill, max_pixels)
     h, w = loaded.raw.shape[:2]
     l, _, t, _ = _resolve_pads(w, h, left, right, top, bottom)
     nh, nw = rgb.shape[:2]

@@ -12,7 +12,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from ._common import ImageError, Size, _color_channels, _full_scale, _one_line
+from ._common import (
+    ImageError,
+    Size,
+    _color_channels,
+    _full_scale,
+    _one_line,
+    check_regular_file,
+    tensor_to_numpy,
+)
 from .blending import compose
 
 logger = logging.getLogger(__name__)
@@ -71,18 +79,19 @@ class LoadedImage:
         return self.alpha is not None
 
 
-def limit_pixels(image_wh: Size, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+def limit_pixels(image_wh: Size, max_pixels: int | None = DEFAULT_MAX_PIXELS, what: str = "image") -> None:
     """Raise :class:`ImageError` if ``width * height`` exceeds ``max_pixels``.
 
-    Use it before decoding or allocating anything proportional to the image. ``max_pixels=None``
-    disables the check. Non-positive sizes are also rejected.
+    Use it before decoding or allocating anything proportional to the image (an input, an outpainted
+    canvas, an upscaled output: ``what`` names it). ``max_pixels=None`` disables the check.
+    Non-positive sizes are also rejected.
     """
     w, h = int(image_wh[0]), int(image_wh[1])
     if w <= 0 or h <= 0:
-        raise ImageError(f"invalid image size {w}x{h}")
+        raise ImageError(f"invalid {what} size {w}x{h}")
     if max_pixels is not None and w * h > max_pixels:
         raise ImageError(
-            f"image is {w}x{h} = {w * h / 1e6:.1f} MP, above the limit of "
+            f"{what} is {w}x{h} = {w * h / 1e6:.1f} MP, above the limit of "
             f"{max_pixels / 1e6:.1f} MP; downscale it or tile it first, or raise max_pixels"
         )
 
@@ -213,7 +222,8 @@ def _raw_to_rgb_alpha(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def load_image(src: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Load an image from a path, bytes, a binary file object, a PIL image or a numpy array.
+    """Load an image from a path, bytes, a binary file object, a PIL image, a numpy array or a torch
+    tensor (HxW or HxWxC values, as for arrays).
 
     EXIF orientation is applied (``PIL.ImageOps.exif_transpose``), so ``rgb`` and ``raw`` are
     upright. Supported: RGB, RGBA, L, LA, P/PA (converted to RGB or RGBA), 1, I;16 / I (16-bit
@@ -228,6 +238,9 @@ def load_image(src: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         ImageError: the file is missing, unreadable, not an image, truncated, too large or of
             an unsupported format; the message is one line and names the file.
     """
+    as_array = tensor_to_numpy(src)
+    if as_array is not None:
+        src = as_array
     if isinstance(src, np.ndarray):
         raw, depth = _numpy_to_raw(src)
         limit_pixels((raw.shape[1], raw.shape[0]), max_pixels)
@@ -246,12 +259,14 @@ def load_image(src: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         data = os.fspath(src)
         name = data
         opener = data
+        check_regular_file(data, "image", ImageError)
     elif hasattr(src, "read"):
         data = src.read()
         name = str(getattr(src, "name", "<stream>"))
         opener = io.BytesIO(data)
     else:
-        raise ImageError(f"cannot load an image from {type(src).__name__}")
+        raise TypeError(f"an image must be a path, bytes, a file object, a PIL image, a numpy array or a "
+                        f"torch tensor, not {type(src).__name__}")
 
     try:
         with Image.open(opener) as img:

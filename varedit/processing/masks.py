@@ -12,7 +12,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from ._common import Box, MaskError, Size, _one_line
+from ._common import (
+    Box,
+    MaskError,
+    Size,
+    _one_line,
+    check_regular_file,
+    tensor_to_numpy,
+)
 from .images import LoadedImage
 
 logger = logging.getLogger(__name__)
@@ -44,13 +51,21 @@ def _mask_fraction(arr: np.ndarray) -> np.ndarray:
 
 
 def _mask_source_to_array(src: MaskSource) -> np.ndarray:
+    as_array = tensor_to_numpy(src)
+    if as_array is not None:
+        return as_array
     if isinstance(src, np.ndarray):
         return src
     if isinstance(src, Image.Image):
         img = src
         name = getattr(src, "filename", None) or "<PIL image>"
     else:
+        if not isinstance(src, (str, os.PathLike, bytes, bytearray)):
+            raise TypeError(f"a mask must be a path, bytes, a PIL image, a numpy array or a torch tensor, not "
+                            f"{type(src).__name__}")
         name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<bytes>"
+        if isinstance(src, (str, os.PathLike)):
+            check_regular_file(name, "mask", MaskError)
         opener = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray)) else name
         try:
             with Image.open(opener) as im:
