@@ -200,9 +200,11 @@ def extract(
 
     Returns ``(canvas_rgb, canvas_mask)``: float32 ``(S, S, 3)`` in ``[0, 1]`` and bool
     ``(S, S)`` (``None`` if ``mask`` is None), ``S = window.model_size``. Outside the image the
-    RGB is edge-replicated and the mask is False. Downscaling uses INTER_AREA, upscaling
-    INTER_CUBIC (clipped). The mask is resized conservatively: when downscaling, a canvas pixel
-    is True if any covered image pixel is True; when upscaling, nearest neighbour.
+    RGB and the mask are edge-replicated alike (a copy of a masked pixel is masked). Downscaling
+    uses INTER_AREA, upscaling INTER_CUBIC (clipped). The mask is resized conservatively: a canvas
+    pixel is True if any image pixel it is computed from is True (the covered pixels when
+    downscaling; when upscaling, the 4x4 bicubic taps, all within 2 image pixels of the nearest
+    one), so no pixel outside the canvas mask depends on the masked content.
     """
     w, h = window.image_wh
     if rgb01.shape[:2] != (h, w):
@@ -220,13 +222,16 @@ def extract(
     if mask is not None:
         m = _check_mask(mask, (h, w)).astype(np.uint8)[ys, xs]
         if any(window.pad):
-            m = cv2.copyMakeBorder(m, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
+            m = cv2.copyMakeBorder(m, top, bottom, left, right, cv2.BORDER_REPLICATE)
         s, side = window.model_size, window.side
         if s == side:
             cmask = m > 0
         elif s < side:
             cmask = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA) > 0
         else:
+            # bicubic reads source pixels floor(x * side / s) - 2 ... + 2 (OpenCV's nearest is the floor):
+            # grow the mask by 2 image pixels before the nearest-neighbour resize
+            m = cv2.dilate(m, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
             cmask = cv2.resize(m, (s, s), interpolation=cv2.INTER_NEAREST) > 0
     return canvas, cmask
 
