@@ -67,6 +67,32 @@ def official_files(tmp_path_factory, golden_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def scale_list_in_files(golden_dir) -> bool:
+    """Whether the official files alone determine the scale list: they hold only the number of scales
+    and the sum of their squares, which several lists can share (e.g. 1,2,3,4,6,9,12 and 1,2,4,5,8,9,10)."""
+    from varedit.registry import WeightsError, infer_var_config, read_weights
+    try:
+        infer_var_config(read_weights(golden_dir / "var.pth"))
+    except WeightsError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def cli_model(official_files, golden_models, scale_list_in_files) -> Path:
+    """A model file the CLI loads with nothing but its path: the official VAR file (its VQVAE beside it),
+    or, when the files leave the scale list open, a self-describing varedit file of the same models."""
+    if scale_list_in_files:
+        return official_files / "var_tiny.pth"
+    from varedit.registry import save_models
+    var, vae = golden_models
+    path = official_files / "tiny_varedit.pt"
+    if not path.is_file():
+        save_models(path, var=var, vae=vae)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(golden_models):
     from varedit.pipeline import VarEditPipeline
     var, vae = golden_models

@@ -104,11 +104,20 @@ def test_sampled_generation_follows_the_official_random_stream(golden_models, go
         torch.testing.assert_close(r.img_B3HW, case["img_B3HW_01"], atol=1e-4, rtol=0)
 
 
-def test_loader_infers_the_golden_configuration(official_files, golden_config, golden_cases):
-    """The official files load through the public loader with nothing but their paths."""
+def test_loader_infers_the_golden_configuration(official_files, golden_config, golden_cases, scale_list_in_files):
+    """The official files load through the public loader with nothing but their paths, or, when they
+    leave the scale list open, with the scale list alone after a clear error naming the candidates."""
     from varedit.pipeline import VarEditPipeline
-    pipe = VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu")
+    from varedit.registry import WeightsError
     a = golden_config["var_ctor"]
+    if scale_list_in_files:
+        pipe = VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu")
+    else:
+        with pytest.raises(WeightsError, match="cannot infer the scale list") as e:
+            VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu")
+        assert ",".join(map(str, a["patch_nums"])) in str(e.value) and "pass patch_nums" in str(e.value)
+        pipe = VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu",
+                                               patch_nums=a["patch_nums"])
     assert (pipe.var.depth, pipe.var.C, pipe.var.num_classes) == (a["depth"], a["embed_dim"], a["num_classes"])
     assert pipe.var.cfg.num_heads == a["num_heads"] and pipe.var.cfg.shared_aln == a["shared_aln"]
     assert list(pipe.var.patch_nums) == a["patch_nums"]

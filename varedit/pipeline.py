@@ -70,11 +70,20 @@ class VarEditPipeline:
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device = "auto",
                         vae_path: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
-                        num_heads: int | None = None, local_files_only: bool | None = None) -> "VarEditPipeline":
+                        num_heads: int | None = None, local_files_only: bool | None = None,
+                        patch_nums: Sequence[int] | None = None) -> "VarEditPipeline":
         """Load a preset name (``demo``, ``var-d16`` ...), a self-describing varedit file, or an official
-        VAR state dict (its VQVAE from ``vae_path`` or ``vae_ch160v4096z32.pth`` beside it)."""
+        VAR state dict (its VQVAE from ``vae_path`` or ``vae_ch160v4096z32.pth`` beside it).
+
+        ``patch_nums``: the scale list of an official file whose list cannot be inferred (the file holds
+        only the number of scales and the sum of their squares, which several lists may share)."""
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model must be a preset name or a path, not {type(model).__name__}")
+        if patch_nums is not None:
+            if isinstance(patch_nums, (str, bytes)) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in patch_nums):
+                raise TypeError(f"patch_nums must be a sequence of positive ints, not {patch_nums!r}")
+            patch_nums = tuple(patch_nums)
         dev = pick_device(device)
         p = Path(model)
         if is_preset(str(model)) and not p.exists():
@@ -87,7 +96,7 @@ class VarEditPipeline:
             from .hub import resolve_files
             files = resolve_files(preset, weights_dir=weights_dir, local_files_only=local_files_only)
             var, vae = load_official(files[preset.var_file], files[preset.vae_file], preset=preset,
-                                     num_heads=num_heads, device=dev)
+                                     num_heads=num_heads, patch_nums=patch_nums, device=dev)
             return cls(var, vae, device=dev, name=preset.name)
         if p.is_dir():
             raise WeightsError(f"{p} is a folder: give a preset name or a weights file (use --weights-dir for a "
@@ -100,7 +109,7 @@ class VarEditPipeline:
         vae_file = Path(vae_path) if vae_path else p.parent / VAE_FILE
         if not vae_file.is_file():
             raise WeightsError(f"{p.name} needs its VQVAE: pass --vae PATH (looked for {vae_file})")
-        var, vae = load_official(p, vae_file, num_heads=num_heads, device=dev)
+        var, vae = load_official(p, vae_file, num_heads=num_heads, patch_nums=patch_nums, device=dev)
         return cls(var, vae, device=dev, name=p.stem)
 
     @classmethod

@@ -226,7 +226,10 @@ def infer_var_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = Non
     if patch_nums is None:
         patch_nums = _infer_patch_nums(L, SN)
         if patch_nums is None:
-            raise WeightsError(f"cannot infer the scale list (L={L}, {SN} scales): pass patch_nums")
+            cands = candidate_patch_nums(L, SN, limit=4)
+            fits = "; ".join(",".join(map(str, c)) for c in cands[:3]) + (" ..." if len(cands) > 3 else "")
+            raise WeightsError(f"cannot infer the scale list (L={L}, {SN} scales"
+                               + (f" fit {fits}" if cands else "") + "): pass patch_nums")
     elif sum(p * p for p in patch_nums) != L or len(patch_nums) != SN:
         raise WeightsError(f"scale list {patch_nums} does not fit the file (L={L}, {SN} scales)")
     mlp_ratio = sd["blocks.0.ffn.fc1.weight"].shape[0] / C
