@@ -192,6 +192,11 @@ def candidate_patch_nums(L: int, SN: int, limit: int = 50) -> list[tuple[int, ..
     return out
 
 
+class ScaleListError(WeightsError):
+    """An official VAR file whose scale list several lists fit (it records only their number and the sum
+    of their squares): the caller has to give it."""
+
+
 def _infer_patch_nums(L: int, SN: int) -> tuple[int, ...] | None:
     for p in KNOWN_PATCH_NUMS:
         if len(p) == SN and sum(x * x for x in p) == L:
@@ -228,7 +233,7 @@ def infer_var_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = Non
         if patch_nums is None:
             cands = candidate_patch_nums(L, SN, limit=4)
             fits = "; ".join(",".join(map(str, c)) for c in cands[:3]) + (" ..." if len(cands) > 3 else "")
-            raise WeightsError(f"cannot infer the scale list (L={L}, {SN} scales"
+            raise ScaleListError(f"cannot infer the scale list (L={L}, {SN} scales"
                                + (f" fit {fits}" if cands else "") + "): pass patch_nums")
     elif sum(p * p for p in patch_nums) != L or len(patch_nums) != SN:
         raise WeightsError(f"scale list {patch_nums} does not fit the file (L={L}, {SN} scales)")
@@ -456,7 +461,16 @@ def file_info(path: str | os.PathLike) -> dict[str, Any]:
     dtypes = sorted({v.dtype for v in sd.values() if v.is_floating_point()})
     info["dtypes"] = dtypes
     if "class_emb.weight" in sd:
-        info["var"] = _cfg_to_dict(infer_var_config(sd, name=name))
+        # a file holds the number of scales and the sum of their squares; several scale lists may fit
+        cands = []
+        if "pos_1LC" in sd and "lvl_embed.weight" in sd:
+            L, SN = int(sd["pos_1LC"].shape[1]), int(sd["lvl_embed.weight"].shape[0])
+            if _infer_patch_nums(L, SN) is None:
+                cands = candidate_patch_nums(L, SN)
+        info["var"] = _cfg_to_dict(infer_var_config(sd, name=name, patch_nums=cands[0] if cands else None))
+        if cands:
+            info["var"]["patch_nums"] = None
+            info["var"]["patch_nums_candidates"] = [list(c) for c in cands]
     elif "quantize.embedding.weight" in sd:
         info["vqvae"] = _cfg_to_dict(infer_vqvae_config(sd, name=name))
     else:
