@@ -16,10 +16,10 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the server extra is not installed (pip install -e '.[server]')")
 httpx = pytest.importorskip("httpx", reason="httpx (FastAPI's test client) is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from varedit.server import ServerConfig, create_app  # noqa: E402
-from varedit.server.jobs import JobCancelled, QueueFull, Worker  # noqa: E402
+from varedit.server import ServerConfig, create_app
+from varedit.server.jobs import JobCancelled, QueueFull, Worker
 
 S = 128  # the demo model's size
 SN = 6   # and its scales

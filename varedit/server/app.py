@@ -18,9 +18,10 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, AsyncIterator, Callable, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -39,7 +40,7 @@ from .. import processing as P
 from . import images as I
 from . import schemas as S
 from .config import ServerConfig
-from .jobs import JobCancelled, QueueFull, Worker
+from .jobs import QueueFull, Worker
 
 log = logging.getLogger(__name__)
 

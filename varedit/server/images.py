@@ -16,7 +16,7 @@ from PIL import Image, PngImagePlugin
 from .. import processing as P
 
 SETTINGS_KEY = "varedit"  # PNG text chunk that holds the settings JSON
-_DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.I)
+_DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
 class TooLarge(ValueError):

@@ -17,8 +17,9 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class Job:
     want_preview: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     cancel: threading.Event = field(default_factory=threading.Event)
-    events: "asyncio.Queue[Event]" = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
@@ -183,7 +184,7 @@ class Worker:
 
         try:
             result = job.fn(self.editor, progress)
-        except BaseException as e:  # noqa: BLE001 - every failure goes back to its request
+        except BaseException as e:  # every failure goes back to its request
             job.finished = time.monotonic()
             with self._cond:
                 if isinstance(e, JobCancelled):

@@ -4,7 +4,7 @@ against the limits before they are decoded (see :mod:`varedit.server.app`)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -14,8 +14,8 @@ Strategy = Literal["auto", "crop", "resize", "original"]
 Mode = Literal["default", "official"]
 Prefill = Literal[FILL_METHODS + ("none",)]  # type: ignore[valid-type]
 Fill = Literal["blur", "edge", "mean", "gray"]
-Number = Union[int, float]
-ClassSpec = Union[int, str]
+Number = int | float
+ClassSpec = int | str
 
 SEED_MAX = 2 ** 63 - 1
 
