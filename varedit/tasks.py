@@ -24,8 +24,9 @@ import numpy as np
 
 from . import processing as P
 from .classes import resolve_class
-from .editing.plan import CanvasPlan, make_plan
+from .editing.plan import MODES, CanvasPlan, make_plan
 from .options import SamplingOptions
+from .validation import check_class_names, check_int, check_number, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ EDIT_CFG = 3.0
 INPAINT_PREFILL = "ns"
 OUTPAINT_PREFILL = "pushpull"
 ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
+# limits on what one call may ask for (README, "Limits"): candidates, and candidates x pixels (each
+# candidate is a full-size float working copy: 400 MP is about 4.8 GB)
+MAX_CANDIDATES = 64
+MAX_CANDIDATE_PIXELS = 400_000_000
 
 
 class Backend(Protocol):
@@ -85,7 +90,23 @@ class EditResult:
 
 
 def draw_seed(seed: int | None) -> int:
-    return int(seed) if seed is not None else secrets.randbelow(2 ** 31)
+    """The given seed (an int in [0, 2**63 - 1]), or a fresh one, reported in the settings."""
+    seed = check_seed(seed)
+    return seed if seed is not None else secrets.randbelow(2 ** 31)
+
+
+def check_output_type(output_type: str) -> None:
+    if output_type not in ("pil", "np"):
+        raise ValueError(f"output_type must be 'pil' or 'np', not {output_type!r}")
+
+
+def check_candidates(n: int, wh: tuple[int, int] | None = None) -> int:
+    """``n`` candidates (1..MAX_CANDIDATES) of an image of size ``wh`` within MAX_CANDIDATE_PIXELS."""
+    n = check_int(n, "n", lo=1, hi=MAX_CANDIDATES)
+    if wh is not None and n * wh[0] * wh[1] > MAX_CANDIDATE_PIXELS:
+        raise ValueError(f"{n} candidates of a {wh[0]}x{wh[1]} image are {n * wh[0] * wh[1] / 1e6:.0f} MP of "
+                         f"working images, above the limit of {MAX_CANDIDATE_PIXELS / 1e6:.0f} MP: ask for fewer")
+    return n
 
 
 class Editor:
@@ -99,7 +120,7 @@ class Editor:
         class from the known pixels when the model has at most ``auto_label_max_classes`` classes (one
         teacher-forced pass per class; ``label="infer"`` always does)."""
         self.backend = backend
-        self.class_names = tuple(tuple(c) for c in class_names) if class_names else None
+        self.class_names = check_class_names(class_names or None, backend.num_classes, "class names")
         self.defaults = defaults or SamplingOptions()
         self.edit_defaults = edit_defaults or self.defaults.replace(cfg=EDIT_CFG)
         self.model_name = model_name
@@ -214,16 +235,14 @@ class Editor:
         ``prefill``: how the hole is filled from known pixels before tokenising (a
         :func:`processing.prefill_hole` method; default Navier-Stokes, ``INPAINT_PREFILL``).
         """
-        if n < 1:
-            raise ValueError("n must be at least 1")
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', not {output_type!r}")
+        check_output_type(output_type)
         loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
         m = self._mask(loaded, mask, box, invert, threshold, mask_mismatch)
+        where = {"box": list(box)} if box is not None else {}
         return self._edit_masked(loaded, m, label=label, strategy=strategy, mode=mode, n=n, rank=rank, seed=seed,
                                  keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather, prefill=prefill,
                                  harmonize=harmonize, paste_back=paste_back, output_type=output_type, callback=callback,
-                                 preview=preview, task=_task,
+                                 preview=preview, task=_task, extra={**where, "invert": invert, "threshold": threshold},
                                  **sampling)
 
     def infer_label(self, image: Any, mask: Any = None, *, box: Sequence[float] | None = None,
@@ -261,6 +280,10 @@ class Editor:
         keyword (``auto``, ``infer``, ``none``; None means ``none``)."""
         if label is None:
             return "none"
+        if isinstance(label, bool) or not isinstance(label, (int, str, np.integer)):
+            raise TypeError(f"label must be a class index or name, 'auto', 'infer' or 'none', not "
+                            f"{type(label).__name__} {label!r}")
+        label = int(label) if isinstance(label, np.integer) else label
         key = label.strip().lower() if isinstance(label, str) else label
         return key if key in LABEL_KEYWORDS else self.class_index(label)
 
@@ -281,6 +304,8 @@ class Editor:
                 return self.null_class, {"label_source": "unconditional (too many classes to infer)"}
         if not m.any():
             return self.null_class, {"label_source": "unconditional (empty mask)"}
+        if m.all():
+            return self.null_class, {"label_source": "unconditional (nothing known: the whole image is masked)"}
         g = self._infer(loaded, m, strategy)
         top = np.argsort(-g.posterior, kind="stable")[:3]
         log.info("inferred class %s (p %.2f)", self.class_name(g.label), g.posterior[g.label])
@@ -310,13 +335,23 @@ class Editor:
                      **sampling: Any) -> EditResult:
         if prefill not in P.FILL_METHODS and prefill != "none":
             raise ValueError(f"unknown prefill {prefill!r}; use {', '.join(P.FILL_METHODS)}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        n = check_candidates(n, loaded.size)
+        keep_scales = check_int(keep_scales, "keep_scales", lo=0, hi=len(self.backend.patch_nums))
+        grow_tokens = check_int(grow_tokens, "grow_tokens", lo=0, hi=max(self.backend.patch_nums))
         opts = self.edit_defaults.replace(**sampling)
         seed = draw_seed(seed)
+        feather = self.feather_px(loaded.size) if feather is None else check_number(feather, "feather", lo=0)
         lab, label_info = self._resolve_label(label, loaded, m, strategy)
-        feather = self.feather_px(loaded.size) if feather is None else float(feather)
+        # the official mode encodes the canvas as it is: no prefill (the sidecar must say what was done)
+        used_prefill = None if mode == "official" else prefill
         settings = self._settings(task, seed=seed, label=lab, **label_info, strategy=strategy, mode=mode, n=n, rank=rank,
-                                  keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather, prefill=prefill,
-                                  harmonize=harmonize, paste_back=paste_back, **opts.as_dict(), **(extra or {}))
+                                  keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather,
+                                  prefill=used_prefill, harmonize=harmonize, paste_back=paste_back, **opts.as_dict(),
+                                  **(extra or {}))
         if not m.any():
             log.warning("the mask is empty: nothing to regenerate, returning the input unchanged")
             outs = [P.to_output(loaded.rgb, loaded, as_numpy=output_type == "np",
@@ -359,16 +394,12 @@ class Editor:
         """Zero-shot restoration: Lanczos to the target size, then per model-size tile the first
         ``keep_scales`` scales are teacher-forced from the input and the finer scales sampled.
         ``back_project`` makes the result's downsampled version match the input again."""
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        scale = check_number(scale, "scale", lo=0, lo_open=True)
+        check_output_type(output_type)
         loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
-        w, h = loaded.size
-        W, H = max(1, round(w * scale)), max(1, round(h * scale))
-        P.limit_pixels((W, H))
+        W, H = upscaled_size(loaded.size, scale)
         SN = len(self.backend.patch_nums)
-        k = keep_scales if keep_scales is not None else default_upscale_keep(SN)
-        if not 0 <= k <= SN:
-            raise ValueError(f"keep_scales must be in 0..{SN}")
+        k = default_upscale_keep(SN) if keep_scales is None else check_int(keep_scales, "keep_scales", lo=0, hi=SN)
         up = np.clip(cv2.resize(loaded.rgb, (W, H), interpolation=cv2.INTER_LANCZOS4), 0, 1).astype(np.float32)
         opts = self.defaults.replace(**sampling)
         seed = draw_seed(seed)
@@ -389,7 +420,7 @@ class Editor:
             canvases.append(out[0])
         rgb, _ = P.merge_windows(windows, canvases, (H, W, 3))
         if back_project:
-            low = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            low = cv2.resize(rgb, loaded.size, interpolation=cv2.INTER_AREA)
             rgb = np.clip(rgb + cv2.resize(loaded.rgb - low, (W, H), interpolation=cv2.INTER_CUBIC), 0, 1)
         like = _resized_like(loaded, W, H)
         out_img = P.to_output(rgb.astype(np.float32), like, as_numpy=output_type == "np")
@@ -405,10 +436,9 @@ class Editor:
         ``class_``: an index, a name, a list of them (one image each; ``n`` is then the list's length)
         or None (unconditional, the null class). ``settings["labels"]`` holds the label of every image.
         """
-        if n < 1:
-            raise ValueError("n must be at least 1")
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', not {output_type!r}")
+        check_int(n, "n", lo=1)
+        batch_size = check_int(batch_size, "batch_size", lo=1)
+        check_output_type(output_type)
         if isinstance(class_, (list, tuple)):
             if not class_:
                 raise ValueError("the list of classes is empty")
@@ -438,6 +468,14 @@ class Editor:
         outs = [P.to_output(im, like, as_numpy=output_type == "np") for im in imgs]
         return EditResult(outs, seed, self._settings("generate", seed=seed, labels=labels, n=n,
                                                      batch_size=batch_size, **opts.as_dict()))
+
+
+def upscaled_size(wh: tuple[int, int], scale: float, max_pixels: int | None = P.DEFAULT_MAX_PIXELS
+                  ) -> tuple[int, int]:
+    """The output size of an upscale by ``scale`` (checked against the pixel limit before any work)."""
+    W, H = max(1, round(wh[0] * scale)), max(1, round(wh[1] * scale))
+    P.limit_pixels((W, H), max_pixels, "the upscaled image")
+    return W, H
 
 
 def default_upscale_keep(num_scales: int) -> int:
