@@ -426,6 +426,57 @@ def test_timeout_gives_504_and_frees_the_model(editor):
         assert c.post("/api/v1/generate", json={"class": 1}).status_code == 200
 
 
+def test_a_client_that_goes_away_frees_its_place(editor):
+    """Over a real socket (uvicorn in a thread): a streaming client and a plain one give up while they
+    wait; their jobs leave the queue at once and never run."""
+    import socket
+
+    import uvicorn
+    gate = threading.Event()
+    app = create_app(GatedEditor(editor, gate, canned=editor.generate(1, seed=0)), ServerConfig())
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        holder = threading.Thread(target=lambda: httpx.post(f"{base}/api/v1/generate", json={"class": 1}, timeout=30))
+        holder.start()
+        queue = lambda: httpx.get(f"{base}/api/v1/health").json()["queue"]  # noqa: E731
+        while not queue()["running"]:
+            time.sleep(0.02)
+        with httpx.Client(timeout=30) as c, c.stream("POST", f"{base}/api/v1/generate?stream=true",
+                                                      json={"class": 2}) as r:
+            first = next(r.iter_lines())
+        assert first == "event: queued"
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{base}/api/v1/generate", json={"class": 3}, timeout=0.5)
+        for _ in range(60):
+            st = queue()
+            if st["cancelled"] == 2:
+                break
+            time.sleep(0.05)
+        assert st["waiting"] == 0 and st["cancelled"] == 2 and st["running"]
+        gate.set()
+        holder.join(30)
+        for _ in range(60):
+            st = queue()
+            if not st["running"]:
+                break
+            time.sleep(0.05)
+        assert st["completed"] == 1 and st["cancelled"] == 2  # only the first one ran
+    finally:
+        gate.set()
+        server.should_exit = True
+        th.join(10)
+
+
 def test_worker_cancels_between_scales(editor):
     async def scenario():
         w = Worker(editor, queue_size=4)

@@ -482,7 +482,7 @@ def create_app(editor: Any, config: ServerConfig | None = None) -> FastAPI:
             return await run_in_threadpool(_result_json, task, ev.result, elapsed)
 
         def timed_out() -> ApiError:
-            job.cancel.set()
+            worker.cancel(job)
             return ApiError(504, f"the request took longer than this server's limit of {cfg.timeout_s:g} s "
                                  f"(queue wait included) and was abandoned")
 
@@ -520,7 +520,7 @@ def create_app(editor: Any, config: ServerConfig | None = None) -> FastAPI:
                             return
                 finally:
                     if not job.done:
-                        job.cancel.set()  # the client went away, or the deadline passed
+                        worker.cancel(job)  # the client went away, or the deadline passed
 
             return StreamingResponse(events(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
@@ -535,14 +535,14 @@ def create_app(editor: Any, config: ServerConfig | None = None) -> FastAPI:
                     ev = await asyncio.wait_for(job.events.get(), timeout=min(remaining, 1.0))
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
-                        job.cancel.set()
+                        worker.cancel(job)
                         return _err(499, "client closed the request")
                     continue
                 if ev.kind == "done":
                     break
         finally:
             if not job.done:
-                job.cancel.set()
+                worker.cancel(job)
         out = await finish(ev)
         if task == "infer-label":
             return JSONResponse(out)

@@ -125,6 +125,18 @@ class Worker:
             except ValueError:
                 return 0
 
+    def cancel(self, job: Job) -> None:
+        """Abandon ``job``: a waiting job leaves the queue at once (freeing its place), a running one stops
+        at its next scale."""
+        job.cancel.set()
+        with self._cond:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return
+            self.cancelled += 1
+            job.finished = time.monotonic()
+
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: mean recent job time times the jobs ahead."""
         mean = sum(self._durations) / len(self._durations) if self._durations else 1.0
