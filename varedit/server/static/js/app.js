@@ -120,7 +120,7 @@ function onStageChange(kind) {
     const b = stage.box;
     $("box-info").textContent = b ? `box ${b.x0},${b.y0} – ${b.x1},${b.y1} (${b.x1 - b.x0}×${b.y1 - b.y0})` : "no box yet: drag on the image";
   }
-  if (kind === "image") $("drop-hint").classList.toggle("hidden", !!stage.image);
+  if (kind === "image" || kind === "overlay") $("drop-hint").classList.toggle("hidden", !!(stage.image || stage.overlay));
   if (kind === "overlay" && !stage.overlay) {
     for (const el of document.querySelectorAll(".cand")) el.classList.remove("selected");
   }
