@@ -385,7 +385,7 @@ def test_full_queue_gets_503_with_retry_after(editor):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as c:
             held = [asyncio.create_task(c.post("/api/v1/generate", json={"class": 1, "seed": i})) for i in range(3)]
-            for _ in range(100):  # one runs (held at the gate), two wait
+            for _ in range(500):  # one runs (held at the gate), two wait
                 await asyncio.sleep(0.02)
                 st = (await c.get("/api/v1/health")).json()["queue"]
                 if st["running"] and st["waiting"] == 2:
@@ -449,7 +449,9 @@ def test_a_client_that_goes_away_frees_its_place(editor):
         holder = threading.Thread(target=lambda: httpx.post(f"{base}/api/v1/generate", json={"class": 1}, timeout=30))
         holder.start()
         queue = lambda: httpx.get(f"{base}/api/v1/health").json()["queue"]  # noqa: E731
-        while not queue()["running"]:
+        for _ in range(500):
+            if queue()["running"]:
+                break
             time.sleep(0.02)
         with httpx.Client(timeout=30) as c, c.stream("POST", f"{base}/api/v1/generate?stream=true",
                                                       json={"class": 2}) as r:
@@ -457,7 +459,7 @@ def test_a_client_that_goes_away_frees_its_place(editor):
         assert first == "event: queued"
         with pytest.raises(httpx.TimeoutException):
             httpx.post(f"{base}/api/v1/generate", json={"class": 3}, timeout=0.5)
-        for _ in range(60):
+        for _ in range(200):
             st = queue()
             if st["cancelled"] == 2:
                 break
@@ -465,7 +467,7 @@ def test_a_client_that_goes_away_frees_its_place(editor):
         assert st["waiting"] == 0 and st["cancelled"] == 2 and st["running"]
         gate.set()
         holder.join(30)
-        for _ in range(60):
+        for _ in range(200):
             st = queue()
             if not st["running"]:
                 break
