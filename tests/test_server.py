@@ -159,6 +159,20 @@ def test_inpaint_rgba_alpha_is_the_mask(client, photo):
     assert im.mode == "RGBA" and np.asarray(decode(r.json()["mask"]))[20:50, 20:60].all()
 
 
+def test_16_bit_stays_16_bit(client, photo):
+    import cv2
+    deep = photo.astype(np.uint16) * 257 + np.arange(160, dtype=np.uint16)[None, :, None]  # low bits used
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))
+    r = client.post("/api/v1/inpaint", json={"image": b64(buf.tobytes()), "box": [40, 30, 100, 90], "seed": 1,
+                                              "label": "none"})
+    assert r.status_code == 200, r.text
+    out = cv2.imdecode(np.frombuffer(base64.b64decode(r.json()["images"][0]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and out.shape == deep.shape
+    out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+    assert np.array_equal(out[:10], deep[:10]) and np.array_equal(out[:, 120:], deep[:, 120:])
+    assert json.loads(decode(r.json()["images"][0]).text["varedit"])["seed"] == 1  # settings chunk here too
+
+
 def test_outpaint_edit_upscale_generate(client, photo):
     img = b64(png(photo))
     o = client.post("/api/v1/outpaint", json={"image": img, "right": 48, "top": 0.25, "seed": 1}).json()

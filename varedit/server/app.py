@@ -255,6 +255,11 @@ class Tasks:
         return kw
 
     @staticmethod
+    def _output_type(loaded: P.LoadedImage) -> str:
+        """PIL keeps the ICC profile; 16-bit images come back as arrays, which PIL would cut to 8 bits."""
+        return "np" if loaded.bit_depth == 16 else "pil"
+
+    @staticmethod
     def _check_box(loaded: P.LoadedImage, box: list[float] | None) -> np.ndarray | None:
         return None if box is None else P.box_mask(loaded.size, box)
 
@@ -269,8 +274,9 @@ class Tasks:
         self._check_box(loaded, p.box)
         label = self.ed.check_label(p.label)
         kw = self._masked_kw(p, "crop")
+        out = self._output_type(loaded)
         return lambda ed, cb: ed.inpaint(loaded, mask, box=p.box, invert=p.invert, label=label, callback=cb,
-                                         preview=preview, **kw)
+                                         preview=preview, output_type=out, **kw)
 
     def outpaint(self, p: S.OutpaintParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
@@ -283,15 +289,18 @@ class Tasks:
         self._out_size(w + px[0] + px[1], h + px[2] + px[3], "outpainted image")
         label = self.ed.check_label(p.label)
         kw = self._masked_kw(p, "auto")
+        out = self._output_type(loaded)
         return lambda ed, cb: ed.outpaint(loaded, left=p.left, right=p.right, top=p.top, bottom=p.bottom,
-                                          fill=p.fill, label=label, callback=cb, preview=preview, **kw)
+                                          fill=p.fill, label=label, callback=cb, preview=preview, output_type=out,
+                                          **kw)
 
     def edit(self, p: S.EditParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
         self._check_box(loaded, p.box)
         cls = self.ed.class_index(p.class_)
         kw = self._masked_kw(p, "crop")
-        return lambda ed, cb: ed.edit(loaded, p.box, cls, callback=cb, preview=preview, **kw)
+        out = self._output_type(loaded)
+        return lambda ed, cb: ed.edit(loaded, p.box, cls, callback=cb, preview=preview, output_type=out, **kw)
 
     def upscale(self, p: S.UpscaleParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
@@ -299,8 +308,9 @@ class Tasks:
         self._out_size(max(1, round(w * p.scale)), max(1, round(h * p.scale)), "upscaled image")
         self._keep(p.keep_scales)
         label = None if p.label is None else self.ed.class_index(p.label)
+        out = self._output_type(loaded)
         return lambda ed, cb: ed.upscale(loaded, scale=p.scale, keep_scales=p.keep_scales, seed=p.seed, label=label,
-                                         back_project=p.back_project, callback=cb, **p.sampling())
+                                         back_project=p.back_project, callback=cb, output_type=out, **p.sampling())
 
     def generate(self, p: S.GenerateParams, files: dict[str, bytes], preview: bool) -> Prepared:
         if isinstance(p.class_, list):

@@ -7,6 +7,8 @@ import binascii
 import io
 import json
 import re
+import struct
+import zlib
 from typing import Any
 
 import cv2
@@ -86,16 +88,29 @@ def encode_png(img: Any, settings: dict[str, Any] | None = None, *, compress_lev
             ok, buf = cv2.imencode(".png", cv2.cvtColor(img, code), [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
             if not ok:  # pragma: no cover - OpenCV encodes any uint16 array
                 raise RuntimeError("could not encode a 16-bit PNG")
-            return buf.tobytes()  # OpenCV writes no text chunks; the settings travel in the JSON / header
+            data = buf.tobytes()
+            return data if settings is None else _with_text(data, SETTINGS_KEY, _settings_text(settings))
         img = P.raw_to_image(img)
     info = None
     if settings is not None:
         info = PngImagePlugin.PngInfo()
-        info.add_text(SETTINGS_KEY, json.dumps(settings, separators=(",", ":"), default=str))
+        info.add_text(SETTINGS_KEY, _settings_text(settings))
     buf = io.BytesIO()
     extra = {"icc_profile": img.info["icc_profile"]} if img.info.get("icc_profile") else {}
     img.save(buf, format="PNG", pnginfo=info, compress_level=compress_level, **extra)
     return buf.getvalue()
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, separators=(",", ":"), default=str)
+
+
+def _with_text(png: bytes, key: str, text: str) -> bytes:
+    """``png`` with a tEXt chunk after its header chunk (OpenCV writes none)."""
+    body = key.encode("latin-1") + b"\0" + text.encode("latin-1", "replace")
+    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    end_of_header = 8 + 4 + 4 + 13 + 4  # signature, then IHDR: length, type, 13 bytes, CRC
+    return png[:end_of_header] + chunk + png[end_of_header:]
 
 
 def mask_png(mask: np.ndarray | None) -> bytes | None:
