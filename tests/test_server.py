@@ -104,7 +104,9 @@ def test_openapi_docs_and_editor_page(client):
         assert set(body) == {"application/json", "multipart/form-data"}
     assert spec["paths"]["/api/v1/inpaint"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][
         "properties"]["mask"]["format"] == "binary"
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # works offline
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and 'src="js/app.js"' in page.text and "text/html" in page.headers["content-type"]
     for f in ("js/app.js", "js/stage.js", "js/api.js", "js/history.js", "style.css"):

@@ -202,6 +202,11 @@ def test_editor_in_a_real_browser(tmp_path):
         page.reload()
         page.wait_for_selector("body[data-ready='1']")
         assert page.locator("#history .hist").count() == 2  # kept across a reload (IndexedDB)
+
+        # the API's docs render from the package's own files (no network here)
+        page.goto(base + "/docs")
+        page.get_by_text("/api/v1/infer-label").first.wait_for(timeout=30000)
+        assert page.locator(".opblock").count() >= 8
         browser.close()
         assert not problems, problems
         assert proc.poll() is None

@@ -417,10 +417,14 @@ def create_app(editor: Any, config: ServerConfig | None = None) -> FastAPI:
         yield
         worker.close()
 
-    app = FastAPI(title="varedit", version=__version__, lifespan=lifespan,
-                  description="Image editing with VAR (next-scale prediction): inpaint, outpaint, class edits, "
-                              "upscaling and generation, with the coarse-to-fine preview streamed. The editor is "
-                              "at `/`.")
+    try:  # /docs and /redoc with their scripts served from the package, not a CDN: they work offline
+        from fastapi_offline import FastAPIOffline as make_fastapi
+    except ImportError:  # pragma: no cover - the server extra installs it
+        make_fastapi = FastAPI
+    app = make_fastapi(title="varedit", version=__version__, lifespan=lifespan,
+                       description="Image editing with VAR (next-scale prediction): inpaint, outpaint, class edits, "
+                                   "upscaling and generation, with the coarse-to-fine preview streamed. The editor "
+                                   "is at `/`.")
     app.state.worker = worker
     app.state.config = cfg
     app.state.editor = editor
