@@ -184,12 +184,17 @@ async def _read(request: Request, cfg: ServerConfig, image_fields: tuple[str, ..
         return fields, files
     if ctype not in ("application/json", "") and not ctype.endswith("+json"):
         raise ApiError(415, f"unsupported content type {ctype!r}: send application/json or multipart/form-data")
+    return await run_in_threadpool(_parse_json, body, image_fields)  # large bodies: off the event loop
+
+
+def _parse_json(body: bytes, image_fields: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, bytes]]:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ApiError(422, f"the body must be a JSON object, not {type(data).__name__}")
+    files: dict[str, bytes] = {}
     for key in image_fields:
         if key in data and data[key] is not None:
             v = data.pop(key)
