@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -46,6 +46,8 @@ ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
 # candidate is a full-size float working copy: 400 MP is about 4.8 GB)
 MAX_CANDIDATES = 64
 MAX_CANDIDATE_PIXELS = 400_000_000
+MAX_WINDOWS = 512  # model windows (sampling passes) per image: outpaint and upscale tiles
+LABEL_CHUNK = 16   # windows scored at once by label inference (bounded memory on large images)
 
 
 class Backend(Protocol):
@@ -114,17 +116,20 @@ class Editor:
 
     def __init__(self, backend: Backend, *, class_names: Sequence[Sequence[str]] | None = None,
                  defaults: SamplingOptions | None = None, model_name: str = "custom",
-                 edit_defaults: SamplingOptions | None = None, auto_label_max_classes: int = 100):
+                 edit_defaults: SamplingOptions | None = None, auto_label_max_classes: int = 100,
+                 max_windows: int | None = MAX_WINDOWS):
         """``defaults``: sampling settings of generation (the model's); ``edit_defaults``: of the masked
         tasks (inpaint, outpaint, edit), by default ``defaults`` with cfg 3.  ``label="auto"`` infers the
         class from the known pixels when the model has at most ``auto_label_max_classes`` classes (one
-        teacher-forced pass per class; ``label="infer"`` always does)."""
+        teacher-forced pass per class; ``label="infer"`` always does).  ``max_windows`` bounds the model
+        windows (sampling passes) one image may need (None: no bound)."""
         self.backend = backend
         self.class_names = check_class_names(class_names or None, backend.num_classes, "class names")
         self.defaults = defaults or SamplingOptions()
         self.edit_defaults = edit_defaults or self.defaults.replace(cfg=EDIT_CFG)
         self.model_name = model_name
         self.auto_label_max_classes = auto_label_max_classes
+        self.max_windows = max_windows
 
     @property
     def image_size(self) -> int:
@@ -142,19 +147,7 @@ class Editor:
 
     # ------------------------------------------------------------------------------------------------
     def _windows(self, strategy: str, mask: np.ndarray, wh: tuple[int, int]) -> list[P.Window]:
-        S = self.image_size
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-        if strategy == "auto":
-            win = P.plan_crop(mask, wh, S)
-            strategy = "crop" if win.side <= 2 * S else "original"
-            if strategy == "crop":
-                return [win]
-        if strategy == "crop":
-            return [P.plan_crop(mask, wh, S)]
-        if strategy == "resize":
-            return [P.plan_resize(wh, S)]
-        return P.plan_tiles(wh, S, overlap=0.5, mask=mask)
+        return plan_windows(strategy, mask, wh, self.image_size, self.max_windows)
 
     def _regenerate(self, loaded: P.LoadedImage, mask: np.ndarray, label: int, *, strategy: str, mode: str,
                     n: int, seed: int, opts: SamplingOptions, keep_scales: int, grow_tokens: int, prefill: str,
@@ -271,7 +264,9 @@ class Editor:
             if cmask.any():
                 plans.append(make_plan(canvas, cmask, self.backend.patch_nums, self.backend.downsample))
         score = self.backend.score_labels  # type: ignore[attr-defined]
-        ll = np.asarray(score(plans), np.float64).sum(axis=0) if plans else np.zeros(self.backend.num_classes)
+        ll = np.zeros(self.backend.num_classes)
+        for i in range(0, len(plans), LABEL_CHUNK):  # windows in chunks: memory stays bounded
+            ll = ll + np.asarray(score(plans[i:i + LABEL_CHUNK]), np.float64).sum(axis=0)
         post = np.exp(ll - ll.max())
         return LabelGuess(int(np.argmax(ll)), post / post.sum(), ll)
 
@@ -435,7 +430,22 @@ class Editor:
 
         ``class_``: an index, a name, a list of them (one image each; ``n`` is then the list's length)
         or None (unconditional, the null class). ``settings["labels"]`` holds the label of every image.
+        All images are held in memory: :meth:`generate_batches` yields them batch by batch instead.
         """
+        settings: dict[str, Any] = {}
+        images: list[Any] = []
+        for batch in self.generate_batches(class_, n=n, seed=seed, batch_size=batch_size, output_type=output_type,
+                                           callback=callback, preview=preview, settings=settings, **sampling):
+            images.extend(batch)
+        return EditResult(images, settings["seed"], settings)
+
+    def generate_batches(self, class_: int | str | Sequence[int | str] | None = None, *, n: int = 1,
+                         seed: int | None = None, batch_size: int = 8, output_type: str = "pil",
+                         callback: ProgressCallback | None = None, preview: bool = False,
+                         settings: dict[str, Any] | None = None, **sampling: Any) -> Iterator[list[Any]]:
+        """:meth:`generate` as a generator of batches (the same images for the same seed), so that any
+        number of images can be written as they come.  Every argument is checked before the first batch;
+        ``settings`` (a dict) is filled with the run's settings (seed, labels, ...) at once."""
         check_int(n, "n", lo=1)
         batch_size = check_int(batch_size, "batch_size", lo=1)
         check_output_type(output_type)
@@ -448,13 +458,20 @@ class Editor:
         n = len(labels)
         opts = self.defaults.replace(**sampling)
         seed = draw_seed(seed)
-        S = self.image_size
+        if settings is not None:
+            settings.update(self._settings("generate", seed=seed, labels=labels, n=n, batch_size=batch_size,
+                                           **opts.as_dict()))
+        return self._generate(labels, seed, batch_size, opts, output_type, callback, preview)
+
+    def _generate(self, labels: list[int], seed: int, batch_size: int, opts: SamplingOptions, output_type: str,
+                  callback: ProgressCallback | None, preview: bool) -> Iterator[list[Any]]:
+        S, n = self.image_size, len(labels)
         stream = self.backend.stream(seed)
         hole = np.ones((S, S), bool)
         plan = make_plan(np.zeros((S, S, 3), np.float32), hole, self.backend.patch_nums, self.backend.downsample,
                          mode="official")
         plan.keep_maps = [np.zeros_like(k) for k in plan.keep_maps]  # nothing forced, not even the 1x1 scale
-        imgs = []
+        like = P.load_image(np.zeros((S, S, 3), np.uint8))
         batches = range(0, n, batch_size)
         for bi, s in enumerate(batches):
             b = min(batch_size, n - s)
@@ -463,11 +480,33 @@ class Editor:
                 def cb(si: int, sn: int, prev: np.ndarray | None, _bi: int = bi) -> None:
                     callback(_bi * sn + si, len(batches) * sn, prev)
             out, _ = self.backend.run([plan] * b, labels[s:s + b], opts, stream, callback=cb, preview=preview)
-            imgs.extend(out)
-        like = P.load_image(np.zeros((S, S, 3), np.uint8))
-        outs = [P.to_output(im, like, as_numpy=output_type == "np") for im in imgs]
-        return EditResult(outs, seed, self._settings("generate", seed=seed, labels=labels, n=n,
-                                                     batch_size=batch_size, **opts.as_dict()))
+            yield [P.to_output(im, like, as_numpy=output_type == "np") for im in out]
+
+
+def plan_windows(strategy: str, mask: np.ndarray, wh: tuple[int, int], model_size: int,
+                 max_windows: int | None = None) -> list[P.Window]:
+    """The model windows of a size strategy (see the module docstring) for ``mask`` on an image of size
+    ``wh``; more than ``max_windows`` is a ValueError before any work (each window is a full sampling
+    pass: a 100,000-pixel outpaint or a 64x upscale would run for hours)."""
+    S = model_size
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if strategy == "auto":
+        win = P.plan_crop(mask, wh, S)
+        strategy = "crop" if win.side <= 2 * S else "original"
+    if strategy == "crop":
+        windows = [P.plan_crop(mask, wh, S)]
+    elif strategy == "resize":
+        windows = [P.plan_resize(wh, S)]
+    else:
+        windows = P.plan_tiles(wh, S, overlap=0.5, mask=mask)
+    if max_windows is not None and len(windows) > max_windows:
+        raise ValueError(f"this job needs {len(windows)} model windows of {S} px, more than the limit of "
+                         f"{max_windows} (max_windows / --max-windows): ask for a smaller extension or scale, or "
+                         f"raise the limit")
+    if len(windows) > 1:
+        log.info("%d model windows of %d px", len(windows), S)
+    return windows
 
 
 def upscaled_size(wh: tuple[int, int], scale: float, max_pixels: int | None = P.DEFAULT_MAX_PIXELS
