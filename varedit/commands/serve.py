@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from typing import Any
 
 import click
 
@@ -27,34 +28,28 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def register(main: click.Group) -> None:
-    from ..cli import model_options
+    from .common import GroupedCommand, ModelSpec, backend_options, model_options, opt
 
-    @main.command()
+    @main.command(cls=GroupedCommand)
+    @opt("--host", group="Server", default="127.0.0.1", show_default=True,
+         help="Address to bind. Anything but loopback needs an access token (made and printed if not given).")
+    @opt("--port", group="Server", type=click.IntRange(1, 65535), default=8080, show_default=True)
+    @opt("--token", group="Server", envvar="VAREDIT_TOKEN", default=None,
+         help="Access token for /api/ (env VAREDIT_TOKEN): 'Authorization: Bearer TOKEN' or ?token=.")
+    @opt("--queue-size", group="Server", type=click.IntRange(min=0), default=8, show_default=True,
+         help="Requests that may wait while one runs; more get 503 with Retry-After.")
+    @opt("--timeout", "timeout_s", group="Server", type=click.FloatRange(min=0, min_open=True), default=300.0,
+         show_default=True, help="Seconds a request may take, queue wait included (504 after it).")
+    @opt("--max-upload-mb", group="Server", type=click.FloatRange(min=0, min_open=True), default=20.0,
+         show_default=True, help="Largest request body (base64 JSON is about 4/3 of the file).")
+    @opt("--max-pixels", group="Server", type=click.IntRange(min=1), default=2048 * 2048, show_default=True,
+         help="Largest input, mask or output image in pixels.")
+    @opt("--max-candidates", group="Server", type=click.IntRange(min=1), default=8, show_default=True,
+         help="Largest n (candidates or images) per request.")
     @model_options
-    @click.option("--host", default="127.0.0.1", show_default=True,
-                  help="Address to bind. Anything but loopback needs an access token (made and printed if not "
-                       "given).")
-    @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-    @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
-    @click.option("--onnx-dir", type=click.Path(file_okay=False), default=None,
-                  help="Exported ONNX folder (with --backend onnx).")
-    @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (onnx backend).")
-    @click.option("--token", envvar="VAREDIT_TOKEN", default=None,
-                  help="Access token for /api/ (env VAREDIT_TOKEN): 'Authorization: Bearer TOKEN' or ?token=.")
-    @click.option("--queue-size", type=click.IntRange(min=0), default=8, show_default=True,
-                  help="Requests that may wait while one runs; more get 503 with Retry-After.")
-    @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=300.0,
-                  show_default=True, help="Seconds a request may take, queue wait included (504 after it).")
-    @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
-                  help="Largest request body (base64 JSON is about 4/3 of the file).")
-    @click.option("--max-pixels", type=click.IntRange(min=1), default=2048 * 2048, show_default=True,
-                  help="Largest input, mask or output image in pixels.")
-    @click.option("--max-candidates", type=click.IntRange(min=1), default=8, show_default=True,
-                  help="Largest n (candidates or images) per request.")
-    def serve(model: str, vae_path: str | None, weights_dir: str | None, num_heads: int | None, device: str,
-              host: str, port: int, backend: str, onnx_dir: str | None, threads: int | None, token: str | None,
-              queue_size: int, timeout_s: float, max_upload_mb: float, max_pixels: int,
-              max_candidates: int) -> None:
+    @backend_options
+    def serve(host: str, port: int, token: str | None, queue_size: int, timeout_s: float, max_upload_mb: float,
+              max_pixels: int, max_candidates: int, **kw: Any) -> None:
         """Serve the HTTP API (docs at /docs) and the browser editor (at /) for one model.
 
         Binds 127.0.0.1 by default: reachable from this machine only, no token needed. Bound to any
@@ -66,8 +61,8 @@ def register(main: click.Group) -> None:
         except ImportError as e:
             raise click.ClickException(f"varedit serve needs the server extra ({e.name} is missing): "
                                        f"pip install 'varedit[server]'") from None
-        if backend == "onnx" and not onnx_dir:
-            raise click.ClickException("--backend onnx needs --onnx-dir DIR (made by `varedit export onnx`)")
+        spec = ModelSpec.pop(kw)
+        spec.info()  # the model's files are there and readable: checked before anything is bound or loaded
         local = is_loopback(host)
         made_token = False
         if token is None and not local:
@@ -81,8 +76,7 @@ def register(main: click.Group) -> None:
             raise click.ClickException(str(e)) from None
         sock = _bind(host, port)
         try:
-            from .edit import make_editor
-            editor = make_editor(backend, onnx_dir, model, vae_path, weights_dir, num_heads, device, threads)
+            editor = spec.editor()
             app = create_app(editor, config)
             shown = f"[{host}]" if ":" in host else host
             base = f"http://{'127.0.0.1' if shown in ('0.0.0.0', '[::]') else shown}:{port}"
