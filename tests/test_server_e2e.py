@@ -118,7 +118,7 @@ def test_editor_in_a_real_browser(tmp_path):
     Image.fromarray(src).save(tmp_path / "in.png")
 
     with serve() as (base, proc, _), sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=browser_exe, args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=browser_exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
