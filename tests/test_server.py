@@ -384,7 +384,7 @@ class GatedEditor:
         return getattr(self._ed, name)
 
     def generate(self, *a, callback=None, **kw):
-        assert self._gate.wait(30)
+        assert self._gate.wait(180)
         if self._canned is None:
             return self._ed.generate(*a, callback=callback, **kw)
         for i in range(SN):
@@ -401,11 +401,13 @@ def test_full_queue_gets_503_with_retry_after(editor):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as c:
             held = [asyncio.create_task(c.post("/api/v1/generate", json={"class": 1, "seed": i})) for i in range(3)]
-            for _ in range(500):  # one runs (held at the gate), two wait
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 120:  # one runs (held at the gate), two wait
                 await asyncio.sleep(0.02)
                 st = (await c.get("/api/v1/health")).json()["queue"]
                 if st["running"] and st["waiting"] == 2:
                     break
+            assert st["running"] and st["waiting"] == 2, (st, time.monotonic() - t0)
             refused = await c.post("/api/v1/generate", json={"class": 1})
             stream_refused = await c.post("/api/v1/generate?stream=true", json={"class": 1})
             gate.set()
