@@ -430,7 +430,7 @@ def test_timeout_gives_504_and_frees_the_model(editor):
         t = time.monotonic()
         r = c.post("/api/v1/generate", json={"class": 1})       # runs, held at the gate
         assert "longer than this server's limit of 1.5 s" in one_line_4xx(r, 504)
-        assert time.monotonic() - t < 2.5
+        assert time.monotonic() - t < 1.5 + 5  # at the deadline, not when the job ends (the gate stays shut)
         with c.stream("POST", "/api/v1/generate?stream=true", json={"class": 1}) as s:  # waits behind it
             ev = sse(s.iter_lines())
         assert [n for n, _ in ev] == ["queued", "error"] and ev[-1][1]["status"] == 504
@@ -476,7 +476,7 @@ def test_a_client_that_goes_away_frees_its_place(editor):
             first = next(r.iter_lines())
         assert first == "event: queued"
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{base}/api/v1/generate", json={"class": 3}, timeout=0.5)
+            httpx.post(f"{base}/api/v1/generate", json={"class": 3}, timeout=2.0)
         for _ in range(200):
             st = queue()
             if st["cancelled"] == 2:
