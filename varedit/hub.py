@@ -74,8 +74,7 @@ def resolve_files(preset: Preset, *, weights_dir: str | os.PathLike | None = Non
     missing = [f for f in preset.files if f not in out]
     if not missing:
         return out
-    offline = _offline_env() if local_files_only is None else local_files_only
-    why = "offline (HF_HUB_OFFLINE or local_files_only)" if offline else hub_unreachable()
+    why = why_no_download(local_files_only)
     if why is None:
         from huggingface_hub import hf_hub_download
         failed = []
@@ -89,8 +88,19 @@ def resolve_files(preset: Preset, *, weights_dir: str | os.PathLike | None = Non
         if not failed:
             return out
         missing, why = failed, "the download failed"
+    raise missing_files_error(preset, missing, why, weights_dir, repo_id)
+
+
+def why_no_download(local_files_only: bool | None = None) -> str | None:
+    """None when a download can be tried, else why not (offline, or the Hub cannot be reached)."""
+    offline = _offline_env() if local_files_only is None else local_files_only
+    return "offline (HF_HUB_OFFLINE or local_files_only)" if offline else hub_unreachable()
+
+
+def missing_files_error(preset: Preset, missing: list[str], why: str, weights_dir: str | os.PathLike | None = None,
+                        repo_id: str = HF_REPO) -> WeightsError:
     where = f"{weights_dir} or " if weights_dir else ""
-    raise WeightsError(
+    return WeightsError(
         f"{preset.name} needs {', '.join(missing)}: {why}. Put the file(s) in {where}a folder given with "
         f"--weights-dir / $VAREDIT_WEIGHTS, or in the Hugging Face cache ({hf_cache_dir()}, repo {repo_id}), "
         f"or run `varedit models download {preset.name}` where the Hub is reachable")

@@ -23,8 +23,8 @@ from .options import SamplingOptions
 from .editing.backend import TorchBackend
 from .tasks import EditResult, Editor, ProgressCallback
 from .presets import DEFAULT_MODEL, VAE_FILE, get_preset, is_preset
-from .registry import (WeightsError, is_self_describing, load_file, load_official, load_self_describing, read_weights,
-                       sampling_defaults)
+from .registry import (WeightsError, check_self_describing, is_self_describing, load_file, load_official,
+                       load_self_describing, read_weights)
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,8 @@ class VarEditPipeline:
         var, vae = load_self_describing(obj, path.name, dev)
         if var is None or vae is None:
             raise WeightsError(f"{path.name} holds only the {'VQVAE' if var is None else 'VAR'}; a pipeline needs both")
-        meta = obj.get("meta", {})
-        return cls(var, vae, device=dev, name=name, class_names=meta.get("class_names"),
-                   defaults=sampling_defaults(meta, path.name))
+        class_names, defaults = check_self_describing(obj, path.name)
+        return cls(var, vae, device=dev, name=name, class_names=class_names, defaults=defaults)
 
     @classmethod
     def from_files(cls, var_path: str | os.PathLike, vae_path: str | os.PathLike | None = None, *,

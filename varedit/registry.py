@@ -23,15 +23,14 @@ import torch
 from .models.var import VAR, VARConfig
 from .models.vqvae import VQVAE, VQVAEConfig
 from .checkpoint import TensorInfo, WeightsError, peek
+from .modelinfo import FORMAT, FORMAT_VERSION, check_varedit_meta
 from .options import SamplingOptions
-from .validation import check_class_names, check_config, check_sampling
+from .validation import check_config
 from .presets import (DEFAULT_MODEL, DEMO_FILE, HF_REPO, KNOWN_PATCH_NUMS, PATCH_NUMS_256, PATCH_NUMS_512,  # noqa: F401
                       PRESETS, VAE_FILE, Preset, get_preset)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "varedit"
-FORMAT_VERSION = 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,47 +65,21 @@ def is_self_describing(obj: Mapping[str, Any]) -> bool:
     return obj.get("format") == FORMAT
 
 
-def check_self_describing(obj: Mapping[str, Any], name: str) -> None:
+def check_self_describing(obj: Mapping[str, Any], name: str
+                          ) -> tuple[tuple[tuple[str, ...], ...] | None, SamplingOptions | None]:
     """Every field of a self-describing file, before its tensors are used (works on :func:`peek`'s
-    structure too): version, configurations (types and ranges), state dicts of tensors, class names
-    (one per class, printable), sampling defaults (known keys, valid values)."""
-    v = obj.get("version")
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise WeightsError(f"{name}: version is {v!r}, expected a positive integer")
-    if v > FORMAT_VERSION:
-        raise WeightsError(f"{name} is format version {v}; this varedit reads up to {FORMAT_VERSION}: upgrade varedit")
-    parts = [k for k in ("vqvae", "var") if k in obj]
-    if not parts:
-        raise WeightsError(f"{name} holds neither a VQVAE nor a VAR")
-    configs: dict[str, Any] = {}
-    for kind in parts:
-        part = obj[kind]
-        if not isinstance(part, Mapping) or not isinstance(part.get("config"), Mapping) \
-                or not isinstance(part.get("state_dict"), Mapping):
-            raise WeightsError(f"{name}: the {kind} entry needs a config and a state_dict mapping")
-        bad = [k for k, t in part["state_dict"].items() if not isinstance(t, (torch.Tensor, TensorInfo))]
-        if bad or not part["state_dict"]:
-            raise WeightsError(f"{name}: the {kind} state_dict is not a mapping of tensors (e.g. {bad[:1]})")
-        configs[kind] = _cfg_from_dict(VQVAEConfig if kind == "vqvae" else VARConfig, part["config"], name)
-    meta = obj.get("meta", {})
-    if not isinstance(meta, Mapping):
-        raise WeightsError(f"{name}: meta is a {type(meta).__name__}, not a mapping")
-    if "var" in configs:
-        check_class_names(meta.get("class_names"), configs["var"].num_classes, name, WeightsError)
-    elif meta.get("class_names") is not None:  # a tokeniser may record its data's classes
-        names = meta["class_names"]
-        check_class_names(names, len(names) if isinstance(names, (list, tuple)) else 0, name, WeightsError)
-    sampling_defaults(meta, name)
-
-
-def sampling_defaults(meta: Mapping[str, Any], name: str) -> SamplingOptions | None:
-    """The sampling defaults a file carries (None: the library's), validated."""
-    if meta.get("sampling") is None:
-        return None
-    try:
-        return SamplingOptions(**check_sampling(meta["sampling"], name, WeightsError))
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"{name}: bad sampling default ({e})") from None
+    structure too): the torch-free checks of :func:`varedit.modelinfo.check_varedit_meta` (version, meta,
+    class names, sampling defaults), then the configurations (types and ranges) and the state dicts'
+    values.  Returns (class names, sampling defaults)."""
+    classes, defaults = check_varedit_meta(obj, name)
+    for kind in ("vqvae", "var"):
+        if kind in obj:
+            sd = obj[kind]["state_dict"]
+            bad = [k for k, t in sd.items() if not isinstance(t, (torch.Tensor, TensorInfo))]
+            if bad or not sd:
+                raise WeightsError(f"{name}: the {kind} state_dict is not a mapping of tensors (e.g. {bad[:1]})")
+            _cfg_from_dict(VQVAEConfig if kind == "vqvae" else VARConfig, obj[kind]["config"], name)
+    return classes, defaults
 
 
 def _state_dict(obj: Mapping[str, Any], name: str) -> dict[str, torch.Tensor]:

@@ -187,13 +187,13 @@ def confined_path(root: str | Path, rel: Any, where: str, err: type[ValueError] 
 
 def safe_filename(name: str, fallback: str = "item", max_len: int = 64) -> str:
     """``name`` as one file-name component on every common file system: path separators, control and
-    reserved characters become ``_``, leading dots and trailing dots/spaces go, Windows device names get
+    reserved characters become ``_``, leading dots and underscores and trailing dots/spaces go, Windows device names get
     a ``_`` prefix, and the result is at most ``max_len`` characters (``fallback`` when nothing is left).
     Letters of any script are kept."""
     s = unicodedata.normalize("NFKC", str(name))
     s = "".join(c if c.isprintable() and c not in '<>:"/\\|?*' else "_" for c in s)
     s = re.sub(r"\s+", "_", s.strip())
-    s = re.sub(r"_+", "_", s).lstrip(".").rstrip(". ")[:max_len].rstrip(". ")
+    s = re.sub(r"_+", "_", s).lstrip("._").rstrip(". ")[:max_len].rstrip(". ")
     if not s or set(s) <= {"_", "."}:
         return fallback
     if s.split(".")[0].lower() in _WINDOWS_RESERVED:

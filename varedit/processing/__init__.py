@@ -35,20 +35,24 @@ from __future__ import annotations
 
 from ._common import Box, ImageError, MaskError, Size
 from .blending import compose, feather, grow_mask, harmonize
-from .canvas import extend_canvas, extend_loaded
+from .canvas import extend_canvas, extend_loaded, extended_size, outpaint_pads
 from .fills import FILL_METHODS, FillMethod, prefill_hole
 from .images import (
     DEFAULT_MAX_PIXELS,
+    ImageHeader,
     ImageSource,
     LoadedImage,
+    encode_image,
     limit_pixels,
     load_image,
     original_array,
+    output_format,
+    probe_image,
     raw_to_image,
     save_image,
     to_output,
 )
-from .masks import MaskSource, box_mask, load_mask, mask_bbox, mask_from_alpha
+from .masks import MaskSource, box_mask, box_pixels, load_mask, mask_bbox, mask_from_alpha
 from .windows import (
     Window,
     extract,
@@ -79,8 +83,13 @@ __all__ = [
     "to_output",
     "raw_to_image",
     "save_image",
+    "encode_image",
+    "output_format",
+    "probe_image",
+    "ImageHeader",
     "load_mask",
     "box_mask",
+    "box_pixels",
     "mask_from_alpha",
     "mask_bbox",
     "plan_crop",
@@ -96,4 +105,6 @@ __all__ = [
     "prefill_hole",
     "extend_canvas",
     "extend_loaded",
+    "extended_size",
+    "outpaint_pads",
 ]

@@ -45,6 +45,26 @@ def _resolve_pads(
     return res[0], res[1], res[2], res[3]
 
 
+def outpaint_pads(
+    image_wh: tuple[int, int], left: float = 0, right: float = 0, top: float = 0, bottom: float = 0
+) -> tuple[int, int, int, int]:
+    """The pixels added on each side ``(left, right, top, bottom)``: ints are pixels, floats ratios of the
+    side (rounded), as :func:`extend_canvas` adds them."""
+    return _resolve_pads(int(image_wh[0]), int(image_wh[1]), left, right, top, bottom)
+
+
+def extended_size(
+    image_wh: tuple[int, int], left: float = 0, right: float = 0, top: float = 0, bottom: float = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int]:
+    """``(width, height)`` of the canvas :func:`extend_canvas` makes, checked against ``max_pixels``
+    without allocating it (ImageError above it; ValueError for bad amounts)."""
+    w, h = int(image_wh[0]), int(image_wh[1])
+    l, r, t, b = _resolve_pads(w, h, left, right, top, bottom)
+    limit_pixels((w + l + r, h + t + b), max_pixels, "the outpainted canvas")
+    return w + l + r, h + t + b
+
+
 def extend_canvas(
     loaded_or_rgb: LoadedImage | np.ndarray,
     left: float = 0,
@@ -80,9 +100,8 @@ def extend_canvas(
     if fill not in ("edge", "mean", "gray", "blur"):
         raise ValueError(f"unknown fill {fill!r}; use edge, mean, gray or blur")
     h, w = rgb.shape[:2]
+    nw, nh = extended_size((w, h), left, right, top, bottom, max_pixels)  # before allocating that size
     l, r, t, b = _resolve_pads(w, h, left, right, top, bottom)
-    nh, nw = h + t + b, w + l + r
-    limit_pixels((nw, nh), max_pixels, "the outpainted canvas")  # before anything of that size is allocated
     new_area = np.ones((nh, nw), dtype=bool)
     new_area[t : t + h, l : l + w] = False
     src = np.ascontiguousarray(rgb, dtype=np.float32)

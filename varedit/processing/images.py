@@ -375,18 +375,126 @@ def to_output(
     return raw if as_numpy else raw_to_image(raw, like)
 
 
-def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike[str]) -> None:
-    """Save a PIL image or a raw array. 16-bit colour arrays (HxWx3/4 uint16, RGB order) are
-    written with OpenCV (use .png or .tif) so they keep 16 bits; everything else goes to PIL."""
-    path = os.fspath(path)
-    if isinstance(image, np.ndarray):
-        if image.dtype == np.uint16 and image.ndim == 3 and image.shape[2] in (3, 4):
-            code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
-            if not cv2.imwrite(path, cv2.cvtColor(image, code)):
-                raise ImageError(f"cannot write 16-bit image {path!r} (use .png or .tif)")
-            return
-        image = raw_to_image(image)
-    image.save(
-        path,
-        **({"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}),
-    )
+# formats that hold 16 bits per channel (PIL writes 16-bit gray, OpenCV 16-bit colour)
+_SIXTEEN_BIT = {"PNG": ".png", "TIFF": ".tif"}
+_NO_ALPHA = ("JPEG", "BMP")
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """The PIL format name for an output path's suffix (PNG when it has none), or ImageError."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if not suffix:
+        return "PNG"
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(f"cannot write {suffix} images ({os.fspath(path)}): use .png, .jpg, .webp or .tif")
+    return fmt
+
+
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    return np.clip(np.floor(arr.astype(np.float32) * (255.0 / _full_scale(arr.dtype)) + 0.5), 0, 255).astype(np.uint8)
+
+
+def _png_with_icc(png: bytes, icc: bytes) -> bytes:
+    """Insert an iCCP chunk after IHDR (OpenCV writes no colour profile; PNG allows one iCCP there)."""
+    import struct
+    import zlib
+
+    body = b"ICC profile\x00\x00" + zlib.compress(icc)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
+
+
+def encode_image(image: Image.Image | np.ndarray, fmt: str = "PNG", icc_profile: bytes | None = None) -> bytes:
+    """Encode a result (a PIL image, or a raw array as :func:`to_output` returns it) in ``fmt``.
+
+    16-bit arrays stay 16-bit in PNG and TIFF (colour through OpenCV, which Pillow cannot write, gray
+    through Pillow); formats that hold 8 bits (JPEG, WebP, BMP, ...) get a correct 8-bit conversion
+    with a warning, and formats without alpha (JPEG, BMP) drop it with a warning.  The ICC profile is
+    kept (``icc_profile``, else the PIL image's own).
+    """
+    if isinstance(image, Image.Image):
+        icc_profile = icc_profile or image.info.get("icc_profile")
+        arr: np.ndarray = np.array(image) if image.mode not in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV") \
+            else np.array(image.convert("RGBA" if image.mode == "PA" else "RGB"))
+        if image.mode.startswith("I;16"):
+            arr = arr.astype(np.uint16)
+    else:
+        arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] == 2 and arr.dtype == np.uint16:  # gray + alpha: no 16-bit PIL mode
+        arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:]], axis=2)
+    if arr.dtype == np.uint16 and fmt not in _SIXTEEN_BIT:
+        logger.warning("%s holds 8 bits per channel: the 16-bit result is written at 8 bits (use .png or .tif "
+                       "to keep 16)", fmt)
+        arr = _to_8bit(arr)
+    elif arr.dtype not in (np.uint8, np.uint16):
+        arr = _to_8bit(arr)
+    has_alpha = arr.ndim == 3 and arr.shape[2] in (2, 4)
+    if has_alpha and fmt in _NO_ALPHA:
+        logger.warning("%s holds no transparency: the alpha channel is dropped (use .png to keep it)", fmt)
+        arr = arr[:, :, :-1] if arr.shape[2] == 4 else arr[:, :, 0]
+    if arr.dtype == np.uint16 and arr.ndim == 3:
+        code = cv2.COLOR_RGBA2BGRA if arr.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        ok, buf = cv2.imencode(_SIXTEEN_BIT[fmt], cv2.cvtColor(np.ascontiguousarray(arr), code))
+        if not ok:
+            raise ImageError(f"OpenCV cannot encode a 16-bit {fmt} image")
+        data = buf.tobytes()
+        if icc_profile and fmt == "PNG":
+            data = _png_with_icc(data, icc_profile)
+        elif icc_profile:
+            logger.warning("the colour profile is not written into 16-bit %s files (use .png)", fmt)
+        return data
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    out = io.BytesIO()
+    kwargs: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}
+    if fmt == "JPEG":
+        kwargs["quality"] = 95
+    img.save(out, format=fmt, **kwargs)
+    return out.getvalue()
+
+
+def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike[str], icc_profile: bytes | None = None
+               ) -> None:
+    """Write a PIL image or a raw array atomically (:func:`encode_image`; the format follows the suffix)."""
+    from ..io import atomic_write_bytes
+    atomic_write_bytes(path, encode_image(image, output_format(path), icc_profile))
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file is, from its header alone (nothing is decoded)."""
+
+    path: str
+    size: Size
+    mode: str
+    format: str | None
+    bit_depth: int
+    has_alpha: bool = False
+
+
+def probe_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                what: str = "image") -> ImageHeader:
+    """Check that ``path`` is a readable image within the pixel limit from its header, without decoding
+    it (milliseconds): argument checks before any model is loaded.  Raises :class:`ImageError`."""
+    name = os.fspath(path)
+    check_regular_file(name, what, ImageError)
+    try:
+        with Image.open(name) as img:
+            size, mode, fmt = img.size, img.mode, img.format
+            alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
+            depth = 16 if mode.startswith("I;16") or mode == "I" else 8
+            if fmt == "PNG" and mode in ("RGB", "RGBA"):
+                with open(name, "rb") as f:
+                    depth = 16 if _png_bit_depth(f) == 16 else 8
+    except Exception as exc:  # PIL raises many types: UnidentifiedImageError, OSError, ...
+        raise ImageError(f"cannot read {what} {name!r}: {_one_line(exc)}") from exc
+    try:
+        limit_pixels(size, max_pixels, what)
+    except ImageError as exc:
+        raise ImageError(f"{name!r}: {exc}") from None
+    return ImageHeader(name, size, mode, fmt, depth, alpha)

@@ -170,7 +170,16 @@ def _is_float_number(v: Any) -> bool:
 
 
 def box_mask(size_wh: Size, box: Sequence[float]) -> np.ndarray:
-    """Rectangular mask (True inside) for ``box = (x0, y0, x1, y1)``.
+    """Rectangular mask (True inside) for ``box = (x0, y0, x1, y1)`` (see :func:`box_pixels`)."""
+    cx0, cy0, cx1, cy1 = box_pixels(size_wh, box)
+    mask = np.zeros((int(size_wh[1]), int(size_wh[0])), dtype=bool)
+    mask[cy0:cy1, cx0:cx1] = True
+    return mask
+
+
+def box_pixels(size_wh: Size, box: Sequence[float]) -> Box:
+    """The pixels ``(x0, y0, x1, y1)`` (exclusive ends, clipped to the image) of ``box``, checked without
+    allocating anything (argument checks use it before a model is loaded).
 
     Ints (Python or numpy) are pixels with ``x1``/``y1`` exclusive. If **any** value is a float,
     all four are fractions of the width/height in ``[0, 1]`` (x0/y0 are floored, x1/y1 are
@@ -209,9 +218,7 @@ def box_mask(size_wh: Size, box: Sequence[float]) -> np.ndarray:
         raise MaskError(f"box {(x0, y0, x1, y1)} lies outside the {w}x{h} image")
     if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
         logger.debug("box %s clipped to %s", (x0, y0, x1, y1), (cx0, cy0, cx1, cy1))
-    mask = np.zeros((h, w), dtype=bool)
-    mask[cy0:cy1, cx0:cx1] = True
-    return mask
+    return cx0, cy0, cx1, cy1
 
 
 def mask_from_alpha(loaded: LoadedImage, threshold: float = 0.5) -> np.ndarray:
