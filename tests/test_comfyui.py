@@ -428,3 +428,15 @@ def test_example_workflow_is_valid_and_runs(demo):
         values[k] = run(wf[k]["class_type"], **kw)
     final = next(k for k, n in wf.items() if n["class_type"] == "VarEditUpscale")
     assert values[final][0].shape == (1, 2 * 64, 2 * (64 + 64), 3)
+
+
+def test_nodes_work_under_inference_mode(images):
+    """ComfyUI runs nodes under torch.inference_mode(): a model loaded there works there and after."""
+    with torch.inference_mode():
+        m = load_model("demo", device="cpu", cache=ModelCache(max_entries=1))
+        inside = run("VarEditInpaint", model=m, image=images[:1], mask=box_mask(1, 40, 90, 30, 100), label="none",
+                     **SAMPLING, **EDITING)[0]
+        gen = run("VarEditGenerate", model=m, class_name="ring", batch_size=1, **SAMPLING)[0]
+    outside = run("VarEditInpaint", model=m, image=images[:1], mask=box_mask(1, 40, 90, 30, 100), label="none",
+                  **SAMPLING, **EDITING)[0]
+    assert torch.equal(inside, outside) and gen.shape == (1, S, S, 3)

@@ -1,0 +1,112 @@
+"""Object removal, varedit's first-party plugin (entry point ``remove`` in the ``varedit.plugins`` group).
+
+Adds the command ``varedit remove IMAGE... (--mask M | --box x0,y0,x1,y1) -o OUT`` and the task
+``remove`` (``varedit.extensions.get_task("remove")(editor, image, mask)``). Removal is inpainting
+with two changes, both measured on the demo model (``python -m varedit_plugins.bench_remove``,
+README "Plugins"): the region is grown by 2 pixels first, so an object's anti-aliased rim that a
+tight mask leaves outside goes too instead of standing as a ghost outline (tight masks: 12% of the
+object's pixels left closer to the object than to the background without growing, 1% with 2 px;
+4 px is worse again), and the fill is unconditional by default: guided by the class inferred from
+the surroundings (inpaint's ``auto``), about twice as many of the object's pixels are drawn back.
+
+Only the public Python API is used: :mod:`varedit.processing` for masks and
+:meth:`varedit.tasks.Editor.inpaint` for the fill. This module imports nothing heavy at import time
+(``varedit --help`` imports it).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import click
+
+#: pixels the region is grown by before filling (measured: see the module docstring)
+REMOVE_GROW = 2.0
+#: the class that guides the fill: none = unconditional (measured: see the module docstring)
+REMOVE_LABEL = "none"
+
+
+def remove(editor: Any, image: Any, mask: Any = None, *, box: Sequence[float] | None = None, invert: bool = False,
+           grow: float = REMOVE_GROW, label: int | str | None = REMOVE_LABEL, **kwargs: Any) -> Any:
+    """Remove what ``mask`` (white / True = remove) or ``box`` covers and fill it from the surroundings.
+
+    ``editor`` is a :class:`varedit.tasks.Editor` (``pipe.editor``, ``OnnxVAR.editor()``). The region
+    is grown by ``grow`` pixels (Euclidean) before the fill; ``label`` guides the fill as in
+    :meth:`~varedit.tasks.Editor.inpaint` (default unconditional). Every other keyword (``seed``,
+    ``n``, ``cfg``, ``feather``, ``output_type`` ...) goes to ``inpaint``. Returns its ``EditResult``
+    with ``settings["task"] == "remove"`` and ``settings["grow"]``; ``result.mask`` is the grown region.
+    """
+    from varedit import processing as P
+    if grow < 0:
+        raise ValueError(f"grow must be >= 0 pixels, got {grow}")
+    loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
+    if mask is not None and box is not None:
+        raise ValueError("give a mask or a box, not both")
+    if box is not None:
+        region = P.box_mask(loaded.size, box)
+        region = ~region if invert else region
+    elif mask is not None:
+        region = P.load_mask(mask, loaded.size, invert=invert)
+    elif loaded.alpha is not None:
+        region = P.mask_from_alpha(loaded)
+        region = ~region if invert else region
+    else:
+        raise ValueError("nothing to remove: give a mask, a box, or an image with transparent pixels")
+    if not region.any():
+        raise ValueError("the mask is empty: nothing to remove (white / True marks what to remove)")
+    if grow > 0:
+        region = P.grow_mask(region, grow)
+    res = editor.inpaint(loaded, region, label=label, **kwargs)
+    res.settings.update(task="remove", grow=float(grow))
+    return res
+
+
+def _box(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        vals = tuple(float(p) if ("." in p or "e" in p.lower()) else int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"box must be x0,y0,x1,y1 numbers, got {value!r}", param_hint="--box") from None
+    if len(vals) != 4:
+        raise click.BadParameter(f"box needs 4 numbers x0,y0,x1,y1, got {len(vals)}", param_hint="--box")
+    return vals
+
+
+def _command() -> click.Command:
+    from varedit.commands.edit import common_options, make_editor, run_batch
+
+    @click.command("remove")
+    @common_options
+    @click.option("--mask", type=click.Path(), default=None,
+                  help="Mask file for all inputs, or a folder of masks paired by file stem (white = remove).")
+    @click.option("--box", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
+    @click.option("--invert", is_flag=True, help="Invert the mask (black = remove).")
+    @click.option("--grow", type=click.FloatRange(min=0), default=REMOVE_GROW, show_default=True,
+                  help="Grow the region by this many pixels first (takes the object's rim along).")
+    @click.option("--class", "-c", "class_", default=REMOVE_LABEL, show_default=True,
+                  help="Class that guides the fill: none = unconditional, auto = inferred from the "
+                       "surroundings, or a class index or name.")
+    def remove_command(**kw: Any) -> None:
+        """Remove objects: fill the masked region (grown a little) from its surroundings."""
+        if kw["mask"] is not None and kw["box"] is not None:
+            raise click.UsageError("give --mask or --box, not both")
+        box = _box(kw.pop("box"))
+        editor = make_editor(kw.pop("backend"), kw.pop("onnx_dir"), kw.pop("model"), kw.pop("vae_path"),
+                             kw.pop("weights_dir"), kw.pop("num_heads"), kw.pop("device"), kw.pop("threads"))
+        editor.check_label(kw["class_"])  # an unknown class fails once, before the batch
+        sampling = {k: kw.pop(k) for k in ("cfg", "top_k", "top_p", "more_smooth", "guidance")}
+        run_batch("remove", kw["images"], kw["out"], kw["n"], kw["skip_existing"], kw["mask"],
+                  lambda ed, img, m: remove(ed, str(img), m, box=box, invert=kw["invert"], grow=kw["grow"],
+                                            label=kw["class_"], n=kw["n"], rank=not kw["no_rank"], mode=kw["mode"],
+                                            strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"],
+                                            feather=kw["feather"], harmonize=kw["harmonize"], seed=kw["seed"],
+                                            **sampling), editor)
+
+    return remove_command
+
+
+def register(api: Any) -> None:
+    """The ``varedit.plugins`` entry point: adds ``varedit remove`` and the task ``remove``."""
+    api.add_command(_command())
+    api.add_task("remove", remove)
