@@ -8,21 +8,23 @@ backends give the same tokens for the same seed.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from varedit.editing.plan import CanvasPlan
 from varedit.options import SamplingOptions
 
-from .runtime import OnnxVAR
 from .session import OnnxRuntimeError
+
+if TYPE_CHECKING:  # the runtime imports this module (OnnxVAR.editor); this one needs OnnxVAR for types only
+    from .runtime import OnnxVAR
 
 
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, model: OnnxVAR):
+    def __init__(self, model: "OnnxVAR"):
         self.model = model
 
     @property
@@ -95,9 +97,9 @@ class OnnxBackend:
         return np.ascontiguousarray(img), out.logprob
 
 
-def onnx_editor(model: OnnxVAR) -> Any:
+def onnx_editor(model: "OnnxVAR") -> Any:
     """A :class:`varedit.tasks.Editor` serving the exported model."""
     from varedit.tasks import Editor
-    d = model.manifest.get("defaults") or {}
+    d = model.manifest.get("defaults") or {}  # validated by read_manifest
     return Editor(OnnxBackend(model), class_names=model.class_names,
                   defaults=SamplingOptions().replace(**d), model_name=model.name)

@@ -43,15 +43,17 @@ vocabulary entry and gives no tokens); use the torch backend for it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import platform
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -413,12 +415,28 @@ def _sampler_args(flat: list[torch.Tensor], SN: int) -> tuple[Any, ...]:
     return (*head, rest[:SN], rest[SN:2 * SN], rest[2 * SN:3 * SN], rest[3 * SN:])
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's noise that says nothing about this export, silenced for its duration only: a warning
+    per torchvision operator when torchvision is not installed (four per graph), and a FutureWarning
+    about pytree internals from torch itself."""
+    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+            yield
+    finally:
+        noisy.setLevel(level)
+
+
 def _export_graph(module: nn.Module, args: tuple[Any, ...], path: Path, iface: dict[str, Any], opset: int,
                   optimize: bool) -> float:
     t0 = time.perf_counter()
     in_names = [s["name"] for s in iface["inputs"]]
     out_names = [s["name"] for s in iface["outputs"]]
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=in_names,
                                  output_names=out_names, optimize=optimize, verbose=False)
     if prog is None:

@@ -69,8 +69,8 @@ def test_generate_preset_offline_error(runner, tmp_path, monkeypatch):
 def test_models_list_and_info(runner, official_files, tmp_path):
     res = runner.invoke(main, ["models", "list"])
     assert res.exit_code == 0 and "var-d36" in res.output and "demo" in res.output
-    res = runner.invoke(main, ["models", "info", str(official_files / "var_tiny.pth")])
-    assert res.exit_code == 0 and json.loads(res.output)["var"]["depth"] == 2
+    res = runner.invoke(main, ["models", "info", str(official_files / "var_tiny.pth"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["file"]["var"]["depth"] == 2
     bad = tmp_path / "t.pth"
     bad.write_bytes((official_files / "var_tiny.pth").read_bytes()[:500])
     res = runner.invoke(main, ["models", "info", str(bad)])
@@ -130,14 +130,14 @@ def test_outputs_never_overwrite_inputs(runner, official_files, images):
 
 @pytest.mark.parametrize("args,needle", [
     (["outpaint", "{img}", "-o", "{out}"], "nothing to extend"),
-    (["outpaint", "{img}", "--left", "-3", "-o", "{out}"], "negative"),
+    (["outpaint", "{img}", "--left", "-3", "-o", "{out}"], "whole pixels"),
     (["edit", "{img}", "--box", "1,2,3", "-c", "1", "-o", "{out}"], "4 numbers"),
     (["edit", "{img}", "--box", "500,500,600,600", "-c", "1", "-o", "{out}"], "outside"),
     (["edit", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
     (["inpaint", "{img}", "-o", "{out}"], "no mask"),
     (["inpaint", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
     (["outpaint", "{img}", "--right", "10", "-c", "99", "-o", "{out}"], "class"),
-    (["inpaint", "{missing}", "--box", "1,1,9,9", "-o", "{out}"], "failed"),
+    (["inpaint", "{missing}", "--box", "1,1,9,9", "-o", "{out}"], "file not found"),
 ])
 def test_bad_input_one_line(runner, official_files, images, tmp_path, args, needle):
     fill = {"img": str(images / "in" / "im0.png"), "out": str(tmp_path / "x.png"),

@@ -22,7 +22,8 @@ from .models.vqvae import VQVAE
 from .options import SamplingOptions
 from .editing.backend import TorchBackend
 from .tasks import EditResult, Editor, ProgressCallback
-from .registry import (DEFAULT_MODEL, PRESETS, VAE_FILE, WeightsError, get_preset, load_file, load_official,
+from .presets import DEFAULT_MODEL, VAE_FILE, get_preset, is_preset
+from .registry import (WeightsError, check_self_describing, is_self_describing, load_file, load_official,
                        load_self_describing, read_weights)
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,11 @@ class VarEditPipeline:
                         num_heads: int | None = None, local_files_only: bool | None = None) -> "VarEditPipeline":
         """Load a preset name (``demo``, ``var-d16`` ...), a self-describing varedit file, or an official
         VAR state dict (its VQVAE from ``vae_path`` or ``vae_ch160v4096z32.pth`` beside it)."""
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a preset name or a path, not {type(model).__name__}")
         dev = pick_device(device)
         p = Path(model)
-        if str(model).lower().replace("_", "-") in PRESETS and not p.exists():
+        if is_preset(str(model)) and not p.exists():
             preset = get_preset(str(model))
             if preset.bundled is not None:
                 if not preset.bundled.is_file():
@@ -89,11 +92,10 @@ class VarEditPipeline:
         if p.is_dir():
             raise WeightsError(f"{p} is a folder: give a preset name or a weights file (use --weights-dir for a "
                                f"folder of official files)")
-        if not p.is_file():
-            from .registry import get_preset as _gp
-            _gp(str(model))  # raises with a suggestion for a mistyped preset
+        if not p.exists() and not p.suffix:
+            get_preset(str(model))  # raises with a suggestion for a mistyped preset
         obj = read_weights(p)
-        if obj.get("format") == "varedit":
+        if is_self_describing(obj):
             return cls._from_self_describing(p, dev, p.stem, obj)
         vae_file = Path(vae_path) if vae_path else p.parent / VAE_FILE
         if not vae_file.is_file():
@@ -108,9 +110,8 @@ class VarEditPipeline:
         var, vae = load_self_describing(obj, path.name, dev)
         if var is None or vae is None:
             raise WeightsError(f"{path.name} holds only the {'VQVAE' if var is None else 'VAR'}; a pipeline needs both")
-        meta = obj.get("meta", {})
-        defaults = SamplingOptions(**meta["sampling"]) if "sampling" in meta else None
-        return cls(var, vae, device=dev, name=name, class_names=meta.get("class_names"), defaults=defaults)
+        class_names, defaults = check_self_describing(obj, path.name)
+        return cls(var, vae, device=dev, name=name, class_names=class_names, defaults=defaults)
 
     @classmethod
     def from_files(cls, var_path: str | os.PathLike, vae_path: str | os.PathLike | None = None, *,

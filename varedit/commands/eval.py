@@ -9,7 +9,7 @@ CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "demo" / "classifi
 
 
 def register(main: click.Group) -> None:
-    from ..cli import model_options
+    from .common import model_options
 
     @main.command("eval")
     @model_options
@@ -27,7 +27,7 @@ def register(main: click.Group) -> None:
                  n: int, n_ref: int, per_class: int, seed: int, classifier: str | None, train_classifier: bool,
                  no_ablations: bool, out: str) -> None:
         """Measure generation, inpainting and upscaling quality on held-out synthetic images."""
-        from ..cli import load_pipeline
+        from .common import load_pipeline
         from ..evaluation.classifier import load_classifier, save_classifier, train_classifier as train
         from ..evaluation.quality import run_eval, to_markdown, write_report
         path = Path(classifier) if classifier else CLASSIFIER

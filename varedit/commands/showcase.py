@@ -95,7 +95,7 @@ def make_showcase(pipe: Any, out: Path, seed: int = 7) -> list[Path]:
 
 
 def register(main: click.Group) -> None:
-    from ..cli import model_options
+    from .common import model_options
 
     @main.command()
     @model_options
@@ -104,7 +104,7 @@ def register(main: click.Group) -> None:
     def showcase(model: str, vae_path: str | None, weights_dir: str | None, num_heads: int | None, device: str,
                  out: str, seed: int) -> None:
         """Before/after pictures of every task on held-out synthetic images (offline with the demo model)."""
-        from ..cli import load_pipeline
+        from .common import load_pipeline
         pipe = load_pipeline(model, vae_path, weights_dir, num_heads, device)
         for p in make_showcase(pipe, Path(out), seed):
             click.echo(str(p))

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import check_scales, embedding
+
 
 @dataclass
 class VARConfig:
@@ -40,6 +42,24 @@ class VARConfig:
     def L(self) -> int:
         return sum(pn * pn for pn in self.patch_nums)
 
+    def __post_init__(self) -> None:
+        # sizes come from files people download: bounded, so a crafted configuration cannot make the
+        # (meta-device) build loop for ever; the real models are far inside these bounds (d36: 2304 wide)
+        self.patch_nums = tuple(self.patch_nums)
+        check_scales(self.patch_nums, "patch_nums")
+        for name, hi in (("depth", 1024), ("embed_dim", 1 << 16), ("num_heads", 1024), ("num_classes", 1 << 20),
+                         ("vocab_size", 1 << 20), ("Cvae", 4096)):
+            v = getattr(self, name)
+            if not 1 <= v <= hi:
+                raise ValueError(f"VARConfig.{name} must be in 1..{hi}, got {v}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"VARConfig.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if not (0 < self.mlp_ratio <= 64 and 0 < self.norm_eps < 1):
+            raise ValueError(f"VARConfig.mlp_ratio {self.mlp_ratio} or norm_eps {self.norm_eps} out of range")
+        for name in ("cond_drop_rate", "drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"VARConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
 
 class SelfAttention(nn.Module):
     def __init__(self, cfg: VARConfig):
@@ -52,7 +72,8 @@ class SelfAttention(nn.Module):
         if self.attn_l2_norm:
             # cosine attention: unit q and k, times a learnable per-head temperature (init 4, max 100)
             self.scale = 1.0
-            self.scale_mul_1H11 = nn.Parameter(torch.full((1, H, 1, 1), 4.0).log())
+            # log(4) as a Python float: Tensor.log on the meta device would import torch's compiler stack
+            self.scale_mul_1H11 = nn.Parameter(torch.full((1, H, 1, 1), math.log(4.0)))
             self.max_scale_mul = math.log(100.0)
         else:
             self.scale = 0.25 / math.sqrt(self.head_dim)
@@ -197,10 +218,10 @@ class VAR(nn.Module):
 
         init_std = math.sqrt(1 / C / 3)
         self.word_embed = nn.Linear(cfg.Cvae, C)
-        self.class_emb = nn.Embedding(cfg.num_classes + 1, C)  # the last row is the null class
+        self.class_emb = embedding(cfg.num_classes + 1, C)  # the last row is the null class
         self.pos_start = nn.Parameter(torch.empty(1, self.first_l, C))
         self.pos_1LC = nn.Parameter(torch.empty(1, self.L, C))
-        self.lvl_embed = nn.Embedding(len(self.patch_nums), C)
+        self.lvl_embed = embedding(len(self.patch_nums), C)
         for t in (self.class_emb.weight, self.pos_start, self.pos_1LC, self.lvl_embed.weight):
             nn.init.trunc_normal_(t.data, mean=0, std=init_std)
 
@@ -209,8 +230,11 @@ class VAR(nn.Module):
         dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # stochastic depth ramp
         self.blocks = nn.ModuleList([AdaLNSelfAttn(cfg, dpr[i]) for i in range(cfg.depth)])
 
-        # block-causal mask for teacher forcing: a token sees every token of its own and coarser scales
-        d_1L1 = torch.cat([torch.full((pn * pn,), i) for i, pn in enumerate(self.patch_nums)]).view(1, self.L, 1)
+        # block-causal mask for teacher forcing: a token sees every token of its own and coarser scales.
+        # Built on the CPU even under a meta-device context: the buffers are a function of the scale list
+        # (and meta-device cat/where would import torch's compiler stack at start-up).
+        d_1L1 = torch.tensor([i for i, pn in enumerate(self.patch_nums) for _ in range(pn * pn)],
+                             device="cpu").view(1, self.L, 1)
         dT_11L = d_1L1.transpose(1, 2)
         self.register_buffer("lvl_1L", dT_11L[:, 0].contiguous())
         self.register_buffer("attn_bias_for_masking",

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import check_scales, embedding
+
 
 @dataclass
 class VQVAEConfig:
@@ -38,6 +40,20 @@ class VQVAEConfig:
     @property
     def downsample(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
+
+    def __post_init__(self) -> None:
+        # bounded like VARConfig: these values come from downloaded files
+        self.ch_mult, self.v_patch_nums = tuple(self.ch_mult), tuple(self.v_patch_nums)
+        check_scales(self.v_patch_nums, "v_patch_nums")
+        for name, lo, hi in (("vocab_size", 2, 1 << 20), ("z_channels", 1, 4096), ("ch", 1, 4096),
+                             ("num_res_blocks", 1, 64), ("quant_conv_ks", 1, 15), ("share_quant_resi", 2, 64)):
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise ValueError(f"VQVAEConfig.{name} must be in {lo}..{hi}, got {v}")
+        if not 1 <= len(self.ch_mult) <= 8 or not all(1 <= m <= 64 for m in self.ch_mult):
+            raise ValueError(f"VQVAEConfig.ch_mult {list(self.ch_mult)} out of range")
+        if self.quant_conv_ks % 2 == 0 or not 0 <= self.dropout < 1 or not 0 <= self.quant_resi <= 1:
+            raise ValueError("VQVAEConfig.quant_conv_ks must be odd, dropout in [0, 1), quant_resi in [0, 1]")
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -225,7 +241,7 @@ class VectorQuantizer(nn.Module):
             [Phi(cfg.z_channels, cfg.quant_resi) for _ in range(cfg.share_quant_resi)]))
         # per-scale EMA of code hits; written during training, kept for checkpoint compatibility
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.v_patch_nums), self.vocab_size))
-        self.embedding = nn.Embedding(self.vocab_size, self.Cvae)
+        self.embedding = embedding(self.vocab_size, self.Cvae)
 
     # -- helpers -------------------------------------------------------------------------------
     def phi_index(self, si: int, SN: int | None = None) -> int:
