@@ -60,48 +60,56 @@ def remove(editor: Any, image: Any, mask: Any = None, *, box: Sequence[float] | 
     return res
 
 
-def _box(value: str | None) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    parts = [p.strip() for p in value.split(",")]
-    try:
-        vals = tuple(float(p) if ("." in p or "e" in p.lower()) else int(p) for p in parts)
-    except ValueError:
-        raise click.BadParameter(f"box must be x0,y0,x1,y1 numbers, got {value!r}", param_hint="--box") from None
-    if len(vals) != 4:
-        raise click.BadParameter(f"box needs 4 numbers x0,y0,x1,y1, got {len(vals)}", param_hint="--box")
-    return vals
-
-
 def _command() -> click.Command:
-    from varedit.commands.edit import common_options, make_editor, run_batch
+    """The command, built from the CLI's own pieces (``varedit.commands``): every argument is checked
+    before the model loads, outputs are named, written and reported as ``varedit inpaint`` does."""
+    from varedit.commands.common import (GroupedCommand, backend_options, check_class, model_options, opt,
+                                         pop_sampling, sampling_options)
+    from varedit.commands.edit import LABEL_KEYWORDS, edit_command, editing_options, output_options, parse_box
+    from varedit.tasks import check_candidates
 
-    @click.command("remove")
-    @common_options
-    @click.option("--mask", type=click.Path(), default=None,
-                  help="Mask file for all inputs, or a folder of masks paired by file stem (white = remove).")
-    @click.option("--box", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
-    @click.option("--invert", is_flag=True, help="Invert the mask (black = remove).")
-    @click.option("--grow", type=click.FloatRange(min=0), default=REMOVE_GROW, show_default=True,
-                  help="Grow the region by this many pixels first (takes the object's rim along).")
-    @click.option("--class", "-c", "class_", default=REMOVE_LABEL, show_default=True,
-                  help="Class that guides the fill: none = unconditional, auto = inferred from the "
-                       "surroundings, or a class index or name.")
+    @click.command("remove", cls=GroupedCommand)
+    @opt("--mask", group="Input", type=click.Path(), default=None,
+         help="Mask file for all inputs, or a folder of masks paired by file stem (white = remove).")
+    @opt("--box", group="Input", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
+    @opt("--invert", group="Input", is_flag=True, help="Invert the mask (black = remove).")
+    @opt("--grow", group="Task", type=click.FloatRange(min=0, max=1024), default=REMOVE_GROW, show_default=True,
+         help="Grow the region by this many pixels first (takes the object's soft rim along).")
+    @opt("--class", "-c", "class_", group="Task", default=REMOVE_LABEL, show_default=True,
+         help="Class that guides the fill: none = unconditional, auto = inferred from the surroundings, "
+              "or a class index or name.")
+    @click.argument("images", nargs=-1, required=True, type=click.Path())
+    @output_options
+    @editing_options
+    @sampling_options
+    @model_options
+    @backend_options
     def remove_command(**kw: Any) -> None:
         """Remove objects: fill the masked region (grown a little) from its surroundings."""
-        if kw["mask"] is not None and kw["box"] is not None:
+        sampling = pop_sampling(kw)
+        box, n = parse_box(kw["box"]), kw["n"]
+        if box is not None and kw["mask"] is not None:
             raise click.UsageError("give --mask or --box, not both")
-        box = _box(kw.pop("box"))
-        editor = make_editor(kw.pop("backend"), kw.pop("onnx_dir"), kw.pop("model"), kw.pop("vae_path"),
-                             kw.pop("weights_dir"), kw.pop("num_heads"), kw.pop("device"), kw.pop("threads"))
-        editor.check_label(kw["class_"])  # an unknown class fails once, before the batch
-        sampling = {k: kw.pop(k) for k in ("cfg", "top_k", "top_p", "more_smooth", "guidance")}
-        run_batch("remove", kw["images"], kw["out"], kw["n"], kw["skip_existing"], kw["mask"],
-                  lambda ed, img, m: remove(ed, str(img), m, box=box, invert=kw["invert"], grow=kw["grow"],
-                                            label=kw["class_"], n=kw["n"], rank=not kw["no_rank"], mode=kw["mode"],
-                                            strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"],
-                                            feather=kw["feather"], harmonize=kw["harmonize"], seed=kw["seed"],
-                                            **sampling), editor)
+
+        def check(src: Any, header: Any) -> tuple[int, int]:
+            if box is not None:
+                from varedit.processing import box_pixels
+                box_pixels(header.size, box)
+            elif kw["mask"] is None and not header.has_alpha:
+                raise ValueError("nothing to remove: give --mask, --box, or an image with transparent pixels")
+            check_candidates(n, header.size)
+            return header.size
+
+        def setup(info: Any) -> None:
+            check_class(kw["class_"], info, LABEL_KEYWORDS)  # an unknown class fails before the model loads
+
+        def call(ed: Any, loaded: Any, mask: Any, bar: Any) -> Any:
+            return remove(ed, loaded, None if mask is None else str(mask), box=box, invert=kw["invert"],
+                          grow=kw["grow"], label=kw["class_"], n=n, rank=not kw["no_rank"], mode=kw["mode"],
+                          strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"], feather=kw["feather"],
+                          harmonize=kw["harmonize"], seed=kw["seed"], output_type="np", callback=bar, **sampling)
+
+        edit_command("remove", kw, n, check, call, kw["mask"], setup)
 
     return remove_command
 
