@@ -9,9 +9,10 @@ object's pixels left closer to the object than to the background without growing
 4 px is worse again), and the fill is unconditional by default: guided by the class inferred from
 the surroundings (inpaint's ``auto``), about twice as many of the object's pixels are drawn back.
 
-Only the public Python API is used: :mod:`varedit.processing` for masks and
-:meth:`varedit.tasks.Editor.inpaint` for the fill. This module imports nothing heavy at import time
-(``varedit --help`` imports it).
+The task uses only the public Python API: :mod:`varedit.processing` for masks and
+:meth:`varedit.tasks.Editor.inpaint` for the fill; the command is built from the CLI's own pieces
+(:mod:`varedit.commands`). Importing this module and registering it imports nothing beyond click and
+those CLI modules (``varedit --help`` does both).
 """
 from __future__ import annotations
 
@@ -66,7 +67,6 @@ def _command() -> click.Command:
     from varedit.commands.common import (GroupedCommand, backend_options, check_class, model_options, opt,
                                          pop_sampling, sampling_options)
     from varedit.commands.edit import LABEL_KEYWORDS, edit_command, editing_options, output_options, parse_box
-    from varedit.tasks import check_candidates
 
     @click.command("remove", cls=GroupedCommand)
     @opt("--mask", group="Input", type=click.Path(), default=None,
@@ -92,6 +92,7 @@ def _command() -> click.Command:
             raise click.UsageError("give --mask or --box, not both")
 
         def check(src: Any, header: Any) -> tuple[int, int]:
+            from varedit.tasks import check_candidates
             if box is not None:
                 from varedit.processing import box_pixels
                 box_pixels(header.size, box)
