@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
     torch.set_num_threads(args.threads)
+    from varedit_plugins.remove import remove
+
     from varedit import VarEditPipeline
     from varedit import processing as P
-    from varedit_plugins.remove import remove
     pipe = VarEditPipeline.from_pretrained(args.model, device="cpu")
     ed = pipe.editor
     S = pipe.image_size

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from varedit.data.synthetic import render
 from varedit_plugins import comfyui
 from varedit_plugins.comfyui import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from varedit_plugins.comfyui.loader import MODEL_CACHE, ModelCache, VarEditModel, load_model, model_key
 from varedit_plugins.comfyui.nodes import MODEL_TYPE, progress_callback
+
+from varedit.data.synthetic import render
 
 S = 128
 WORKFLOW = Path(comfyui.__file__).parent / "workflows" / "varedit_api.json"
@@ -207,7 +207,7 @@ def test_loader_errors(tmp_path):
 
 # ---- the other nodes -----------------------------------------------------------------------------------
 def test_outpaint_extends_and_keeps_the_original(demo, images):
-    image, cands, mask, info = run("VarEditOutpaint", model=demo, image=images, left=0, right=32, top=0, bottom=16,
+    image, _cands, mask, info = run("VarEditOutpaint", model=demo, image=images, left=0, right=32, top=0, bottom=16,
                                    fill="blur", label="auto", **SAMPLING, **EDITING)
     assert image.shape == (2, S + 16, S + 32, 3) and mask.shape == (2, S + 16, S + 32)
     assert mask[:, :S, :S].eq(0).all() and mask[:, S:, :].eq(1).all() and mask[:, :, S:].eq(1).all()

@@ -91,7 +91,7 @@ class PluginAPI:
         self._commands: dict[str, Any] = {}
         self._tasks: dict[str, Task] = {}
 
-    def add_command(self, command: "click.Command", name: str | None = None) -> None:
+    def add_command(self, command: click.Command, name: str | None = None) -> None:
         """Add a click command (or group) as ``varedit NAME`` (default: the command's own name).
         A name a built-in command or another plugin already has is an error."""
         import click
@@ -259,7 +259,7 @@ def load_plugins(*, group: str = GROUP, reserved_commands: Iterable[str] = (),
             api = PluginAPI(ep.name, reserved_commands=reserved, plugins=found)
             register(api)
             api._commit()
-        except Exception as e:  # a plugin must never take the host down
+        except Exception as e:  # noqa: BLE001 (a plugin must never take the host down)
             fail = PluginFailure(ep.name, _source(ep), _one_line(e))
             found.failures.append(fail)
             log.warning("plugin %r (%s) failed to load: %s", fail.plugin, fail.source, fail.error)
@@ -286,23 +286,23 @@ class PluginCommandsMixin:
 
     _META_KEY = "varedit.plugins"
 
-    def _plugins(self, ctx: "click.Context") -> Plugins:
+    def _plugins(self, ctx: click.Context) -> Plugins:
         meta = ctx.meta
         if self._META_KEY not in meta:
             builtin = super().list_commands(ctx)  # type: ignore[misc]
             meta[self._META_KEY] = load_plugins(reserved_commands=builtin)
         return meta[self._META_KEY]
 
-    def get_command(self, ctx: "click.Context", cmd_name: str) -> "click.Command | None":
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         cmd = super().get_command(ctx, cmd_name)  # type: ignore[misc]
         if cmd is not None:
             return cmd
         return self._plugins(ctx).commands.get(cmd_name)
 
-    def list_commands(self, ctx: "click.Context") -> list[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._plugins(ctx).commands))  # type: ignore[misc]
 
-    def format_commands(self, ctx: "click.Context", formatter: "click.HelpFormatter") -> None:
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         builtin = set(super().list_commands(ctx))  # type: ignore[misc]
         plugins = self._plugins(ctx)
         limit = formatter.width - 6 - max((len(n) for n in [*builtin, *plugins.commands]), default=0)
@@ -318,5 +318,5 @@ class PluginCommandsMixin:
                     formatter.write_dl(rows)
 
 
-__all__ = ["GROUP", "API_VERSION", "Task", "PluginFailure", "Plugins", "PluginAPI", "load_plugins", "get_task",
-           "PluginCommandsMixin"]
+__all__ = ["API_VERSION", "GROUP", "PluginAPI", "PluginCommandsMixin", "PluginFailure", "Plugins", "Task", "get_task",
+           "load_plugins"]
