@@ -238,3 +238,34 @@ def test_remove_command(tmp_path):
     res = runner.invoke(main, ["remove", str(tmp_path / "in.png"), "--box", "1,1,5,5", "--class", "zebra",
                                "-o", str(tmp_path / "x.png")])
     assert res.exit_code == 1 and res.output.strip().splitlines()[-1].startswith("Error") and "zebra" in res.output
+
+
+# ---- discovery: the fast scan against importlib.metadata ----------------------------------------------------
+def test_fast_scan_finds_what_importlib_metadata_finds(plugin_path):
+    from importlib.metadata import distributions
+
+    from varedit.extensions import _scan
+    groups = {ep.group for d in distributions() for ep in d.entry_points} | {GROUP}
+    assert len(groups) > 3
+    for g in sorted(groups):
+        fast = _scan(g)
+        assert fast is not None
+        assert [(e.name, e.value) for e in fast] == [(e.name, e.value) for e in entry_points(group=g)], g
+    good = next(e for e in _scan(GROUP) if e.name == "good")
+    assert good.load().__name__ == "register" and good.dist.name == "fakeplug"
+
+
+def test_zip_on_sys_path_falls_back_to_importlib_metadata(tmp_path, monkeypatch):
+    import zipfile
+
+    from varedit.extensions import _entry_points, _scan
+    z = tmp_path / "zipped.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("zipplug-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: zipplug\nVersion: 0.1\n")
+        zf.writestr("zipplug-0.1.dist-info/entry_points.txt", f"[{GROUP}]\nzipped = zipplug_mod:register\n")
+        zf.writestr("zipplug_mod.py", GOOD.replace('"hello"', '"zipped-hello"'))
+    monkeypatch.syspath_prepend(str(z))
+    assert _scan(GROUP) is None                       # the fast path cannot read zips
+    found = load_plugins(entry_points=_entry_points(GROUP), reserved_commands=BUILTIN)
+    assert "zipped" in found.loaded and "zipped-hello" in found.commands and "remove" in found.loaded
+    sys.modules.pop("zipplug_mod", None)
