@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -325,9 +326,12 @@ def test_model_cache_is_keyed_bounded_and_reused(tmp_path, official_files):
     cache = ModelCache(max_entries=2)
     m1 = load_model(str(f), device="cpu", cache=cache)
     assert load_model(str(f), device="cpu", cache=cache) is m1
+    loader = NODE_CLASS_MAPPINGS["VarEditModelLoader"]
+    before = loader.IS_CHANGED(model=str(f), backend="torch", device="cpu")
+    assert before == loader.IS_CHANGED(model=str(f), backend="torch", device="cpu")
     st = f.stat()
-    import os
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert loader.IS_CHANGED(model=str(f), backend="torch", device="cpu") != before  # ComfyUI reloads
     m2 = load_model(str(f), device="cpu", cache=cache)
     assert m2 is not m1 and m2.name == "var_tiny"
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from . import convert
-from .loader import BACKENDS, DEVICES, VarEditModel, load_model
+from .loader import BACKENDS, DEVICES, VarEditModel, load_model, model_key
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,21 @@ class ModelLoader(VarEditNode):
                 weights_dir: str = "", threads: int = 0) -> tuple[Any, ...]:
         return (load_model(model, backend=backend, vae=vae or "", weights_dir=weights_dir or "", device=device,
                            threads=int(threads or 0)),)
+
+    @classmethod
+    def fingerprint(cls, model: str = "demo", backend: str = "torch", device: str = "auto", vae: str = "",
+                    weights_dir: str = "", threads: int = 0) -> str:
+        """What identifies the loaded weights (the cache key: a file by path, size and mtime), so ComfyUI
+        runs the loader again when a model file is replaced under the same name."""
+        try:
+            return repr(model_key(backend, (model or "").strip(), (vae or "").strip(), (weights_dir or "").strip(),
+                                  device, int(threads or 0)))
+        except OSError as e:  # an unreadable path: let the run report it
+            return f"unreadable: {e}"
+
+    @classmethod
+    def IS_CHANGED(cls, **kw: Any) -> str:  # noqa: N802 (ComfyUI's name)
+        return cls.fingerprint(**kw)
 
 
 _EDIT_OUTPUTS = (

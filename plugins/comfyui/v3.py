@@ -54,9 +54,11 @@ def schema_node(io: Any, node: type[VarEditNode], model_type: Any) -> type:
     def execute(cls: type, **kw: Any) -> Any:
         return io.NodeOutput(*node.compute(**kw))
 
-    return type(node.__name__, (io.ComfyNode,), {
-        "__module__": __name__, "__doc__": node.DESCRIPTION,
-        "define_schema": classmethod(define_schema), "execute": classmethod(execute)})
+    attrs: dict[str, Any] = {"__module__": __name__, "__doc__": node.DESCRIPTION,
+                             "define_schema": classmethod(define_schema), "execute": classmethod(execute)}
+    if hasattr(node, "fingerprint"):  # the schema API's name for IS_CHANGED
+        attrs["fingerprint_inputs"] = classmethod(lambda cls, **kw: node.fingerprint(**kw))
+    return type(node.__name__, (io.ComfyNode,), attrs)
 
 
 def schema_nodes(io: Any) -> list[type]:
