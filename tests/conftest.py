@@ -12,12 +12,22 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("VAREDIT_GOLDEN_DIR", REPO.parent / "shared" / "golden" / "official_var_a"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow")
+
+
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for it in items:
             if "gpu" in it.keywords:
                 it.add_marker(skip)
+    # slow tests (load tests, long measurements) run when asked: --run-slow, or -m selecting them
+    if not config.getoption("--run-slow") and "slow" not in (config.getoption("-m") or ""):
+        skip_slow = pytest.mark.skip(reason="slow: run with --run-slow (or -m slow)")
+        for it in items:
+            if "slow" in it.keywords:
+                it.add_marker(skip_slow)
 
 
 @pytest.fixture(scope="session")

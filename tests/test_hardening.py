@@ -145,7 +145,7 @@ def test_fifo_is_an_error_not_a_hang(runner, files):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["outpaint", "{img}", "--right", "100000"], "model windows"),
+    (["outpaint", "{img}", "--right", "100000", "--strategy", "original"], "model windows"),
     (["outpaint", "{img}", "--right", "1e9"], "whole pixels"),
     (["outpaint", "{img}", "--right", "3.5"], "whole pixels"),
     (["outpaint", "{img}", "--bottom", "1000000", "--max-windows", "100000000"], "MP"),

@@ -211,8 +211,9 @@ def editing_options(f: Any) -> Any:
             show_default=True,
             help="default: prefill, coverage keep maps, open loop, harmonize, paste-back; official: the "
                  "notebook method."),
-        opt("--strategy", group="Editing", type=click.Choice(["auto", "crop", "resize", "original"]), default=None,
-            help="Size strategy (default per task: inpaint/edit crop, outpaint auto)."),
+        opt("--strategy", group="Editing", type=click.Choice(["auto", "crop", "resize", "original"]),
+            default=None, help="Size strategy: crop (a square around the mask, resized to the model), resize "
+                               "(the whole image), original (native-size tiles in order); auto = crop."),
         opt("--keep-scales", group="Editing", type=click.IntRange(min=0), default=0, show_default=True,
             help="Keep the input's first k scales inside the hole (structure kept, detail regenerated)."),
         opt("--feather", group="Editing", type=click.FloatRange(min=0, max=1e4), default=None,
