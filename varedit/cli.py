@@ -16,11 +16,12 @@ from typing import Any
 import click
 
 from . import __version__
+from .extensions import PluginCommandsMixin
 
 log = logging.getLogger("varedit")
 
 
-class VareditGroup(click.Group):
+class VareditGroup(PluginCommandsMixin, click.Group):
     """Turns expected failures (bad input, missing weights) into one-line errors with exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
