@@ -245,9 +245,13 @@ def label_option(f: Any) -> Any:
                     "none = unconditional.")(f)
 
 
+# varedit.processing.FILL_METHODS, written out: importing processing (OpenCV) would slow `varedit --help`
+# (a test checks that the two agree)
+PREFILL_CHOICES = ("ns", "telea", "edge", "mean", "gray", "blur", "pushpull")
+
+
 def prefill_option(f: Any) -> Any:
-    from ..processing import FILL_METHODS
-    return opt("--prefill", group="Editing", type=click.Choice(list(FILL_METHODS)), default=None,
+    return opt("--prefill", group="Editing", type=click.Choice(list(PREFILL_CHOICES)), default=None,
                help="How the hole is filled from known pixels before tokenising (default per task: inpaint/edit "
                     "ns = OpenCV Navier-Stokes, outpaint pushpull).")(f)
 
@@ -300,7 +304,6 @@ def _class_check(spec: str, keywords: tuple[str, ...], then: Callable[[Any], Non
 
 
 def register(main: click.Group) -> None:
-    from ..tasks import check_candidates, plan_windows, upscaled_size
 
     @main.command(cls=GroupedCommand)
     @opt("--mask", group="Input", type=click.Path(), default=None,
@@ -318,6 +321,7 @@ def register(main: click.Group) -> None:
             raise click.UsageError("give --mask or --box, not both")
 
         def check(src: Path, header: Any) -> tuple[int, int]:
+            from ..tasks import check_candidates
             if box is not None:
                 from ..processing import box_pixels
                 box_pixels(header.size, box)
@@ -357,6 +361,7 @@ def register(main: click.Group) -> None:
 
         def check(src: Path, header: Any) -> tuple[int, int]:
             from ..processing import extended_size
+            from ..tasks import check_candidates, plan_windows
             size = extended_size(header.size, **amounts)
             check_candidates(n, size)
             S = kw["model_info"].image_size
@@ -392,6 +397,7 @@ def register(main: click.Group) -> None:
 
         def check(src: Path, header: Any) -> tuple[int, int]:
             from ..processing import box_pixels
+            from ..tasks import check_candidates
             box_pixels(header.size, box)
             check_candidates(n, header.size)
             return header.size
@@ -421,6 +427,7 @@ def register(main: click.Group) -> None:
         s = pop_sampling(kw)
 
         def check(src: Path, header: Any) -> tuple[int, int]:
+            from ..tasks import plan_windows, upscaled_size
             size = upscaled_size(header.size, kw["scale"])
             S = kw["model_info"].image_size
             if S:
