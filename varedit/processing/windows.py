@@ -193,6 +193,36 @@ def _resize(arr: np.ndarray, size: int, src_side: int) -> np.ndarray:
     return out
 
 
+def _huge_square(window: Window) -> bool:
+    """A window much larger than the model canvas whose square is mostly padding (a long, thin image):
+    the padded square would not fit in memory (a 100128 x 96 outpaint canvas is a 100128-px square), so it
+    is resized axis by axis instead (:func:`_pad_and_shrink`, :func:`_grow_and_crop`)."""
+    x0, y0, x1, y1 = window.clip_box
+    return window.side > window.model_size and window.side ** 2 > 4 * max(1, (x1 - x0) * (y1 - y0))
+
+
+def _pad_and_shrink(region: np.ndarray, window: Window) -> np.ndarray:
+    """Edge-replicate ``region`` to the window's square and area-resize it to the canvas, one axis at a
+    time (area resizing is separable), so nothing larger than side x max(region side, canvas) exists."""
+    left, top, right, bottom = window.pad
+    s = window.model_size
+    x = cv2.copyMakeBorder(region, 0, 0, left, right, cv2.BORDER_REPLICATE)
+    x = cv2.resize(x, (s, x.shape[0]), interpolation=cv2.INTER_AREA)
+    x = cv2.copyMakeBorder(x, top, bottom, 0, 0, cv2.BORDER_REPLICATE)
+    out = cv2.resize(x, (s, s), interpolation=cv2.INTER_AREA)
+    return out[:, :, None] if out.ndim == 2 and region.ndim == 3 else out
+
+
+def _grow_and_crop(canvas: np.ndarray, window: Window) -> np.ndarray:
+    """The in-image part of ``canvas`` resized (bicubic) to the window's square, one axis at a time and
+    cropping after each, so the square itself is never allocated."""
+    left, top, _, _ = window.pad
+    cx0, cy0, cx1, cy1 = window.clip_box
+    side, s = window.side, window.model_size
+    y = cv2.resize(canvas, (s, side), interpolation=cv2.INTER_CUBIC)[top:top + (cy1 - cy0)]
+    return cv2.resize(y, (side, y.shape[0]), interpolation=cv2.INTER_CUBIC)[:, left:left + (cx1 - cx0)]
+
+
 def extract(
     window: Window, rgb01: np.ndarray, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -211,20 +241,25 @@ def extract(
         raise ValueError(f"image shape {rgb01.shape[:2]} does not match window image {(h, w)}")
     ys, xs = window.slices
     left, top, right, bottom = window.pad
+    s, side = window.model_size, window.side
     region = np.ascontiguousarray(rgb01[ys, xs], dtype=np.float32)
-    if any(window.pad):
-        region = cv2.copyMakeBorder(region, top, bottom, left, right, cv2.BORDER_REPLICATE)
-    canvas = _resize(region, window.model_size, window.side)
+    if _huge_square(window):
+        canvas = _pad_and_shrink(region, window)
+    else:
+        if any(window.pad):
+            region = cv2.copyMakeBorder(region, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        canvas = _resize(region, window.model_size, window.side)
     canvas = np.clip(canvas, 0.0, 1.0).astype(np.float32, copy=False)
     canvas = np.ascontiguousarray(canvas)
 
     cmask = None
     if mask is not None:
         m = _check_mask(mask, (h, w)).astype(np.uint8)[ys, xs]
-        if any(window.pad):
+        if any(window.pad) and not _huge_square(window):
             m = cv2.copyMakeBorder(m, top, bottom, left, right, cv2.BORDER_REPLICATE)
-        s, side = window.model_size, window.side
-        if s == side:
+        if _huge_square(window):
+            cmask = _pad_and_shrink(m.astype(np.float32), window) > 0
+        elif s == side:
             cmask = m > 0
         elif s < side:
             cmask = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA) > 0
@@ -278,17 +313,19 @@ def place(
         raise ValueError(f"canvas shape {canvas_rgb.shape} does not match model_size {s}")
     side = window.side
     canvas = np.asarray(canvas_rgb, dtype=np.float32)
-    full = (
-        canvas
-        if side == s
-        else cv2.resize(
-            canvas, (side, side), interpolation=cv2.INTER_AREA if side < s else cv2.INTER_CUBIC
-        )
-    )
     left, top, _, _ = window.pad
     cx0, cy0, cx1, cy1 = window.clip_box
-    ox, oy = left, top
-    region = full[oy : oy + (cy1 - cy0), ox : ox + (cx1 - cx0)]
+    if _huge_square(window):
+        region = _grow_and_crop(canvas, window)
+    else:
+        full = (
+            canvas
+            if side == s
+            else cv2.resize(
+                canvas, (side, side), interpolation=cv2.INTER_AREA if side < s else cv2.INTER_CUBIC
+            )
+        )
+        region = full[top : top + (cy1 - cy0), left : left + (cx1 - cx0)]
     region = np.clip(region, 0.0, 1.0).astype(np.float32)
     if taper is None:
         taper = window.kind == "tile"
