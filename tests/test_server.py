@@ -545,6 +545,36 @@ def test_worker_queue_bound():
     assert err.retry_after >= 1
 
 
+def test_worker_idle_job_never_counts_as_waiting():
+    """Jobs submitted back to back, before the worker thread had a chance to wake up: the first is the
+    worker's at once (running, not waiting), so a queue of 1 still takes the second and refuses only the
+    third. (The worker once queued the first until its thread woke, and on a loaded machine refused the
+    second, or counted it against the limit.)"""
+    async def scenario():
+        gate = threading.Event()
+        w = Worker(None, queue_size=1)
+        try:
+            a = w.submit("x", lambda ed, p: gate.wait(5))
+            after_a = w.stats()
+            b = w.submit("x", lambda ed, p: 2)
+            after_b = w.stats()
+            with pytest.raises(QueueFull):
+                w.submit("x", lambda ed, p: 3)
+            assert w.position(a) == 0 and w.position(b) == 1
+            gate.set()
+            evs = [await a.events.get() for _ in range(2)] + [await b.events.get() for _ in range(2)]
+            return after_a, after_b, evs, w.stats()
+        finally:
+            gate.set()
+            w.close()
+
+    after_a, after_b, evs, st = asyncio.run(scenario())
+    assert (after_a["running"], after_a["waiting"]) == (True, 0)
+    assert (after_b["running"], after_b["waiting"]) == (True, 1)
+    assert [e.kind for e in evs] == ["start", "done", "start", "done"] and evs[3].result == 2
+    assert st["peak_waiting"] == 1 and st["rejected"] == 1 and st["completed"] == 2
+
+
 # ---- access control -------------------------------------------------------------------------------------
 def test_token_required_when_set(editor):
     token = "s3cret-token-for-tests"

@@ -104,14 +104,17 @@ class Worker:
         with self._cond:
             if self._closed:
                 raise QueueFull(len(self._waiting), 5)
-            # the queue holds the waiting jobs; an idle worker takes the next one at once, so a job
-            # submitted while nothing runs never counts against the limit
-            busy = self._running is not None or bool(self._waiting)
-            if busy and len(self._waiting) >= self.queue_size:
-                self.rejected += 1
-                raise QueueFull(len(self._waiting), self.retry_after())
-            self._waiting.append(job)
-            self.peak_waiting = max(self.peak_waiting, len(self._waiting) - (0 if busy else 1))
+            if self._running is None:
+                # idle: the job is the worker's at once, under this lock, so it never counts as waiting
+                # (were it queued until the worker thread wakes up, a second request arriving before that
+                # thread gets the CPU would see it as waiting and be counted, or refused, against the limit)
+                self._running = job
+            else:
+                if len(self._waiting) >= self.queue_size:
+                    self.rejected += 1
+                    raise QueueFull(len(self._waiting), self.retry_after())
+                self._waiting.append(job)
+                self.peak_waiting = max(self.peak_waiting, len(self._waiting))
             self._cond.notify()
         return job
 
@@ -162,19 +165,21 @@ class Worker:
 
     # -- the worker thread -----------------------------------------------------------------------------
     def _loop(self) -> None:
+        # ``_running`` is the job this thread owns: set by ``submit`` when idle, or here, under the lock,
+        # from the head of the queue the moment the previous job ends, so ``_waiting`` is never non-empty
+        # while ``_running`` is None and the queue's count never includes a job that is about to run.
         while True:
             with self._cond:
-                while not self._waiting and not self._closed:
+                while self._running is None and not self._closed:
                     self._cond.wait()
-                if not self._waiting:
-                    return
-                job = self._waiting.popleft()
-                self._running = job
+                job = self._running
+            if job is None:  # closed, and nothing left
+                return
             try:
                 self._run(job)
             finally:
                 with self._cond:
-                    self._running = None
+                    self._running = self._waiting.popleft() if self._waiting else None
 
     def _run(self, job: Job) -> None:
         if job.cancel.is_set():
