@@ -51,7 +51,11 @@ class VarEditPipeline:
     """A VAR transformer and its VQVAE on one device, with class names and default settings."""
 
     def __init__(self, var: VAR, vae: VQVAE, *, device: str | torch.device = "cpu", name: str = "custom",
-                 class_names: Sequence[Sequence[str]] | None = None, defaults: SamplingOptions | None = None):
+                 class_names: Sequence[Sequence[str]] | None = None, defaults: SamplingOptions | None = None,
+                 impl: str = "fast"):
+        """``impl``: the sampler's ``fast`` path (default) or its ``eager`` reference, which follows the
+        official code's structure (:func:`varedit.editing.sampler.masked_sample`); both choose the same
+        tokens."""
         self.device = torch.device(device)
         self.var = var.to(self.device).eval()
         self.vae = vae.to(self.device).eval()
@@ -63,7 +67,7 @@ class VarEditPipeline:
         self.defaults = defaults or SamplingOptions()
         if self.device.type == "cuda":
             var.use_fused_attention(True)
-        self.editor = Editor(TorchBackend(self.var, self.vae, self.device), class_names=self.class_names,
+        self.editor = Editor(TorchBackend(self.var, self.vae, self.device, impl=impl), class_names=self.class_names,
                              defaults=self.defaults, model_name=name)
 
     # -- construction ------------------------------------------------------------------------------

@@ -15,21 +15,24 @@ from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..options import SamplingOptions
 from .plan import CanvasPlan
-from .sampler import Known, ScaleCallback, ScaleState, class_log_likelihood, masked_sample, new_generator
+from .sampler import IMPLS, Known, ScaleCallback, ScaleState, class_log_likelihood, masked_sample, new_generator
 
 SAMPLERS = ("torch", "portable")
 
 
 class TorchBackend:
     """``sampler='torch'``: torch.multinomial from a torch.Generator (the official random stream);
-    ``sampler='portable'``: inverse-CDF sampling from numpy PCG64 uniforms, identical to the ONNX runtime."""
+    ``sampler='portable'``: inverse-CDF sampling from numpy PCG64 uniforms, identical to the ONNX runtime.
+    ``impl``: the sampler's ``fast`` path (default) or the ``eager`` reference (:func:`masked_sample`)."""
 
     name = "torch"
 
-    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch"):
+    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch", impl: str = "fast"):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
-        self.var, self.vae, self.device, self.sampler = var, vae, device, sampler
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        self.var, self.vae, self.device, self.sampler, self.impl = var, vae, device, sampler, impl
 
     @property
     def image_size(self) -> int:
@@ -121,6 +124,6 @@ class TorchBackend:
         label_B = torch.tensor(list(labels), device=self.device, dtype=torch.long)
         o = opts.as_dict()
         r = masked_sample(self.var, self.vae, label_B, known=known, generator=stream if uniforms is None else None,
-                          uniforms=uniforms, callback=cb, **o)
+                          uniforms=uniforms, callback=cb, impl=self.impl, **o)
         out = r.img_B3HW.float().permute(0, 2, 3, 1).cpu().numpy()
         return out, r.logprob_B.cpu().numpy()
