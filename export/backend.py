@@ -8,6 +8,7 @@ backends give the same tokens for the same seed.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -63,8 +64,8 @@ class OnnxBackend:
         return self.model.class_log_likelihood(f, keep)
 
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
-            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False
-            ) -> tuple[np.ndarray, np.ndarray]:
+            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False,
+            timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         if opts.more_smooth:
             raise OnnxRuntimeError("Gumbel smoothing (--smooth) is not in the ONNX graph: drop it, or use the "
                                    "torch backend")
@@ -75,11 +76,13 @@ class OnnxBackend:
         keep = [np.concatenate([p.keep_maps[s] for p in plans]) for s in range(SN)]
         u = [stream.random((B, pn * pn), dtype=np.float32) for pn in pns]
         kw: dict[str, Any] = dict(cfg=opts.cfg, guidance=opts.guidance, top_k=opts.top_k, top_p=opts.top_p)
+        t0 = t1 = time.perf_counter()
         if not any(k.any() for k in keep):
             out = self.model.sample(list(labels), uniforms=u, **kw)
         else:
             x = np.ascontiguousarray(np.stack([p.encode_rgb for p in plans]).transpose(0, 3, 1, 2)) * 2 - 1
             f, toks = self.model.tokenize(x.astype(np.float32))
+            t1 = time.perf_counter()
             if closed.pop():
                 h = pns[-1]
                 pool = []
@@ -90,7 +93,11 @@ class OnnxBackend:
                 out = self.model.sample(list(labels), keep, uniforms=u, f_known=f, pool_w=pool, **kw)
             else:
                 out = self.model.sample(list(labels), keep, known_tokens=toks, uniforms=u, **kw)
+        t2 = time.perf_counter()
         img = self.model.decode(out.f_hat).transpose(0, 2, 3, 1)
+        if timings is not None:  # onnxruntime's run returns when its outputs are ready: no sync needed
+            for k, v in (("tokenize_s", t1 - t0), ("sample_s", t2 - t1), ("decode_s", time.perf_counter() - t2)):
+                timings[k] = timings.get(k, 0.0) + v
         if callback is not None:  # the graph is unrolled: progress arrives when the run is done
             for s in range(SN):
                 callback(s, SN, None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -63,7 +64,8 @@ class Backend(Protocol):
     def stream(self, seed: int) -> Any: ...
 
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
-            callback: ProgressCallback | None = None, preview: bool = False) -> tuple[np.ndarray, np.ndarray]: ...
+            callback: ProgressCallback | None = None, preview: bool = False,
+            timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
     # optional: ``score_labels(plans) -> (B, num_classes)`` log-likelihood of the known cells per class
     # (and ``can_score_labels``, when that depends on the model); backends without it serve
@@ -88,6 +90,7 @@ class EditResult:
     settings: dict[str, Any]
     scores: list[float] = field(default_factory=list)   # mean log-likelihood of the regenerated tokens
     mask: np.ndarray | None = None                      # the regenerated region, image coordinates
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: label, tokenize, sample, decode, post
 
     @property
     def image(self) -> Any:
@@ -156,11 +159,14 @@ class Editor:
 
     def _regenerate(self, loaded: P.LoadedImage, mask: np.ndarray, label: int, *, strategy: str, mode: str,
                     n: int, seed: int, opts: SamplingOptions, keep_scales: int, grow_tokens: int, prefill: str,
-                    callback: ProgressCallback | None, preview: bool = False, harmonize: bool = True
-                    ) -> tuple[list[np.ndarray], np.ndarray]:
-        """n candidate RGB images (float [0,1], full size) regenerated inside ``mask``; and their scores."""
+                    callback: ProgressCallback | None, preview: bool = False, harmonize: bool = True,
+                    timings: dict[str, float] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+        """n candidate RGB images (float [0,1], full size) regenerated inside ``mask``; and their scores.
+        ``timings`` receives the backend's phase timings."""
         windows = self._windows(strategy, mask, loaded.size)
         progress = _Progress(callback, len(windows))
+        if timings is not None:
+            progress.timings = timings
         stream = self.backend.stream(seed)
         work = [loaded.rgb.copy() for _ in range(n)]
         plan_kw = dict(mode=mode, keep_first=keep_scales, grow_tokens=grow_tokens, prefill=prefill)
@@ -186,7 +192,7 @@ class Editor:
             canvases.append(canvas)
             plans.append(make_plan(canvas, canvas_mask, self.backend.patch_nums, self.backend.downsample, **plan_kw))
         out, lp = self.backend.run(plans, [label] * len(work), opts, stream, callback=progress.step(),
-                                   preview=preview)
+                                   preview=preview, timings=progress.timings)
         region = mask[win.slices]
         for c, w in enumerate(work):
             dec = P.harmonize(out[c], canvases[c], canvas_mask) if harmonize else out[c]
@@ -351,7 +357,9 @@ class Editor:
         opts = self.edit_defaults.replace(**sampling)
         seed = draw_seed(seed)
         feather = self.feather_px(loaded.size) if feather is None else check_number(feather, "feather", lo=0)
+        t0 = time.perf_counter()
         lab, label_info = self._resolve_label(label, loaded, m, strategy)
+        timings = {"label_s": time.perf_counter() - t0}
         # the official mode encodes the canvas as it is: no prefill (the sidecar must say what was done)
         used_prefill = None if mode == "official" else prefill
         settings = self._settings(task, seed=seed, label=lab, **label_info, strategy=strategy, mode=mode, n=n, rank=rank,
@@ -362,13 +370,16 @@ class Editor:
             log.warning("the mask is empty: nothing to regenerate, returning the input unchanged")
             outs = [P.to_output(loaded.rgb, loaded, as_numpy=output_type == "np",
                                 weight=np.zeros(m.shape, np.float32)) for _ in range(n)]
-            return EditResult(outs, seed, settings, [0.0] * n, m)
+            return EditResult(outs, seed, settings, [0.0] * n, m, timings)
         cands, scores = self._regenerate(loaded, m, lab, strategy=strategy, mode=mode, n=n, seed=seed, opts=opts,
+                                         timings=timings,
                                          keep_scales=keep_scales, grow_tokens=grow_tokens, prefill=prefill,
                                          callback=callback, preview=preview, harmonize=harmonize)
+        t1 = time.perf_counter()
         outs, sc = self._finish(loaded, cands, scores, m, rank=rank, feather=feather, paste_back=paste_back,
                                 output_type=output_type, edited_alpha=edited_alpha)
-        return EditResult(outs, seed, settings, sc, m)
+        timings["post_s"] = time.perf_counter() - t1
+        return EditResult(outs, seed, settings, sc, m, timings)
 
     def outpaint(self, image: Any, *, left: float = 0, right: float = 0, top: float = 0, bottom: float = 0,
                  fill: str = "blur", strategy: str = "auto", **kw: Any) -> EditResult:
@@ -421,7 +432,8 @@ class Editor:
                 canvas, cmask = P.extract(win, up, everything)
                 plans.append(make_plan(canvas, np.ones_like(cmask), self.backend.patch_nums, self.backend.downsample,
                                        mode="default", keep_first=k, grow_tokens=0))
-            out, _ = self.backend.run(plans, [lab] * len(plans), opts, stream, callback=progress.step())
+            out, _ = self.backend.run(plans, [lab] * len(plans), opts, stream, callback=progress.step(),
+                                      timings=progress.timings)
             canvases.extend(out)
         rgb, _ = P.merge_windows(windows, canvases, (H, W, 3))
         if back_project:
@@ -432,7 +444,7 @@ class Editor:
         settings = self._settings("upscale", seed=seed, scale=scale, keep_scales=k, label=lab,
                                   window_batch=self.window_batch,
                                   back_project=back_project, **opts.as_dict())
-        return EditResult([out_img], seed, settings, [], None)
+        return EditResult([out_img], seed, settings, [], None, progress.timings)
 
     def generate(self, class_: int | str | Sequence[int | str] | None = None, *, n: int = 1,
                  seed: int | None = None, batch_size: int = 8, output_type: str = "pil",
@@ -529,10 +541,11 @@ def _batches(n: int, size: int) -> int:
 
 class _Progress:
     """Maps each model pass's per-scale callback onto one running count over the whole job (windows or
-    batches of windows, times scales)."""
+    batches of windows, times scales), and collects the backend's phase timings."""
 
     def __init__(self, callback: ProgressCallback | None, passes: int):
         self.callback, self.passes, self.done = callback, max(1, passes), 0
+        self.timings: dict[str, float] = {}
 
     def step(self) -> Callable[[int, int, "np.ndarray | None"], None] | None:
         """The callback for the next pass."""

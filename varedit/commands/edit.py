@@ -9,8 +9,10 @@ fails while it runs and reports every failure at the end (exit status 1).  Outpu
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -136,8 +138,32 @@ class _ScaleBar:
             self.bar.close()
 
 
+class PhaseTimer:
+    """Wall-clock seconds per phase of one command (``varedit bench`` reads them through the file named by
+    ``$VAREDIT_TIMINGS``): validate, load, read, label, tokenize, sample, decode, post, write."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+        self.phases: dict[str, float] = {"start_time": self.t}
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.add(name, now - self.t)
+        self.t = now
+
+    def add(self, name: str, seconds: float) -> None:
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+    def write(self) -> None:
+        path = os.environ.get("VAREDIT_TIMINGS")
+        if path:
+            from ..io import save_json
+            save_json({**self.phases, "end_time": time.time()}, path)
+
+
 def run_jobs(task: str, jobs: list[Job], plan: Any, spec: ModelSpec, failures: list[str], total: int,
-             call: Callable[[Any, Any, Path | None, Callable[..., None]], Any], max_windows: int) -> None:
+             call: Callable[[Any, Any, Path | None, Callable[..., None]], Any], max_windows: int,
+             timer: PhaseTimer) -> None:
     from .. import __version__
     from .. import processing as P
     todo = [j for j in jobs if j.src not in plan.skip]
@@ -147,12 +173,17 @@ def run_jobs(task: str, jobs: list[Job], plan: Any, spec: ModelSpec, failures: l
     if todo:
         editor = spec.editor()
         editor.max_windows = max_windows
+        timer.lap("load_s")
         from tqdm import tqdm
         for job in tqdm(todo, desc=task, unit="img", disable=len(todo) < 2, file=sys.stderr):
             bar = _ScaleBar(job.src.name, enabled=len(todo) == 1 and sys.stderr.isatty())
             try:
                 loaded = P.load_image(job.src)
+                timer.lap("read_s")
                 res = call(editor, loaded, job.mask, bar)
+                for k, v in res.timings.items():
+                    timer.add(k, v)
+                timer.lap("edit_s")
                 targets = plan.paths(job.src)
                 for i, (t, raw) in enumerate(zip(targets, res.images)):
                     data = P.encode_image(raw, P.output_format(t), loaded.icc_profile)
@@ -161,12 +192,14 @@ def run_jobs(task: str, jobs: list[Job], plan: Any, spec: ModelSpec, failures: l
                             "output": str(t), "varedit_version": __version__}
                     write_result(data, t, side)
                     click.echo(str(t))
+                timer.lap("write_s")
             except (ValueError, OSError, RuntimeError, MemoryError) as e:
                 if total == 1:
                     raise
                 failures.append(f"{job.src}: {_one_line(e)}")
             finally:
                 bar.close()
+    timer.write()
     report_failures(failures, total)
 
 
@@ -175,6 +208,7 @@ def edit_command(task: str, kw: dict[str, Any], n: int, check: Callable[[Path, A
                  ) -> None:
     """The shape of every editing command: model facts (torch-free), every argument checked, outputs
     planned, then the model loaded and the jobs run.  ``kw["model_info"]`` holds the facts for ``check``."""
+    timer = PhaseTimer()
     spec = ModelSpec.pop(kw)
     info = kw["model_info"] = spec.info()
     if setup is not None:
@@ -185,7 +219,8 @@ def edit_command(task: str, kw: dict[str, Any], n: int, check: Callable[[Path, A
     if not jobs:
         report_failures(failures, len(inputs))
     plan = plan_outputs(kw["out"], jobs, n, inputs, overwrite=kw["overwrite"], skip_existing=kw["skip_existing"])
-    run_jobs(task, jobs, plan, spec, failures, len(inputs), call, kw["max_windows"])
+    timer.lap("validate_s")
+    run_jobs(task, jobs, plan, spec, failures, len(inputs), call, kw["max_windows"], timer)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ serves the same tasks with the same pre- and post-processing.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -15,7 +16,8 @@ from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..options import SamplingOptions
 from .plan import CanvasPlan
-from .sampler import IMPLS, Known, ScaleCallback, ScaleState, class_log_likelihood, masked_sample, new_generator
+from .sampler import (IMPLS, Known, ScaleCallback, ScaleState, class_log_likelihood, decode_fhat, masked_sample,
+                      new_generator)
 
 SAMPLERS = ("torch", "portable")
 
@@ -82,10 +84,17 @@ class TorchBackend:
                 for si in range(len(self.patch_nums))]
 
     @torch.no_grad()
+    def _clock(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
-            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False
-            ) -> tuple[np.ndarray, np.ndarray]:
-        """Sample a batch (one plan per row). Returns (images (B, S, S, 3) float32 in [0, 1], logprob (B,))."""
+            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False,
+            timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sample a batch (one plan per row). Returns (images (B, S, S, 3) float32 in [0, 1], logprob (B,)).
+        ``timings`` (a dict) accumulates the seconds spent tokenising, sampling and decoding."""
+        t0 = self._clock()
         B = len(plans)
         pns = self.patch_nums
         closed = {p.closed_loop for p in plans}
@@ -123,7 +132,13 @@ class TorchBackend:
                 callback(state.si, state.num_scales, prev)
         label_B = torch.tensor(list(labels), device=self.device, dtype=torch.long)
         o = opts.as_dict()
+        t1 = self._clock()
         r = masked_sample(self.var, self.vae, label_B, known=known, generator=stream if uniforms is None else None,
-                          uniforms=uniforms, callback=cb, impl=self.impl, **o)
-        out = r.img_B3HW.float().permute(0, 2, 3, 1).cpu().numpy()
+                          uniforms=uniforms, callback=cb, impl=self.impl, decode=False, **o)
+        t2 = self._clock()
+        out = decode_fhat(self.vae, r.fhat_per_scale[-1], self.impl).float().permute(0, 2, 3, 1).cpu().numpy()
+        if timings is not None:
+            t3 = self._clock()
+            for k, v in (("tokenize_s", t1 - t0), ("sample_s", t2 - t1), ("decode_s", t3 - t2)):
+                timings[k] = timings.get(k, 0.0) + v
         return out, r.logprob_B.cpu().numpy()

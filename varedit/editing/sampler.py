@@ -273,12 +273,17 @@ def masked_sample(
                     x_BlC = x_BlC.repeat(2, 1, 1)
     finally:
         var.kv_caching(False)
-    img = None
-    if decode:
-        # channels-last convolutions are faster on CPUs (oneDNN); they round differently (about 3e-5)
-        f_in = f_hat.contiguous(memory_format=torch.channels_last) if fast else f_hat
-        img = vae.fhat_to_img(f_in).add(1).mul(0.5).contiguous()
+    img = decode_fhat(vae, f_hat, impl) if decode else None
     return SampleResult(out_idx, out_sampled, out_fhat, img, logp_sum / logp_cnt.clamp_min(1), out_logits)
+
+
+@torch.no_grad()
+def decode_fhat(vae: VQVAE, f_hat_BChw: torch.Tensor, impl: str = "fast") -> torch.Tensor:
+    """f_hat -> image in [0, 1].  The fast path runs the decoder in channels-last memory order: oneDNN's
+    convolutions are faster so on CPUs, and round differently (about 3e-5)."""
+    if impl == "fast":
+        f_hat_BChw = f_hat_BChw.contiguous(memory_format=torch.channels_last)
+    return vae.fhat_to_img(f_hat_BChw).add(1).mul(0.5).contiguous()
 
 
 @torch.no_grad()
@@ -335,6 +340,7 @@ def new_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple
 
 __all__ = [
     "Known", "ScaleState", "SampleResult", "masked_sample", "class_log_likelihood", "official_keep_per_scale",
+    "decode_fhat", "IMPLS",
     "filter_top_k_top_p_", "guidance_weight", "new_generator", "sample_icdf",
     "portable_uniforms",
 ]
