@@ -4,8 +4,9 @@ The golden tests compare to 1e-4, and most paths pass with a look-alike.  The Gu
 (``more_smooth``) does not: its softmax temperature falls to 0.0135 at the last scale, so a 1e-6
 difference in the logits or in f_hat comes out as 1e-4 in the image.  A second golden set (other
 depth, width, heads, vocabulary and scale list) failed that way while every token was exact.  The
-causes were three places where varedit computed the same value in another order; each test below
-pins one of them on small random models, with no golden directory needed, and fails on the old code.
+causes were the attention kernel and the memory layout of the code maps handed to phi; the guidance
+weight was computed in another order too (hidden by the rounding to float32).  Each test below pins
+one of them on small random models, with no golden directory needed, and fails on the old code.
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import itertools
 import numpy as np
 import torch
 import torch.nn.functional as F
+from varedit_onnx.runtime import guidance_t, guidance_weights
 
 from varedit.editing.sampler import guidance_weight
 from varedit.models.var import VAR, VARConfig
 from varedit.models.vqvae import VQVAE, VQVAEConfig
-from varedit_onnx.runtime import guidance_t, guidance_weights
 
 CFGS = [i / 20 for i in range(1, 201)]  # 0.05 ... 10.0, every step a user may type
 SNS = range(2, 17)
