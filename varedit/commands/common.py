@@ -6,6 +6,7 @@ milliseconds) and loads a model only when every input is known to be usable.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -152,7 +153,15 @@ class ModelSpec:
     def pipeline(self) -> Any:
         from ..pipeline import VarEditPipeline
         return VarEditPipeline.from_pretrained(self.model, vae_path=self.vae_path, weights_dir=self.weights_dir,
-                                               num_heads=self.num_heads, device=self.device)
+                                               num_heads=self.num_heads, device=self._device())
+
+    def _device(self) -> str:
+        """Under torchrun each process takes the GPU of its LOCAL_RANK (when CUDA is asked for or auto)."""
+        local = os.environ.get("LOCAL_RANK")
+        if local is None or self.device == "cpu":
+            return self.device
+        import torch
+        return f"cuda:{int(local)}" if torch.cuda.is_available() else self.device
 
     def editor(self) -> Any:
         """The image-level tasks (:class:`varedit.tasks.Editor`) on the chosen backend."""

@@ -16,10 +16,12 @@ from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..options import SamplingOptions
 from .plan import CanvasPlan
+from .noise import portable_draws
 from .sampler import (IMPLS, Known, ScaleCallback, ScaleState, class_log_likelihood, decode_fhat, masked_sample,
                       new_generator)
 
 SAMPLERS = ("torch", "portable")
+
 
 
 class TorchBackend:
@@ -93,7 +95,9 @@ class TorchBackend:
             callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False,
             timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sample a batch (one plan per row). Returns (images (B, S, S, 3) float32 in [0, 1], logprob (B,)).
-        ``timings`` (a dict) accumulates the seconds spent tokenising, sampling and decoding."""
+        ``stream``: one stream (:meth:`stream`) for all rows, or one per row (rows of independent images
+        batched together: rows sharing a stream draw from it together).  ``timings`` (a dict) accumulates
+        the seconds spent tokenising, sampling and decoding."""
         t0 = self._clock()
         B = len(plans)
         pns = self.patch_nums
@@ -124,7 +128,7 @@ class TorchBackend:
             known = Known(keep, idx_per_scale=idx)
         uniforms = None
         if self.sampler == "portable":
-            uniforms = [torch.from_numpy(stream.random((B, pn * pn), dtype=np.float32)) for pn in pns]
+            uniforms = [torch.from_numpy(u) for u in portable_draws(stream, B, pns)]
         cb: ScaleCallback | None = None
         if callback is not None:
             def cb(state: ScaleState) -> None:

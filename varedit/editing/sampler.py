@@ -16,14 +16,14 @@ generator, and an all-known closed-loop edit reproduces the tokeniser bit for bi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
-from .noise import portable_uniforms
+from .noise import portable_uniforms, stream_groups
 
 ScaleCallback = Callable[["ScaleState"], None]
 IMPLS = ("fast", "eager")
@@ -91,10 +91,17 @@ def filter_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float =
     return logits_BlV
 
 
-def sample_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+# one generator for all rows, or one per row (rows sharing a generator object draw from it together:
+# :func:`varedit.editing.noise.stream_groups`)
+Generators = Union[torch.Generator, None, Sequence[torch.Generator]]
+
+
+def sample_tokens(logits_BlV: torch.Tensor, generator: Generators) -> torch.Tensor:
     B, l, V = logits_BlV.shape
-    probs = logits_BlV.softmax(dim=-1).view(-1, V)
-    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
+    probs = logits_BlV.softmax(dim=-1)
+    parts = [torch.multinomial(probs[a:b].reshape(-1, V), num_samples=1, replacement=True, generator=g).view(b - a, l)
+             for a, b, g in stream_groups(generator, B)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def sample_icdf(logits_BlV: torch.Tensor, u_Bl: torch.Tensor) -> torch.Tensor:
@@ -108,8 +115,9 @@ def sample_icdf(logits_BlV: torch.Tensor, u_Bl: torch.Tensor) -> torch.Tensor:
     return idx.clamp_max(logits_BlV.shape[-1] - 1)
 
 
-def gumbel_soft(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
-    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+def gumbel_soft(logits: torch.Tensor, tau: float, generator: Generators) -> torch.Tensor:
+    gumbels = torch.cat([-torch.empty_like(logits[a:b]).exponential_(generator=g).log()
+                         for a, b, g in stream_groups(generator, logits.shape[0])])
     return ((logits + gumbels) / tau).softmax(dim=-1)
 
 
@@ -149,7 +157,7 @@ def masked_sample(
     top_k: int = 0,
     top_p: float = 0.0,
     more_smooth: bool = False,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     guidance: str = "linear",
     callback: ScaleCallback | None = None,
     decode: bool = True,
@@ -167,7 +175,9 @@ def masked_sample(
         cfg, guidance: guidance scale and schedule ("linear" = official ramp from 0, "constant").
         top_k, top_p: sampling filters (top_k=1 is greedy); more_smooth: Gumbel-softmax blending of
             code embeddings (the official "more_smooth" option, for nicer pictures, not for metrics).
-        generator: the only source of randomness (CPU generator for CPU models).
+        generator: the only source of randomness (CPU generator for CPU models): one for all rows, or one
+            per row, rows sharing a generator object drawing from it together (batches of independent
+            images: each image's rows draw what they would draw alone).
         callback: called after each scale with a :class:`ScaleState` (progress, previews).
         decode: decode the final f_hat to an image.
         uniforms: per scale (B, pn*pn) uniforms in [0, 1): sample by inverse CDF from this noise
