@@ -140,7 +140,8 @@ class _ScaleBar:
 
 class PhaseTimer:
     """Wall-clock seconds per phase of one command (``varedit bench`` reads them through the file named by
-    ``$VAREDIT_TIMINGS``): validate, load, read, label, tokenize, sample, decode, post, write."""
+    ``$VAREDIT_TIMINGS``): validate, load and edit (every job), and within edit the jobs' read, label,
+    tokenize, sample, decode, post and write (summed over jobs)."""
 
     def __init__(self) -> None:
         self.t = time.time()
@@ -197,8 +198,11 @@ def run_jobs(task: str, jobs: list[Job], plan: Any, spec: ModelSpec, failures: l
     def one(job: Job, ed: Any) -> None:
         scale_bar = _ScaleBar(job.src.name, enabled=len(todo) == 1 and sys.stderr.isatty())
         try:
+            t0 = time.perf_counter()
             loaded = P.load_image(job.src)
+            t1 = time.perf_counter()
             res = call(ed, loaded, job.mask, scale_bar)
+            t2 = time.perf_counter()
             written = []
             for i, (t, raw) in enumerate(zip(plan.paths(job.src), res.images)):
                 data = P.encode_image(raw, P.output_format(t), loaded.icc_profile)
@@ -208,7 +212,7 @@ def run_jobs(task: str, jobs: list[Job], plan: Any, spec: ModelSpec, failures: l
                 write_result(data, t, side)
                 written.append(t)
             with lock:
-                for k, v in res.timings.items():
+                for k, v in (*res.timings.items(), ("read_s", t1 - t0), ("write_s", time.perf_counter() - t2)):
                     timer.add(k, v)
                 for t in written:
                     click.echo(str(t))
