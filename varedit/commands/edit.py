@@ -384,6 +384,12 @@ def parse_amount(value: str | None, name: str) -> int | float:
     return float(m.group(3)) / 100
 
 
+def _say_windows(src: Path, windows: list[Any], size: int) -> None:
+    """A large job says what it will take before it starts."""
+    if len(windows) > 8:
+        click.echo(f"{src.name}: {len(windows)} model windows of {size} px", err=True)
+
+
 def _keep_scales_check(keep: int | None) -> Callable[[Any], None]:
     def setup(info: Any) -> None:
         if keep is not None and info.num_scales is not None and keep > info.num_scales:
@@ -469,7 +475,7 @@ def register(main: click.Group) -> None:
                 l, _, t, _ = outpaint_pads(header.size, **amounts)
                 new_area = np.ones((size[1], size[0]), bool)
                 new_area[t:t + h, l:l + w] = False
-                plan_windows(kw["strategy"] or "auto", new_area, size, S, kw["max_windows"])
+                _say_windows(src, plan_windows(kw["strategy"] or "auto", new_area, size, S, kw["max_windows"]), S)
             return size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
@@ -528,7 +534,7 @@ def register(main: click.Group) -> None:
             size = upscaled_size(header.size, kw["scale"])
             S = kw["model_info"].image_size
             if S:
-                plan_windows("original", None, size, S, kw["max_windows"])
+                _say_windows(src, plan_windows("original", None, size, S, kw["max_windows"]), S)
             return size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
