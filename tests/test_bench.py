@@ -60,3 +60,11 @@ def test_cli_call_breakdown():
     assert abs(parts - b["wall_s"]) < 0.05
     inner = ("read_s", "label_s", "tokenize_s", "sample_s", "decode_s", "post_s", "write_s")
     assert sum(b[k] for k in inner) <= b["edit_s"] + 1e-3
+
+
+def test_outpaint_strategies_report():
+    from varedit.benchmark import outpaint_strategies
+    rep = outpaint_strategies("demo", n=2, strategies=("crop",), n_ref=20)
+    assert set(rep["strategies"]) == {"crop"} and rep["n_ref"] == 20
+    for row in rep["strategies"].values():
+        assert row["s_per_image"] > 0 and row["fd"] >= 0

@@ -325,3 +325,39 @@ def cli_breakdown(image_size: int = 512, box: tuple[int, int, int, int] = (192, 
     out.update({k: round(v, 3) for k, v in ph.items()})
     out["exit_s"] = round(t0 + wall - end, 3)
     return out
+
+
+def outpaint_strategies(model: str = "demo", n: int = 24, strategies: Sequence[str] = ("crop", "original"),
+                        seed: int = 0, device: str = "cpu", n_ref: int = 400) -> dict[str, Any]:
+    """Outpaint strategies by time and quality on canvases twice the model size: held-out synthetic
+    shapes rendered at 2S, their left half kept and the right half outpainted back; quality is the
+    Fréchet distance of the results (downscaled to the model size) to real held-out shapes in the
+    features of the eval's shape classifier (``varedit eval``'s measure).  The strategy behind
+    outpaint's ``auto`` was chosen with this (README, "How editing works")."""
+    from PIL import Image
+
+    from .data.synthetic import render
+    from .evaluation.classifier import features, load_classifier
+    from .evaluation.metrics import frechet_distance
+    from .pipeline import VarEditPipeline
+    pipe = VarEditPipeline.from_pretrained(model, device=device)
+    S = pipe.image_size
+    clf, _ = load_classifier(Path(__file__).parent / "assets" / "demo" / "classifier.pt")
+    rng = np.random.default_rng(seed)
+
+    def small(ims: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(Image.fromarray(x).resize((S, S), Image.BICUBIC)) for x in ims]
+
+    real = [render(int(c), 50_000 + seed + i, 2 * S) for i, c in enumerate(rng.integers(0, 10, n_ref))]
+    f_real = features(clf, small(real))
+    tests = [render(int(c), 90_000 + seed + i, 2 * S) for i, c in enumerate(rng.integers(0, 10, n))]
+    rows = {}
+    for strat in strategies:
+        t0 = time.perf_counter()
+        outs = [pipe.outpaint(im[:, :S], right=S, strategy=strat, seed=i, output_type="np").image
+                for i, im in enumerate(tests)]
+        rows[strat] = {"s_per_image": round((time.perf_counter() - t0) / n, 3),
+                       "fd": round(frechet_distance(features(clf, small(outs)), f_real), 2)}
+        log.info("outpaint strategy %s: %s", strat, rows[strat])
+    return {"model": pipe.name, "n": n, "n_ref": n_ref, "canvas": f"{2 * S}x{2 * S} from {S}x{2 * S}", "seed": seed,
+            "strategies": rows}
