@@ -22,7 +22,7 @@ from .models.vqvae import VQVAE
 from .options import SamplingOptions
 from .editing.backend import TorchBackend
 from .tasks import EditResult, Editor, ProgressCallback
-from .presets import DEFAULT_MODEL, VAE_FILE, get_preset, is_preset
+from .presets import DEFAULT_MODEL, VAE_FILE, Preset, resolve_model
 from .registry import (WeightsError, check_self_describing, is_self_describing, load_file, load_official,
                        load_self_describing, read_weights)
 
@@ -89,24 +89,16 @@ class VarEditPipeline:
                 raise TypeError(f"patch_nums must be a sequence of positive ints, not {patch_nums!r}")
             patch_nums = tuple(patch_nums)
         dev = pick_device(device)
-        p = Path(model)
-        if is_preset(str(model)) and not p.exists():
-            preset = get_preset(str(model))
-            if preset.bundled is not None:
-                if not preset.bundled.is_file():
-                    raise WeightsError(f"the bundled {preset.name} model is missing from the installation "
-                                       f"({preset.bundled})")
-                return cls._from_self_describing(preset.bundled, dev, preset.name)
+        target = resolve_model(model)
+        if isinstance(target, Preset):
+            if target.bundled is not None:
+                return cls._from_self_describing(target.bundled, dev, target.name)
             from .hub import resolve_files
-            files = resolve_files(preset, weights_dir=weights_dir, local_files_only=local_files_only)
-            var, vae = load_official(files[preset.var_file], files[preset.vae_file], preset=preset,
+            files = resolve_files(target, weights_dir=weights_dir, local_files_only=local_files_only)
+            var, vae = load_official(files[target.var_file], files[target.vae_file], preset=target,
                                      num_heads=num_heads, patch_nums=patch_nums, device=dev)
-            return cls(var, vae, device=dev, name=preset.name)
-        if p.is_dir():
-            raise WeightsError(f"{p} is a folder: give a preset name or a weights file (use --weights-dir for a "
-                               f"folder of official files)")
-        if not p.exists() and not p.suffix:
-            get_preset(str(model))  # raises with a suggestion for a mistyped preset
+            return cls(var, vae, device=dev, name=target.name)
+        p = target
         obj = read_weights(p)
         if is_self_describing(obj):
             return cls._from_self_describing(p, dev, p.stem, obj)
