@@ -21,22 +21,30 @@ from .sampler import (IMPLS, Known, ScaleCallback, ScaleState, class_log_likelih
                       new_generator)
 
 SAMPLERS = ("torch", "portable")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 
 class TorchBackend:
     """``sampler='torch'``: torch.multinomial from a torch.Generator (the official random stream);
     ``sampler='portable'``: inverse-CDF sampling from numpy PCG64 uniforms, identical to the ONNX runtime.
-    ``impl``: the sampler's ``fast`` path (default) or the ``eager`` reference (:func:`masked_sample`)."""
+    ``impl``: the sampler's ``fast`` path (default) or the ``eager`` reference (:func:`masked_sample`).
+    ``precision``: ``fp32`` (default, exact), or ``bf16`` / ``fp16`` autocast of the transformer (for GPUs;
+    the tokens may then differ from float32's where the model hesitates)."""
 
     name = "torch"
 
-    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch", impl: str = "fast"):
+    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch", impl: str = "fast",
+                 precision: str = "fp32"):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.var, self.vae, self.device, self.sampler, self.impl = var, vae, device, sampler, impl
+        self.precision = precision
+        self.amp_dtype = PRECISIONS[precision]
 
     @property
     def image_size(self) -> int:
@@ -138,7 +146,7 @@ class TorchBackend:
         o = opts.as_dict()
         t1 = self._clock()
         r = masked_sample(self.var, self.vae, label_B, known=known, generator=stream if uniforms is None else None,
-                          uniforms=uniforms, callback=cb, impl=self.impl, decode=False, **o)
+                          uniforms=uniforms, callback=cb, impl=self.impl, decode=False, amp_dtype=self.amp_dtype, **o)
         t2 = self._clock()
         out = decode_fhat(self.vae, r.fhat_per_scale[-1], self.impl).float().permute(0, 2, 3, 1).cpu().numpy()
         if timings is not None:

@@ -164,6 +164,7 @@ def masked_sample(
     record_logits: bool = False,
     uniforms: list[torch.Tensor] | None = None,
     impl: str = "fast",
+    amp_dtype: torch.dtype | None = None,
 ) -> SampleResult:
     """Masked next-scale prediction.
 
@@ -191,6 +192,9 @@ def masked_sample(
             both halves of the guidance formula; it decodes in channels-last memory order.  The
             arithmetic that picks tokens is the eager path's: in float32 both choose the same tokens
             (the golden tests run against both), and decoded images agree within 1e-4.
+        amp_dtype: run the transformer under autocast in this dtype (``torch.bfloat16`` or
+            ``torch.float16``: the speed of GPU tensor cores); the head's logits, guidance, filtering and
+            sampling stay float32.  None (default): float32 throughout, as the reference.
 
     Returns: a :class:`SampleResult`.
     """
@@ -227,7 +231,8 @@ def masked_sample(
         for si, pn in enumerate(pns):
             ratio = si / (SN - 1)
             cur_L += pn * pn
-            logits_rBlV = var.step(x_BlC, cond_BD, cond_in, ada)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits_rBlV = var.step(x_BlC, cond_BD, cond_in, ada).float()
             cond_BlV, uncond_BlV = (logits_rBlV, logits_rBlV) if null_only else (logits_rBlV[:B], logits_rBlV[B:])
             t = guidance_weight(cfg, si, SN, guidance)
             logits_BlV = (1 + t) * cond_BlV - t * uncond_BlV
