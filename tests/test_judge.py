@@ -70,7 +70,7 @@ def test_report_with_the_judge(tiny_pipeline, tmp_path):
                    batch=16, ablations="none", masks=("box",), generation=False, n_upscale=0)
     assert list(res["inpainting"]) == ["box"] and "upscale" not in res and "generation" not in res
     box = res["inpainting"]["box"]
-    for name in ("opencv-telea", "opencv-ns", "oracle-recon-in-hole", "telea-tokenised", "official", "default"):
+    for name in ("opencv-telea", "opencv-ns", "oracle-recon-in-hole", "telea-tokenised", "default"):
         r = box[name]
         assert np.isfinite(r["kid"]) and r["kid_se"] > 0 and len(r["kid_loo"]) == 8
         assert 0 <= r["judge_class_kept"] <= 1 and r["paired"] > 0 and len(r["paired_i"]) == 16
@@ -84,7 +84,7 @@ def test_report_with_the_judge(tiny_pipeline, tmp_path):
                                   "-o", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     text = (tmp_path / "c" / "eval.md").read_text()
-    assert "ΔKID vs default" in text and "| official |" in text
+    assert "ΔKID vs default" in text and "| opencv-telea |" in text
     assert text == combine_markdown([json.loads((tmp_path / "a" / "eval.json").read_text())] * 2)
 
 

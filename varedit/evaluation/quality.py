@@ -71,7 +71,8 @@ class Variant:
     feather: float = 1.0      # paste-back feather, in multiples of the default (half a token)
     candidates: int = 1       # samples per image; with rank the most likely one, else the first
     rank: bool = True
-    group: str = "ablation"   # "core" rows are always measured; "defaults" re-measure a default; "extra" old ablations
+    group: str = "ablation"   # "core" rows are always measured; "defaults" re-measure a default; "extra" the rest
+    kinds: tuple[str, ...] = ("box", "strokes", "outpaint")  # the mask kinds it is measured on
 
     def sampling_key(self, kw: dict[str, Any], cfg: float) -> tuple[Any, ...]:
         """What the sampled tokens depend on (``cfg``: the effective guidance): variants that differ only
@@ -84,8 +85,8 @@ class Variant:
 
 VARIANTS = [
     # every row is guided by the same inferred label (the default "auto") unless it says otherwise
-    Variant("official", dict(mode="official"), harmonize=False, group="core"),  # the notebook's tokens + paste-back
     Variant("default", dict(mode="default"), group="core"),
+    Variant("official", dict(mode="official"), harmonize=False, group="extra"),  # the notebook's tokens + paste-back
     # the official token plan with varedit's post-processing (harmonize), reading the hole (its leak)
     # and with the hole's content unknown (grey): the second isolates what the leak is worth
     Variant("official-harmonized", dict(mode="official"), group="extra"),
@@ -96,8 +97,10 @@ VARIANTS = [
     Variant("default-telea-prefill", dict(mode="default", prefill="telea"), group="defaults"),  # is the default
     Variant("default-pushpull-prefill", dict(mode="default", prefill="pushpull"), group="defaults"),
     Variant("default-closed-loop", dict(mode="default", closed_loop=True), group="defaults"),
-    Variant("default-coverage-0.25", dict(mode="default", coverage=0.25), group="defaults"),
-    Variant("default-coverage-1", dict(mode="default", coverage=1.0), group="defaults"),
+    # coverage decides cells cut by the hole: the box's and the outpainted half's edges lie on the latent
+    # grid, so it matters for strokes (and the box's coarse scales)
+    Variant("default-coverage-0.25", dict(mode="default", coverage=0.25), group="defaults", kinds=("strokes",)),
+    Variant("default-coverage-1", dict(mode="default", coverage=1.0), group="defaults", kinds=("box", "strokes")),
     Variant("default-unconditional", dict(mode="default"), label="none", group="defaults"),
     Variant("default-cfg-1.5", dict(mode="default"), cfg=1.5, group="defaults"),
     Variant("default-cfg-5", dict(mode="default"), cfg=5.0, group="defaults"),
@@ -106,8 +109,9 @@ VARIANTS = [
     Variant("default-feather-0", dict(mode="default"), feather=0.0, group="defaults"),
     Variant("no-harmonize-feather-0", dict(mode="default"), harmonize=False, feather=0.0, group="defaults"),
     Variant("no-harmonize-feather-2x", dict(mode="default"), harmonize=False, feather=2.0, group="defaults"),
-    Variant("default-n4-first", dict(mode="default"), candidates=4, rank=False, group="defaults"),
-    Variant("default-n4-ranked", dict(mode="default"), candidates=4, rank=True, group="defaults"),
+    # four candidates cost four fills: measured on the centre box only
+    Variant("default-n4-first", dict(mode="default"), candidates=4, rank=False, group="defaults", kinds=("box",)),
+    Variant("default-n4-ranked", dict(mode="default"), candidates=4, rank=True, group="defaults", kinds=("box",)),
     # diagnostics: what the fill would gain from the real class (read from the hole's image: an oracle)
     Variant("default-true-class", dict(mode="default"), label="true", group="defaults"),
     # older ablations (measured worse or no effect in the previous report)
@@ -119,8 +123,8 @@ ABLATIONS = ("none", "defaults", "all")
 
 
 def select_variants(ablations: str | bool) -> list[Variant]:
-    """``none``: the official and default rows; ``defaults``: plus every default re-measured; ``all``: plus
-    the older ablations."""
+    """``none``: the default row; ``defaults``: plus every default re-measured; ``all``: plus the official
+    mode and the older ablations."""
     level = ("all" if ablations else "none") if isinstance(ablations, bool) else ablations
     if level not in ABLATIONS:
         raise ValueError(f"ablations must be one of {', '.join(ABLATIONS)}, got {level!r}")
@@ -178,11 +182,13 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
              n_gen_per_class: int = 20, seed: int = 20_000, batch: int = 20, ablations: str | bool = "all",
              masks: Sequence[str] = MASK_KINDS, generation: bool = True, n_upscale: int = 100,
              upscale_keeps: tuple[int, ...] | None = None, n_probe: int = 1000, n_strategy: int = 0,
-             kid_groups: int = 8, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             kid_groups: int = 8, progress: Callable[[str], None] | None = None,
+             checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The report.  ``judge``: an independent judge (:class:`varedit.evaluation.judge.EfficientNetJudge`)
     or None (the project's own classifier only).  ``n_upscale=0`` skips upscaling, ``generation=False``
     class-conditional generation; ``n_strategy`` > 0 measures the outpaint size strategies on that many
-    images (a 2x extension, see :func:`strategy_eval`)."""
+    images (a 2x extension, see :func:`strategy_eval`).  ``checkpoint(res)`` is called with the report so
+    far after every mask kind (a long run keeps what it measured)."""
     from .classifier import features, predict
     t0 = time.time()
     S = pipe.image_size
@@ -282,6 +288,8 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
         measured: dict[tuple[Any, ...], str] = {}  # a variant's settings -> the row that measured them
         sampled: dict[tuple[Any, ...], tuple[list[np.ndarray], np.ndarray, list[float]]] = {}
         for v in select_variants(ablations):
+            if kind not in v.kinds:
+                continue
             kw = {"prefill": TASK_PREFILL[kind], **v.plan_kw} if v.plan_kw.get("mode") == "default" else v.plan_kw
             cfg = pipe.editor.edit_defaults.cfg if v.cfg is None else v.cfg
             key = v.key(kw, cfg)
@@ -304,6 +312,8 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
                 filled.append(P.compose(imgs[i], o, P.feather(ms[i], v.feather * feather_px)))
             score(v.name, filled, known_drift=float(np.mean(drifts)))
         res["inpainting"][kind] = rows
+        if checkpoint is not None:
+            checkpoint(res)
 
     if n_strategy > 0:
         res["outpaint_strategy"] = strategy_eval(pipe, scorer_factory=lambda im, lab: Scorer(
