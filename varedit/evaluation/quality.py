@@ -420,6 +420,16 @@ def _upscale_eval(pipe: Any, gt: list[np.ndarray], fd: Callable[[list[np.ndarray
     return {"token_agreement_per_scale": agree, "rows": up_rows, "n": len(half)}
 
 
+BASELINE_ROWS = ("opencv-telea", "opencv-ns", "pushpull-fill", "oracle-recon-in-hole", "telea-tokenised")
+
+
+def _ordered(names: Any) -> list[str]:
+    """Rows in a fixed order (baselines, diagnostics, then the variants as listed): a report read back from
+    JSON has its keys sorted."""
+    order = {n: i for i, n in enumerate([*BASELINE_ROWS, *(v.name for v in VARIANTS), "crop", "original"])}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+
 def _kid(r: dict[str, Any], se: bool = True) -> str:
     if r.get("kid") is None:
         return ""
@@ -470,7 +480,8 @@ def to_markdown(res: dict[str, Any]) -> str:
         head = "| method |" + (" KID x1e3 | judge class kept | paired |" if jd else "")
         L += [head + " own FD | own class kept | hole PSNR | hole SSIM | hole colour | known-region drift |",
               "|---|" + ("---|" * 3 if jd else "") + "---|---|---|---|---|---|"]
-        for name, r in rows.items():
+        for name in _ordered(rows):
+            r = rows[name]
             d = f"{r['known_drift']:.2f}" if "known_drift" in r else ""
             j = f" {_kid(r)} | {_pct(r['judge_class_kept'])} | {r['paired']:.3f} |" if jd else ""
             L.append(f"| {name} |{j} {r['fd']:.2f} | {_pct(r['class_kept'])} | {r['hole_psnr']:.2f} | "
@@ -482,7 +493,8 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"extended by {st['size'][0] // 2} px to the right through the Editor, every default; `auto` = crop here)", "",
               "| method |" + (" KID x1e3 | judge class kept | paired |" if jd else "") + " own FD | own class kept | hole PSNR |",
               "|---|" + ("---|" * 3 if jd else "") + "---|---|---|"]
-        for name, r in st["rows"].items():
+        for name in _ordered(st["rows"]):
+            r = st["rows"][name]
             j = f" {_kid(r)} | {_pct(r['judge_class_kept'])} | {r['paired']:.3f} |" if jd else ""
             L.append(f"| {name} |{j} {r['fd']:.2f} | {_pct(r['class_kept'])} | {r['hole_psnr']:.2f} |")
         L.append("")
@@ -513,9 +525,29 @@ def _paired_class(r: dict[str, Any], base: dict[str, Any]) -> str:
     return f"{100 * d.mean():+.0f} ± {100 * d.std(ddof=1) / np.sqrt(len(d)):.0f}"
 
 
+def merge_reports(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reports of the same seed (e.g. one run per mask kind) merged into one per seed, in order of first
+    appearance: the same seed means the same images, masks, reference set and probe."""
+    by_seed: dict[int, dict[str, Any]] = {}
+    for r in reports:
+        m = by_seed.setdefault(r["seed"], {**r, "inpainting": {}})
+        for key in ("n", "n_ref", "model"):
+            if m[key] != r[key]:
+                raise ValueError(f"reports of seed {r['seed']} differ in {key}: {m[key]} and {r[key]}")
+        m["inpainting"].update(r["inpainting"])
+        for key in ("label_inference", "default_prefill"):
+            m.setdefault(key, {}).update(r.get(key, {}))
+        for key in ("outpaint_strategy", "upscale", "generation"):
+            if key in r:
+                m[key] = r[key]
+    return list(by_seed.values())
+
+
 def combine_markdown(results: list[dict[str, Any]], baseline: str = "default") -> str:
     """Several reports (other seeds: other images, other samples) side by side, each row against
-    ``baseline`` with paired standard errors: a difference is real when both seeds agree beyond them."""
+    ``baseline`` with paired standard errors: a difference is real when both seeds agree beyond them.
+    Reports of the same seed are merged first (:func:`merge_reports`)."""
+    results = merge_reports(results)
     seeds = ", ".join(str(r["seed"]) for r in results)
     L = [f"Model `{results[0]['model']}`; {len(results)} runs (seeds {seeds}: other held-out images, masks and samples), "
          f"{' / '.join(str(r['n']) for r in results)} images, reference sets of "
@@ -523,9 +555,22 @@ def combine_markdown(results: list[dict[str, Any]], baseline: str = "default") -
          "± the paired jackknife standard error, class kept by the judge's probe (its difference to the default ± "
          "paired standard error, in points), paired perceptual distance; own FD = the project's classifier.", ""]
     L += _judge_line(results[0])
+    sl = lambda f: " / ".join(f(r) for r in results)  # noqa: E731
+    a = lambda r: r["anchors"]  # noqa: E731
+    L += ["| anchor (per seed) | KID x1e3 | judge class kept | own FD |", "|---|---|---|---|",
+          "| originals (held-out vs reference) | " + sl(lambda r: _kid({"kid": a(r).get("originals_kid"), "kid_se": None}))
+          + " | " + sl(lambda r: _pct(a(r).get("originals_judge_class_kept"))) + " | "
+          + sl(lambda r: f"{a(r)['originals_fd']:.1f}") + " |",
+          "| VQVAE reconstruction (the tokeniser's floor) | "
+          + sl(lambda r: _kid({"kid": a(r).get("vqvae_recon_kid"), "kid_se": None})) + " | "
+          + sl(lambda r: _pct(a(r).get("vqvae_recon_judge_class_kept"))) + " | "
+          + sl(lambda r: f"{a(r)['vqvae_recon_fd']:.1f}") + " |", ""]
+    li = [f"{k} " + sl(lambda r, k=k: _pct(r.get("label_inference", {}).get(k))) for k in results[0].get("label_inference", {})]
+    if li:
+        L += ["Inferred class (label auto) correct: " + ", ".join(li) + ".", ""]
     kinds = [k for k in results[0]["inpainting"] if all(k in r["inpainting"] for r in results)]
     for kind in kinds:
-        names = [nm for nm in results[0]["inpainting"][kind] if all(nm in r["inpainting"][kind] for r in results)]
+        names = [nm for nm in _ordered(results[0]["inpainting"][kind]) if all(nm in r["inpainting"][kind] for r in results)]
         L += [f"**{kind}**", "",
               "| method | KID x1e3 | ΔKID vs default | judge class kept | Δ class (points) | paired | own FD | hole PSNR |",
               "|---|---|---|---|---|---|---|---|"]
@@ -547,7 +592,7 @@ def combine_markdown(results: list[dict[str, Any]], baseline: str = "default") -
         rows0 = results[0]["outpaint_strategy"]["rows"]
         L += [f"**outpaint past the model's size** (2x extension, {results[0]['outpaint_strategy']['n']} images)", "",
               "| method | KID x1e3 | ΔKID vs crop | judge class kept | paired | own FD |", "|---|---|---|---|---|---|"]
-        for nm in rows0:
+        for nm in _ordered(rows0):
             rs = [r["outpaint_strategy"]["rows"][nm] for r in results]
             bs = [r["outpaint_strategy"]["rows"]["crop"] for r in results]
             L.append(f"| {nm} | " + " / ".join(_kid(x, se=False) for x in rs) + " | "
