@@ -601,6 +601,8 @@ def combine_markdown(results: list[dict[str, Any]], baseline: str = "default") -
                      + " / ".join(f"{x['paired']:.3f}" if "paired" in x else "" for x in rs) + " | "
                      + " / ".join(f"{x['fd']:.1f}" for x in rs) + " |")
         L.append("")
+    for r in results:  # every seed's full tables below the comparison
+        L += [f"### seed {r['seed']}", "", to_markdown(r)]
     return "\n".join(L) + "\n"
 
 
