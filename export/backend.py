@@ -8,21 +8,25 @@ backends give the same tokens for the same seed.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from varedit.editing.noise import portable_draws
 from varedit.editing.plan import CanvasPlan
 from varedit.options import SamplingOptions
 
-from .runtime import OnnxVAR
 from .session import OnnxRuntimeError
+
+if TYPE_CHECKING:  # the runtime imports this module (OnnxVAR.editor); this one needs OnnxVAR for types only
+    from .runtime import OnnxVAR
 
 
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, model: OnnxVAR):
+    def __init__(self, model: "OnnxVAR"):
         self.model = model
 
     @property
@@ -61,8 +65,8 @@ class OnnxBackend:
         return self.model.class_log_likelihood(f, keep)
 
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
-            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False
-            ) -> tuple[np.ndarray, np.ndarray]:
+            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False,
+            timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         if opts.more_smooth:
             raise OnnxRuntimeError("Gumbel smoothing (--smooth) is not in the ONNX graph: drop it, or use the "
                                    "torch backend")
@@ -71,13 +75,15 @@ class OnnxBackend:
         if len(closed) != 1:
             raise OnnxRuntimeError("a batch mixes closed- and open-loop plans")
         keep = [np.concatenate([p.keep_maps[s] for p in plans]) for s in range(SN)]
-        u = [stream.random((B, pn * pn), dtype=np.float32) for pn in pns]
+        u = portable_draws(stream, B, pns)
         kw: dict[str, Any] = dict(cfg=opts.cfg, guidance=opts.guidance, top_k=opts.top_k, top_p=opts.top_p)
+        t0 = t1 = time.perf_counter()
         if not any(k.any() for k in keep):
             out = self.model.sample(list(labels), uniforms=u, **kw)
         else:
             x = np.ascontiguousarray(np.stack([p.encode_rgb for p in plans]).transpose(0, 3, 1, 2)) * 2 - 1
             f, toks = self.model.tokenize(x.astype(np.float32))
+            t1 = time.perf_counter()
             if closed.pop():
                 h = pns[-1]
                 pool = []
@@ -88,16 +94,20 @@ class OnnxBackend:
                 out = self.model.sample(list(labels), keep, uniforms=u, f_known=f, pool_w=pool, **kw)
             else:
                 out = self.model.sample(list(labels), keep, known_tokens=toks, uniforms=u, **kw)
+        t2 = time.perf_counter()
         img = self.model.decode(out.f_hat).transpose(0, 2, 3, 1)
+        if timings is not None:  # onnxruntime's run returns when its outputs are ready: no sync needed
+            for k, v in (("tokenize_s", t1 - t0), ("sample_s", t2 - t1), ("decode_s", time.perf_counter() - t2)):
+                timings[k] = timings.get(k, 0.0) + v
         if callback is not None:  # the graph is unrolled: progress arrives when the run is done
             for s in range(SN):
                 callback(s, SN, None)
         return np.ascontiguousarray(img), out.logprob
 
 
-def onnx_editor(model: OnnxVAR) -> Any:
+def onnx_editor(model: "OnnxVAR") -> Any:
     """A :class:`varedit.tasks.Editor` serving the exported model."""
     from varedit.tasks import Editor
-    d = model.manifest.get("defaults") or {}
+    d = model.manifest.get("defaults") or {}  # validated by read_manifest
     return Editor(OnnxBackend(model), class_names=model.class_names,
                   defaults=SamplingOptions().replace(**d), model_name=model.name)

@@ -43,15 +43,17 @@ vocabulary entry and gives no tokens); use the torch backend for it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import platform
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -355,7 +357,7 @@ def graph_interfaces(B: int, pns: Sequence[int], Cvae: int, image_size: int, V: 
         _io("label", [B], "int64", f"class index per image in [0, {num_classes}]; {num_classes} = unconditional"),
         _io("guidance", [SN, 2], "float32",
             "per scale [w_cond, w_uncond]: logits = w_cond*cond - w_uncond*uncond; classifier-free guidance "
-            "with weight t is [1+t, t], each rounded to float32 from double (t = cfg*si/(SN-1) for the "
+            "with weight t is [1+t, t], each rounded to float32 from double (t = cfg*(si/(SN-1)) for the "
             "official linear schedule)"),
         _io("top_k", [], "int64", "keep the k largest logits (0 or >= vocab: off), applied before top-p"),
         _io("top_p_threshold", [], "float32",
@@ -413,12 +415,28 @@ def _sampler_args(flat: list[torch.Tensor], SN: int) -> tuple[Any, ...]:
     return (*head, rest[:SN], rest[SN:2 * SN], rest[2 * SN:3 * SN], rest[3 * SN:])
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's noise that says nothing about this export, silenced for its duration only: a warning
+    per torchvision operator when torchvision is not installed (four per graph), and a FutureWarning
+    about pytree internals from torch itself."""
+    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+            yield
+    finally:
+        noisy.setLevel(level)
+
+
 def _export_graph(module: nn.Module, args: tuple[Any, ...], path: Path, iface: dict[str, Any], opset: int,
                   optimize: bool) -> float:
     t0 = time.perf_counter()
     in_names = [s["name"] for s in iface["inputs"]]
     out_names = [s["name"] for s in iface["outputs"]]
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=in_names,
                                  output_names=out_names, optimize=optimize, verbose=False)
     if prog is None:

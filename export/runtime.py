@@ -29,6 +29,8 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from varedit.editing.noise import portable_uniforms
+from varedit.options import SamplingOptions
+from varedit.validation import check_class_names, check_sampling, confined_path
 
 from .session import OnnxRuntimeError, OrtSession, check_provider_choice
 
@@ -58,7 +60,8 @@ def guidance_t(cfg: float, SN: int, schedule: str | Sequence[float] = "linear") 
     """Per-scale guidance weight t: ``varedit.editing.sampler.guidance_weight`` (same double arithmetic)."""
     if isinstance(schedule, str):
         if schedule == "linear":
-            return [cfg * si / (SN - 1) for si in range(SN)]  # official: the first scale is purely conditional
+            # official order: ratio = si / (SN - 1), then t = cfg * ratio; the first scale is purely conditional
+            return [cfg * (si / (SN - 1)) for si in range(SN)]
         if schedule == "constant":
             return [float(cfg)] * SN
         raise OnnxRuntimeError(f"unknown guidance schedule {schedule!r} (linear, constant, or {SN} weights)")
@@ -82,7 +85,7 @@ def top_p_threshold(top_p: float) -> np.float32:
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``manifest.json`` (format, version, required fields)."""
+    """Read and check ``manifest.json``: format, version, and the whole schema (:func:`check_manifest`)."""
     d = Path(model_dir)
     if not d.is_dir():
         raise OnnxRuntimeError(f"ONNX model folder not found: {d}")
@@ -103,13 +106,61 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
             "export the model again with this varedit"
         raise OnnxRuntimeError(f"{d} is varedit ONNX format version {v}; this runtime reads version "
                                f"{FORMAT_VERSION}: {what}")
-    for key in ("model", "batch", "precision", "graphs", "files"):
-        if key not in m:
-            raise OnnxRuntimeError(f"{p} lacks {key!r}: export the model again")
-    for g in GRAPHS:
-        if g not in m["graphs"]:
-            raise OnnxRuntimeError(f"{p} lists no {g} graph: export the model again")
+    check_manifest(m, p)
     return m
+
+
+def _need(cond: bool, where: Path, msg: str) -> None:
+    if not cond:
+        raise OnnxRuntimeError(f"{where}: {msg}; export the model again")
+
+
+def _is_int(v: Any, lo: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def check_manifest(m: dict[str, Any], where: Path) -> None:
+    """The manifest's schema, before anything in it is used: types, ranges, graph interfaces, the files
+    it lists (names confined to the export's folder, sizes, checksums), class names and defaults."""
+    for key in ("model", "batch", "precision", "graphs", "files"):
+        _need(key in m, where, f"it lacks {key!r}")
+    model = m["model"]
+    _need(isinstance(model, dict), where, "'model' is not an object")
+    _need(isinstance(model.get("name"), str) and bool(model["name"].strip()), where, "model.name is not a name")
+    pns = model.get("patch_nums")
+    _need(isinstance(pns, list) and 0 < len(pns) <= 64 and all(_is_int(x) and x <= 1024 for x in pns)
+          and all(b > a for a, b in zip(pns, pns[1:])), where, f"model.patch_nums {pns!r} is not a scale list")
+    _need(_is_int(model.get("image_size")) and model["image_size"] % pns[-1] == 0 and model["image_size"] <= 8192,
+          where, f"model.image_size {model.get('image_size')!r} is not a multiple of the last scale")
+    for k, hi in (("vocab_size", 1 << 20), ("Cvae", 4096), ("num_classes", 1 << 20)):
+        _need(_is_int(model.get(k)) and model[k] <= hi, where, f"model.{k} {model.get(k)!r} is not in 1..{hi}")
+    check_class_names(model.get("class_names"), model["num_classes"], str(where), OnnxRuntimeError)
+    _need(_is_int(m["batch"]) and m["batch"] <= 4096, where, f"batch {m['batch']!r} is not in 1..4096")
+    _need(m["precision"] in ("fp32", "fp16"), where, f"precision {m['precision']!r} is not fp32 or fp16")
+    try:
+        SamplingOptions().replace(**check_sampling(m.get("defaults"), str(where), OnnxRuntimeError,
+                                                   keys=("cfg", "top_k", "top_p", "guidance")))
+    except (TypeError, ValueError) as e:
+        raise OnnxRuntimeError(f"{where}: bad sampling default ({e}); export the model again") from None
+    graphs, files = m["graphs"], m["files"]
+    _need(isinstance(graphs, dict), where, "'graphs' is not an object")
+    _need(isinstance(files, dict) and bool(files), where, "'files' is not an object of file names")
+    for g in GRAPHS:
+        spec = graphs.get(g)
+        _need(isinstance(spec, dict), where, f"it lists no {g} graph")
+        _need(isinstance(spec.get("file"), str) and spec["file"] in files, where, f"the {g} graph's file is not "
+              f"among the checksummed files")
+        for side in ("inputs", "outputs"):
+            ios = spec.get(side)
+            _need(isinstance(ios, list) and all(
+                isinstance(io, dict) and isinstance(io.get("name"), str) and isinstance(io.get("shape"), list)
+                and all(_is_int(d, 0) for d in io["shape"]) for io in ios), where, f"{g}.{side} is malformed")
+    for fn, info in files.items():
+        confined_path(where.parent, fn, str(where), OnnxRuntimeError)
+        _need(isinstance(info, dict) and _is_int(info.get("bytes"), 0), where, f"files[{fn!r}] has no byte count")
+        sha = info.get("sha256")
+        _need(isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha), where,
+              f"files[{fn!r}] has no sha256")
 
 
 def verify_files(model_dir: str | Path, manifest: dict[str, Any], checksums: bool = True) -> None:
@@ -120,7 +171,7 @@ def verify_files(model_dir: str | Path, manifest: dict[str, Any], checksums: boo
             raise OnnxRuntimeError(f"the manifest in {d} has no checksum for {manifest['graphs'][g]['file']}: "
                                    f"export the model again")
     for fn, info in manifest["files"].items():
-        p = d / fn
+        p = confined_path(d, fn, str(d / MANIFEST), OnnxRuntimeError)
         if not p.is_file():
             raise OnnxRuntimeError(f"{fn} is missing from {d}: copy the whole export folder, or export again")
         if p.stat().st_size != info["bytes"]:
@@ -192,7 +243,8 @@ class OnnxVAR:
     def session(self, graph: str) -> OrtSession:
         if graph not in self._sessions:
             spec = self.manifest["graphs"][graph]
-            s = OrtSession(self.dir / spec["file"], **self._opts)
+            s = OrtSession(confined_path(self.dir, spec["file"], str(self.dir / MANIFEST), OnnxRuntimeError),
+                           **self._opts)
             self._check_interface(graph, s)
             self._sessions[graph] = s
         return self._sessions[graph]

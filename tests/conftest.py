@@ -12,12 +12,22 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("VAREDIT_GOLDEN_DIR", REPO.parent / "shared" / "golden" / "official_var_a"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow")
+
+
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for it in items:
             if "gpu" in it.keywords:
                 it.add_marker(skip)
+    # slow tests (load tests, long measurements) run when asked: --run-slow, or -m selecting them
+    if not config.getoption("--run-slow") and "slow" not in (config.getoption("-m") or ""):
+        skip_slow = pytest.mark.skip(reason="slow: run with --run-slow (or -m slow)")
+        for it in items:
+            if "slow" in it.keywords:
+                it.add_marker(skip_slow)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +74,32 @@ def official_files(tmp_path_factory, golden_dir) -> Path:
     shutil.copy(golden_dir / "var.pth", d / "var_tiny.pth")
     shutil.copy(golden_dir / "vae.pth", d / "vae_ch160v4096z32.pth")
     return d
+
+
+@pytest.fixture(scope="session")
+def scale_list_in_files(golden_dir) -> bool:
+    """Whether the official files alone determine the scale list: they hold only the number of scales
+    and the sum of their squares, which several lists can share (e.g. 1,2,3,4,6,9,12 and 1,2,4,5,8,9,10)."""
+    from varedit.registry import ScaleListError, infer_var_config, read_weights
+    try:
+        infer_var_config(read_weights(golden_dir / "var.pth"))
+    except ScaleListError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def cli_model(official_files, golden_models, scale_list_in_files) -> Path:
+    """A model file the CLI loads with nothing but its path: the official VAR file (its VQVAE beside it),
+    or, when the files leave the scale list open, a self-describing varedit file of the same models."""
+    if scale_list_in_files:
+        return official_files / "var_tiny.pth"
+    from varedit.registry import save_models
+    var, vae = golden_models
+    path = official_files / "tiny_varedit.pt"
+    if not path.is_file():
+        save_models(path, var=var, vae=vae)
+    return path
 
 
 @pytest.fixture(scope="session")

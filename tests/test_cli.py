@@ -37,22 +37,25 @@ def _one_line_error(res) -> bool:
         ("Error", "failed"))
 
 
-def test_generate_from_official_files(runner, official_files, tmp_path):
-    res = runner.invoke(main, ["generate", "-m", str(official_files / "var_tiny.pth"), "--class", "3", "-n", "2",
+def test_generate_from_official_files(runner, cli_model, golden_config, tmp_path):
+    c = min(3, golden_config["var_ctor"]["num_classes"] - 1)
+    res = runner.invoke(main, ["generate", "-m", str(cli_model), "--class", str(c), "-n", "2",
                                "--seed", "5", "-o", str(tmp_path / "g")])
     assert res.exit_code == 0, res.output
     pngs = sorted((tmp_path / "g").glob("*.png"))
-    assert len(pngs) == 2 and Image.open(pngs[0]).size == (128, 128)
+    S = golden_config["image"]["size"]
+    assert len(pngs) == 2 and Image.open(pngs[0]).size == (S, S)
     side = json.loads(pngs[0].with_suffix(".json").read_text())
-    assert side["seed"] == 5 and side["labels"] == [3, 3]
-    res2 = runner.invoke(main, ["generate", "-m", str(official_files / "var_tiny.pth"), "--class", "3", "-n", "2",
+    assert side["seed"] == 5 and side["labels"] == [c, c]
+    res2 = runner.invoke(main, ["generate", "-m", str(cli_model), "--class", str(c), "-n", "2",
                                 "--seed", "5", "-o", str(tmp_path / "g2")])
     again = sorted((tmp_path / "g2").glob("*.png"))
     assert np.array_equal(np.asarray(Image.open(pngs[1])), np.asarray(Image.open(again[1]))), res2.output
 
 
-def test_generate_bad_class_and_missing_model(runner, official_files, tmp_path):
-    res = runner.invoke(main, ["generate", "-m", str(official_files / "var_tiny.pth"), "--class", "99",
+def test_generate_bad_class_and_missing_model(runner, cli_model, golden_config, tmp_path):
+    bad = str(golden_config["var_ctor"]["num_classes"] + 1)
+    res = runner.invoke(main, ["generate", "-m", str(cli_model), "--class", bad,
                                "-o", str(tmp_path)])
     assert _one_line_error(res) and "out of range" in res.output
     res = runner.invoke(main, ["generate", "-m", str(tmp_path / "nope.pth"), "--class", "1", "-o", str(tmp_path)])
@@ -66,21 +69,27 @@ def test_generate_preset_offline_error(runner, tmp_path, monkeypatch):
     assert _one_line_error(res) and "var_d30.pth" in res.output
 
 
-def test_models_list_and_info(runner, official_files, tmp_path):
+def test_models_list_and_info(runner, official_files, golden_config, scale_list_in_files, tmp_path):
     res = runner.invoke(main, ["models", "list"])
     assert res.exit_code == 0 and "var-d36" in res.output and "demo" in res.output
-    res = runner.invoke(main, ["models", "info", str(official_files / "var_tiny.pth")])
-    assert res.exit_code == 0 and json.loads(res.output)["var"]["depth"] == 2
+    res = runner.invoke(main, ["models", "info", str(official_files / "var_tiny.pth"), "--json"])
+    assert res.exit_code == 0, res.output
+    info, a = json.loads(res.output)["file"]["var"], golden_config["var_ctor"]
+    assert info["depth"] == a["depth"] and info["num_classes"] == a["num_classes"]
+    if scale_list_in_files:
+        assert info["patch_nums"] == a["patch_nums"]
+    else:  # the file leaves it open: say so, with the lists that fit
+        assert info["patch_nums"] is None and a["patch_nums"] in info["patch_nums_candidates"]
     bad = tmp_path / "t.pth"
     bad.write_bytes((official_files / "var_tiny.pth").read_bytes()[:500])
     res = runner.invoke(main, ["models", "info", str(bad)])
     assert _one_line_error(res) and "truncated" in res.output
 
 
-def test_inpaint_folder_with_paired_masks_and_sidecars(runner, official_files, images, tmp_path):
+def test_inpaint_folder_with_paired_masks_and_sidecars(runner, cli_model, golden_config, images, tmp_path):
     out = tmp_path / "o"
     res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out),
-                               "-m", str(official_files / "var_tiny.pth"), "--seed", "2", "--top-k", "20",
+                               "-m", str(cli_model), "--seed", "2", "--top-k", "20",
                                "--no-harmonize"])
     assert res.exit_code == 0, res.output
     for i in range(2):
@@ -90,76 +99,77 @@ def test_inpaint_folder_with_paired_masks_and_sidecars(runner, official_files, i
         side = json.loads((out / f"im{i}.json").read_text())
         assert side["seed"] == 2 and side["top_k"] == 20 and side["task"] == "inpaint"
         assert side["harmonize"] is False and side["mode"] == "default" and side["grow_tokens"] == 0
-        assert side["label_source"] == "inferred" and 0 <= side["label"] < 10 and side["cfg"] == 3.0
+        assert side["label_source"] == "inferred" and 0 <= side["label"] < golden_config["var_ctor"]["num_classes"]
+        assert side["cfg"] == 3.0
         assert side["prefill"] == "ns"  # the inpaint task's default
     # --prefill picks another fill of the hole before tokenising, and the sidecar says which
     out2 = tmp_path / "o2"
     res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out2),
-                               "-m", str(official_files / "var_tiny.pth"), "--seed", "2", "--top-k", "20",
+                               "-m", str(cli_model), "--seed", "2", "--top-k", "20",
                                "--no-harmonize", "--prefill", "pushpull"])
     assert res.exit_code == 0, res.output
     assert json.loads((out2 / "im0.json").read_text())["prefill"] == "pushpull"
     assert not np.array_equal(np.asarray(Image.open(out2 / "im0.png")), np.asarray(Image.open(out / "im0.png")))
     res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out2),
-                               "-m", str(official_files / "var_tiny.pth"), "--prefill", "magic"])
+                               "-m", str(cli_model), "--prefill", "magic"])
     assert res.exit_code == 2 and "Traceback" not in res.output and "magic" in res.output
     # --skip-existing does not touch finished outputs
     before = (out / "im0.png").stat().st_mtime_ns
     res = runner.invoke(main, ["inpaint", str(images / "in"), "--mask", str(images / "masks"), "-o", str(out),
-                               "-m", str(official_files / "var_tiny.pth"), "--skip-existing"])
+                               "-m", str(cli_model), "--skip-existing"])
     assert res.exit_code == 0 and (out / "im0.png").stat().st_mtime_ns == before
 
 
-def test_batch_goes_on_past_a_bad_file(runner, official_files, images, tmp_path):
+def test_batch_goes_on_past_a_bad_file(runner, cli_model, images, tmp_path):
     out = tmp_path / "o"
     res = runner.invoke(main, ["inpaint", str(images / "in" / "im0.png"), str(images / "broken.png"),
-                               "--box", "10,10,50,50", "-o", str(out), "-m", str(official_files / "var_tiny.pth"),
+                               "--box", "10,10,50,50", "-o", str(out), "-m", str(cli_model),
                                "--n", "2"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert (out / "im0_0.png").is_file() and (out / "im0_1.png").is_file()
     assert "broken.png" in res.output and "1 of 2 inputs failed" in res.output
 
 
-def test_outputs_never_overwrite_inputs(runner, official_files, images):
+def test_outputs_never_overwrite_inputs(runner, cli_model, images):
     src = images / "in" / "im1.png"
     before = src.read_bytes()
     res = runner.invoke(main, ["inpaint", str(src), "--box", "1,1,20,20", "-o", str(src),
-                               "-m", str(official_files / "var_tiny.pth")])
+                               "-m", str(cli_model)])
     assert _one_line_error(res) and src.read_bytes() == before
 
 
 @pytest.mark.parametrize("args,needle", [
     (["outpaint", "{img}", "-o", "{out}"], "nothing to extend"),
-    (["outpaint", "{img}", "--left", "-3", "-o", "{out}"], "negative"),
+    (["outpaint", "{img}", "--left", "-3", "-o", "{out}"], "whole pixels"),
     (["edit", "{img}", "--box", "1,2,3", "-c", "1", "-o", "{out}"], "4 numbers"),
     (["edit", "{img}", "--box", "500,500,600,600", "-c", "1", "-o", "{out}"], "outside"),
     (["edit", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
     (["inpaint", "{img}", "-o", "{out}"], "no mask"),
     (["inpaint", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
     (["outpaint", "{img}", "--right", "10", "-c", "99", "-o", "{out}"], "class"),
-    (["inpaint", "{missing}", "--box", "1,1,9,9", "-o", "{out}"], "failed"),
+    (["inpaint", "{missing}", "--box", "1,1,9,9", "-o", "{out}"], "file not found"),
 ])
-def test_bad_input_one_line(runner, official_files, images, tmp_path, args, needle):
+def test_bad_input_one_line(runner, cli_model, images, tmp_path, args, needle):
     fill = {"img": str(images / "in" / "im0.png"), "out": str(tmp_path / "x.png"),
             "missing": str(images / "nope.png")}
-    argv = [a.format(**fill) for a in args] + ["-m", str(official_files / "var_tiny.pth")]
+    argv = [a.format(**fill) for a in args] + ["-m", str(cli_model)]
     res = runner.invoke(main, argv)
     assert _one_line_error(res), res.output
     assert needle in res.output
 
 
-def test_outpaint_and_upscale_cli(runner, official_files, images, tmp_path):
+def test_outpaint_and_upscale_cli(runner, cli_model, golden_config, images, tmp_path):
     res = runner.invoke(main, ["outpaint", str(images / "in" / "im0.png"), "--right", "0.5", "-o",
-                               str(tmp_path / "op.png"), "-m", str(official_files / "var_tiny.pth"), "--seed", "1"])
+                               str(tmp_path / "op.png"), "-m", str(cli_model), "--seed", "1"])
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "op.png").size == (210, 100)
     res = runner.invoke(main, ["outpaint", str(images / "in" / "im0.png"), "--right", "0.5", "-o",
-                               str(tmp_path / "op2.png"), "-m", str(official_files / "var_tiny.pth"), "--seed", "1",
+                               str(tmp_path / "op2.png"), "-m", str(cli_model), "--seed", "1",
                                "--class", "none"])
     assert res.exit_code == 0, res.output
     side = json.loads((tmp_path / "op2.json").read_text())
-    assert side["label"] == 10 and side["label_source"] == "unconditional"
+    assert side["label"] == golden_config["var_ctor"]["num_classes"] and side["label_source"] == "unconditional"
     res = runner.invoke(main, ["upscale", str(images / "in" / "im0.png"), "--scale", "1.5", "-o",
-                               str(tmp_path / "up.png"), "-m", str(official_files / "var_tiny.pth"), "--seed", "1"])
+                               str(tmp_path / "up.png"), "-m", str(cli_model), "--seed", "1"])
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "up.png").size == (210, 150)

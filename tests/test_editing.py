@@ -70,7 +70,8 @@ def test_official_mode_through_canvas_plans(golden_models, golden_cases, golden_
 # ---------------------------------------------------------------------------------------------------
 # tensor-level properties
 # ---------------------------------------------------------------------------------------------------
-def test_all_known_closed_loop_reproduces_the_tokeniser_exactly(golden_models, golden_cases):
+@pytest.mark.parametrize("impl", ["eager", "fast"])
+def test_all_known_closed_loop_reproduces_the_tokeniser_exactly(golden_models, golden_cases, impl):
     var, vae = golden_models
     img = golden_cases["img_B3HW"]
     with torch.no_grad():
@@ -79,11 +80,13 @@ def test_all_known_closed_loop_reproduces_the_tokeniser_exactly(golden_models, g
     keep = [torch.ones(1, pn * pn, dtype=torch.bool) for pn in var.patch_nums]
     B = img.shape[0]
     r = masked_sample(var, vae, torch.full((B,), var.num_classes), known=Known(keep, f_BChw=f),
-                      generator=new_generator(0)[0], top_k=50)
+                      generator=new_generator(0)[0], top_k=50, impl=impl)
     for a, b in zip(r.idx_per_scale, idx):
         assert torch.equal(a, b)
     assert torch.equal(r.fhat_per_scale[-1], fhat[-1])  # bit for bit
-    torch.testing.assert_close(r.img_B3HW, vae.fhat_to_img(fhat[-1]).add(1).mul(0.5), atol=0, rtol=0)
+    # the eager path decodes as the tokeniser's decoder does; the fast one in channels-last order
+    tol = 0 if impl == "eager" else 1e-4
+    torch.testing.assert_close(r.img_B3HW, vae.fhat_to_img(fhat[-1]).add(1).mul(0.5), atol=tol, rtol=0)
 
 
 def test_nothing_forced_equals_plain_generation(golden_models, golden_cases):

@@ -74,13 +74,17 @@ def test_there_are_greedy_cases(golden_cases):
     assert len(_greedy_cases(golden_cases)) >= 2
 
 
+IMPLS = ["eager", "fast"]  # the reference path and the fast default: both must match the official code
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("i", [0, 1])
-def test_greedy_generation(golden_models, golden_cases, i):
+def test_greedy_generation(golden_models, golden_cases, i, impl):
     var, vae = golden_models
     case = _greedy_cases(golden_cases)[i]
     g, _ = new_generator(case["g_seed"])
     r = masked_sample(var, vae, case["label_B"], cfg=case["cfg"], top_k=case["top_k"], top_p=case["top_p"],
-                      more_smooth=case["more_smooth"], generator=g, record_logits=True)
+                      more_smooth=case["more_smooth"], generator=g, record_logits=True, impl=impl)
     for si, (a, b) in enumerate(zip(r.idx_per_scale, case["idx_per_scale"])):
         assert torch.equal(a, b), f"{case['name']}: tokens differ at scale {si}"
     for a, b in zip(r.logits_per_scale, case["cfg_logits_per_scale"]):
@@ -90,7 +94,8 @@ def test_greedy_generation(golden_models, golden_cases, i):
     torch.testing.assert_close(r.img_B3HW, case["img_B3HW_01"], atol=1e-4, rtol=0)
 
 
-def test_sampled_generation_follows_the_official_random_stream(golden_models, golden_cases):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sampled_generation_follows_the_official_random_stream(golden_models, golden_cases, impl):
     """Not required by the spec (it depends on torch's CPU generator), but we draw in the same order."""
     var, vae = golden_models
     for case in golden_cases["ar_cases"]:
@@ -98,17 +103,26 @@ def test_sampled_generation_follows_the_official_random_stream(golden_models, go
             continue
         g, _ = new_generator(case["g_seed"])
         r = masked_sample(var, vae, case["label_B"], cfg=case["cfg"], top_k=case["top_k"], top_p=case["top_p"],
-                          more_smooth=case["more_smooth"], generator=g)
+                          more_smooth=case["more_smooth"], generator=g, impl=impl)
         for a, b in zip(r.idx_per_scale, case["idx_per_scale"]):
             assert torch.equal(a, b), case["name"]
         torch.testing.assert_close(r.img_B3HW, case["img_B3HW_01"], atol=1e-4, rtol=0)
 
 
-def test_loader_infers_the_golden_configuration(official_files, golden_config, golden_cases):
-    """The official files load through the public loader with nothing but their paths."""
+def test_loader_infers_the_golden_configuration(official_files, golden_config, golden_cases, scale_list_in_files):
+    """The official files load through the public loader with nothing but their paths, or, when they
+    leave the scale list open, with the scale list alone after a clear error naming the candidates."""
     from varedit.pipeline import VarEditPipeline
-    pipe = VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu")
+    from varedit.registry import WeightsError
     a = golden_config["var_ctor"]
+    if scale_list_in_files:
+        pipe = VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu")
+    else:
+        with pytest.raises(WeightsError, match="cannot infer the scale list") as e:
+            VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu")
+        assert ",".join(map(str, a["patch_nums"])) in str(e.value) and "pass patch_nums" in str(e.value)
+        pipe = VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu",
+                                               patch_nums=a["patch_nums"])
     assert (pipe.var.depth, pipe.var.C, pipe.var.num_classes) == (a["depth"], a["embed_dim"], a["num_classes"])
     assert pipe.var.cfg.num_heads == a["num_heads"] and pipe.var.cfg.shared_aln == a["shared_aln"]
     assert list(pipe.var.patch_nums) == a["patch_nums"]

@@ -44,10 +44,11 @@ def test_not_a_state_dict(tmp_path):
         load_file(q)
 
 
-def test_mismatched_preset_names_what_differs(official_files):
-    with pytest.raises(WeightsError, match=r"not var-d16: it has depth 2 \(expected 16\)"):
+def test_mismatched_preset_names_what_differs(official_files, golden_config):
+    a = golden_config["var_ctor"]
+    with pytest.raises(WeightsError, match=rf"not var-d16: it has depth {a['depth']} \(expected 16\)"):
         load_official(official_files / "var_tiny.pth", official_files / "vae_ch160v4096z32.pth",
-                      preset=get_preset("var-d16"), patch_nums=(1, 2, 3, 4, 6, 8))
+                      preset=get_preset("var-d16"), patch_nums=tuple(a["patch_nums"]))
 
 
 def test_swapped_files(official_files):
@@ -55,25 +56,31 @@ def test_swapped_files(official_files):
         load_official(official_files / "vae_ch160v4096z32.pth", official_files / "var_tiny.pth")
 
 
-def test_shape_mismatch_is_reported(golden_dir):
+def test_shape_mismatch_is_reported(golden_dir, golden_config):
     sd = read_weights(golden_dir / "var.pth")
-    cfg = infer_var_config(sd)
+    cfg = infer_var_config(sd, patch_nums=tuple(golden_config["var_ctor"]["patch_nums"]))
     sd["head.weight"] = sd["head.weight"][:-1]
     with pytest.raises(WeightsError, match="head.weight"):
         build_var(cfg, sd)
 
 
-def test_inference_of_options_from_keys(golden_dir, golden_config):
+def test_inference_of_options_from_keys(golden_dir, golden_config, scale_list_in_files):
     sd = read_weights(golden_dir / "var.pth")
-    cfg = infer_var_config(sd)
-    assert cfg.num_heads == golden_config["var_ctor"]["num_heads"]  # read from the cosine-attention scales
+    a = golden_config["var_ctor"]
+    pns = None if scale_list_in_files else tuple(a["patch_nums"])  # only the scale list may be left open
+    cfg = infer_var_config(sd, patch_nums=pns)
+    assert cfg.num_heads == a["num_heads"]  # read from the cosine-attention scales
+    assert (cfg.depth, cfg.embed_dim, cfg.num_classes, cfg.shared_aln) == (a["depth"], a["embed_dim"],
+                                                                            a["num_classes"], a["shared_aln"])
+    assert list(cfg.patch_nums) == a["patch_nums"]
     # a file that predates cosine attention (like the released d24): no scale_mul keys -> plain attention,
     # heads from the official rule unless given
     old = {k: v for k, v in sd.items() if "scale_mul_1H11" not in k}
-    cfg_old = infer_var_config(old)
+    cfg_old = infer_var_config(old, patch_nums=pns)
     assert not cfg_old.attn_l2_norm and cfg_old.num_heads == cfg_old.depth
-    assert infer_var_config(old, num_heads=4).num_heads == 4
-    build_var(infer_var_config(old, num_heads=4), old)  # loads strictly
+    heads = a["num_heads"]
+    assert infer_var_config(old, num_heads=heads, patch_nums=pns).num_heads == heads
+    build_var(infer_var_config(old, num_heads=heads, patch_nums=pns), old)  # loads strictly
 
 
 def test_offline_preset_error_names_files_and_places(tmp_path, monkeypatch):
@@ -130,10 +137,11 @@ def test_weights_dir(official_files, tmp_path, monkeypatch):
 def test_self_describing_roundtrip_loads_with_no_flags(golden_models, tmp_path):
     var, vae = golden_models
     p = tmp_path / "model.pt"
-    save_models(p, var=var, vae=vae, meta={"class_names": [[f"c{i}"] for i in range(10)],
+    save_models(p, var=var, vae=vae, meta={"class_names": [[f"c{i}"] for i in range(var.num_classes)],
                                           "sampling": {"cfg": 2.5, "top_k": 7, "top_p": 0.8}})
     pipe = VarEditPipeline.from_pretrained(p, device="cpu")
-    assert pipe.class_index("c3") == 3 and pipe.defaults.top_k == 7
+    c = var.num_classes - 1
+    assert pipe.class_index(f"c{c}") == c and pipe.defaults.top_k == 7
     for (k, a), b in zip(var.state_dict().items(), pipe.var.state_dict().values()):
         assert torch.equal(a, b), k
     info = file_info(p)

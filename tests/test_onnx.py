@@ -35,6 +35,11 @@ CFG, TOP_K, TOP_P = 4.0, 50, 0.9
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _cls(k: int, num_classes: int) -> int:
+    """Class k of a model with any number of classes (the golden directory decides how many)."""
+    return k % num_classes
+
+
 @pytest.fixture(scope="module")
 def fp32_dir(tmp_path_factory, golden_models) -> Path:
     var, vae = golden_models
@@ -52,13 +57,70 @@ def rt(fp32_dir) -> OnnxVAR:
 
 @pytest.fixture(scope="module")
 def image(golden_cases) -> np.ndarray:
-    return golden_cases["img_B3HW"].numpy().astype(np.float32)  # (2, 3, 128, 128) in [-1, 1]
+    return golden_cases["img_B3HW"].numpy().astype(np.float32)  # (2, 3, S, S) in [-1, 1]
 
 
 def _torch_sample(golden_models, labels, uniforms, known=None):
     var, vae = golden_models
     return masked_sample(var, vae, torch.as_tensor(labels), known=known, cfg=CFG, top_k=TOP_K, top_p=TOP_P,
-                         uniforms=[torch.from_numpy(u) for u in uniforms], decode=True)
+                         uniforms=[torch.from_numpy(u) for u in uniforms], decode=True, record_logits=True)
+
+
+# onnxruntime and torch compute the same graph with other kernels: the guided log-probabilities differ by
+# up to 7.4e-6 on the tiny golden sets (measured, fp32, CPU).  A sampling decision that close to flipping
+# (two logits at a top-k or top-p edge, or the uniform at a CDF step) may go either way: on a golden set
+# with 7 classes and scales 1,2,3,5,7, two logits 1.2e-7 apart sat at the nucleus edge and torch's SDPA and
+# onnxruntime kept different ones.  A near tie is a decision within NEAR_TIE of flipping.
+NEAR_TIE = 2e-5  # about 3x the measured difference
+
+
+def _decision_margin(logits_V: torch.Tensor, u: float, top_k: int, top_p: float) -> float:
+    """How far one cell's sampling decision (top-k, top-p, inverse CDF at ``u``) is from flipping: the
+    smallest logit gap at a filter edge, cumulative-probability gap at the nucleus edge or CDF gap at u."""
+    lg = logits_V.double().clone()
+    V = lg.numel()
+    gaps = []
+    v, order = lg.sort(descending=True)
+    if 0 < top_k < V:
+        gaps.append(float(v[top_k - 1] - v[top_k]))
+        lg[order[top_k:]] = -torch.inf
+    if top_p > 0:
+        srt, idx = lg.sort()
+        cum = srt.softmax(0).cumsum(0)
+        remove = cum <= 1 - top_p
+        remove[-1] = False
+        j = int(remove.sum())  # srt[:j] removed, srt[j:] kept
+        gaps.append(float(cum[j] - (1 - top_p)))
+        if j > 0:
+            gaps += [float(srt[j] - srt[j - 1]), float((1 - top_p) - cum[j - 1])]
+        lg[idx[:j]] = -torch.inf
+    cdf = lg.softmax(0).cumsum(0)
+    t = u * float(cdf[-1])
+    i = int((cdf < t).sum())
+    gaps += [t - (float(cdf[i - 1]) if i > 0 else 0.0), float(cdf[min(i, V - 1)]) - t]
+    return min(abs(g) for g in gaps)
+
+
+def _parity_rows(tokens: list[np.ndarray], ref, uniforms: list[np.ndarray], top_k: int, top_p: float,
+                 keep: list[np.ndarray] | None = None) -> np.ndarray:
+    """Which rows have every token equal to torch's; a row that differs must first differ only at sampled
+    cells whose decision was a near tie in torch's guided logits (then the rest of the row diverges)."""
+    B = ref.idx_per_scale[0].shape[0]
+    assert len(tokens) == len(ref.idx_per_scale)
+    same = np.ones(B, bool)
+    for b in range(B):
+        for si, (x, y) in enumerate(zip(tokens, ref.idx_per_scale)):
+            cells = np.nonzero(x[b] != y[b].numpy())[0]
+            if cells.size == 0:
+                continue
+            for c in cells:
+                assert keep is None or not keep[si][min(b, keep[si].shape[0] - 1), c], \
+                    f"row {b}, scale {si}: forced cell {c} differs"
+                m = _decision_margin(ref.logits_per_scale[si][b, c], float(uniforms[si][b, c]), top_k, top_p)
+                assert m < NEAR_TIE, f"row {b}, scale {si}, cell {c}: tokens differ at a clear decision ({m:.1e})"
+            same[b] = False
+            break
+    return same
 
 
 def _assert_tokens_equal(a: list[np.ndarray], b: list[torch.Tensor]) -> None:
@@ -112,47 +174,55 @@ def test_tokenizer_parity(rt, golden_models, image):
 
 
 def test_generate_parity_chunked_and_padded(rt, golden_models):
-    labels = [3, 5, 10]  # 3 images on a batch-2 export: one full chunk and one padded; 10 = unconditional
+    C = rt.num_classes  # 3 images on a batch-2 export: one full chunk and one padded; C = unconditional
+    labels = [_cls(3, C), _cls(5, C), C]
     seed = 7
     images = rt.generate(labels, seed, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
     tokens, f_hat, logprob = rt.sample(labels, seed=seed, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
-    ref = _torch_sample(golden_models, labels, portable_uniforms(seed, len(labels), rt.patch_nums))
-    _assert_tokens_equal(tokens, ref.idx_per_scale)
-    np.testing.assert_allclose(f_hat, ref.fhat_per_scale[-1].numpy(), atol=FHAT_TOL, rtol=0)
-    np.testing.assert_allclose(logprob, ref.logprob_B.numpy(), atol=1e-4, rtol=0)
-    assert images.shape == (3, 3, 128, 128) and images.dtype == np.float32
-    np.testing.assert_allclose(images, ref.img_B3HW.numpy(), atol=IMG_TOL, rtol=0)
-    # the batch split does not change the result: image 1 alone (now padded) with its own noise rows
     u = portable_uniforms(seed, len(labels), rt.patch_nums)
-    tok1, f1, _ = rt.sample([5], uniforms=[x[1:2] for x in u], cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    ref = _torch_sample(golden_models, labels, u)
+    ok = _parity_rows(tokens, ref, u, TOP_K, TOP_P)
+    assert ok.sum() >= 2
+    np.testing.assert_allclose(f_hat[ok], ref.fhat_per_scale[-1].numpy()[ok], atol=FHAT_TOL, rtol=0)
+    np.testing.assert_allclose(logprob[ok], ref.logprob_B.numpy()[ok], atol=1e-4, rtol=0)
+    assert images.shape == (3, 3, rt.image_size, rt.image_size) and images.dtype == np.float32
+    np.testing.assert_allclose(images[ok], ref.img_B3HW.numpy()[ok], atol=IMG_TOL, rtol=0)
+    # the batch split does not change the result: image 1 alone (now padded) with its own noise rows
+    tok1, f1, _ = rt.sample([labels[1]], uniforms=[x[1:2] for x in u], cfg=CFG, top_k=TOP_K, top_p=TOP_P)
     for a, b in zip(tok1, tokens):
         np.testing.assert_array_equal(a[0], b[1])
     np.testing.assert_array_equal(rt.decode(f1)[0], images[1])
 
 
 def test_greedy_and_unfiltered_parity(rt, golden_models):
-    labels = [1, 2]
+    labels = [_cls(1, rt.num_classes), _cls(2, rt.num_classes)]
     for top_k, top_p in ((1, 0.0), (0, 0.5)):  # greedy; top-p alone (no top-k)
         u = portable_uniforms(11, 2, rt.patch_nums)
         tok = rt.sample(labels, uniforms=u, cfg=1.5, top_k=top_k, top_p=top_p, guidance="constant").tokens
         var, vae = golden_models
         ref = masked_sample(var, vae, torch.tensor(labels), cfg=1.5, top_k=top_k, top_p=top_p, guidance="constant",
-                            uniforms=[torch.from_numpy(x) for x in u], decode=False)
-        _assert_tokens_equal(tok, ref.idx_per_scale)
+                            uniforms=[torch.from_numpy(x) for x in u], decode=False, record_logits=True)
+        assert _parity_rows(tok, ref, u, top_k, top_p).any()
 
 
 def test_inpaint_open_loop_parity(rt, golden_models, image):
     var, vae = golden_models
     pns = rt.patch_nums
     _, tokens_in = rt.tokenize(image[:1])
-    keep_last = np.ones((pns[-1], pns[-1]), dtype=bool)
-    keep_last[2:6, 1:5] = False  # the hole
+    h = pns[-1]
+    keep_last = np.ones((h, h), dtype=bool)
+    keep_last[h // 4:3 * h // 4, h // 8:5 * h // 8] = False  # the hole ([2:6, 1:5] on an 8x8 grid)
     keep = official_keep_maps(keep_last, pns)
-    u = portable_uniforms(3, 1, pns)
-    tok, f_hat, logprob = rt.sample([4], keep, tokens_in, u, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    label = _cls(4, rt.num_classes)
     known = Known([torch.from_numpy(k) for k in keep], idx_per_scale=[torch.from_numpy(t) for t in tokens_in])
-    ref = _torch_sample(golden_models, [4], u, known)
-    _assert_tokens_equal(tok, ref.idx_per_scale)
+    for seed in (3, 4, 5):  # one image: a near tie (see NEAR_TIE) leaves nothing to compare, so try the next
+        u = portable_uniforms(seed, 1, pns)
+        tok, f_hat, logprob = rt.sample([label], keep, tokens_in, u, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+        ref = _torch_sample(golden_models, [label], u, known)
+        if _parity_rows(tok, ref, u, TOP_K, TOP_P, keep)[0]:
+            break
+    else:
+        pytest.fail("near ties in three seeds in a row")
     np.testing.assert_allclose(logprob, ref.logprob_B.numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(rt.decode(f_hat), ref.img_B3HW.numpy(), atol=IMG_TOL, rtol=0)
     for si in range(len(pns)):  # kept cells really are the known tokens
@@ -162,18 +232,21 @@ def test_inpaint_open_loop_parity(rt, golden_models, image):
 def test_closed_loop_edit_parity(rt, golden_models, image):
     pns = rt.patch_nums
     f, _ = rt.tokenize(image)
-    known_latent = np.ones((2, pns[-1], pns[-1]), dtype=np.float32)
-    known_latent[0, 3:7, 3:7] = 0
-    known_latent[1, :, 5:] = 0  # an outpainting-like strip
+    h = pns[-1]
+    known_latent = np.ones((2, h, h), dtype=np.float32)
+    known_latent[0, 3 * h // 8:7 * h // 8, 3 * h // 8:7 * h // 8] = 0  # [3:7, 3:7] on an 8x8 grid
+    known_latent[1, :, 5 * h // 8:] = 0  # an outpainting-like strip
     keep = coverage_keep_maps(known_latent, pns, threshold=1.0, keep_first=2)
     pw = pool_weights(known_latent, pns, keep_first=2)
     u = portable_uniforms(5, 2, pns)
-    tok, f_hat, _ = rt.sample([6, 8], keep, None, u, f_known=f, pool_w=pw, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    labels = [_cls(6, rt.num_classes), _cls(8, rt.num_classes)]
+    tok, f_hat, _ = rt.sample(labels, keep, None, u, f_known=f, pool_w=pw, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
     known = Known([torch.from_numpy(k) for k in keep], f_BChw=torch.from_numpy(f),
                   pool_w_per_scale=[None if w is None else torch.from_numpy(w) for w in pw])
-    ref = _torch_sample(golden_models, [6, 8], u, known)
-    _assert_tokens_equal(tok, ref.idx_per_scale)
-    np.testing.assert_allclose(f_hat, ref.fhat_per_scale[-1].numpy(), atol=FHAT_TOL, rtol=0)
+    ref = _torch_sample(golden_models, labels, u, known)
+    ok = _parity_rows(tok, ref, u, TOP_K, TOP_P, keep)
+    assert ok.any()
+    np.testing.assert_allclose(f_hat[ok], ref.fhat_per_scale[-1].numpy()[ok], atol=FHAT_TOL, rtol=0)
 
 
 def test_closed_loop_all_kept_reproduces_tokenizer(rt, image):
@@ -203,8 +276,8 @@ def test_fp16_export_drift(tmp_path_factory, golden_models):
     # graph I/O stays fp32 / int64 / bool
     sess = ort.InferenceSession(str(d / "sampler.onnx"), providers=["CPUExecutionProvider"])
     assert {i.type for i in sess.get_inputs()} <= {"tensor(float)", "tensor(int64)", "tensor(bool)"}
-    img = OnnxVAR.from_dir(d, providers="cpu").generate([2], seed=0)
-    assert img.shape == (1, 3, 128, 128) and np.isfinite(img).all()
+    img = OnnxVAR.from_dir(d, providers="cpu").generate([_cls(2, var.num_classes)], seed=0)
+    assert img.shape == (1, 3, vae.image_size, vae.image_size) and np.isfinite(img).all()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,7 +299,7 @@ def test_runtime_runs_without_torch(fp32_dir, rt, tmp_path):
         import varedit.processing, varedit.editing.masks  # the torch-free helpers the runtime may use
         from varedit_onnx.runtime import OnnxVAR
         m = OnnxVAR.from_dir({str(fp32_dir)!r}, providers="cpu", threads=1)
-        img = m.generate([3], seed=7, cfg={CFG}, top_k={TOP_K}, top_p={TOP_P})
+        img = m.generate([{_cls(3, rt.num_classes)}], seed=7, cfg={CFG}, top_k={TOP_K}, top_p={TOP_P})
         # the image-level tasks too (shared torch-free pre/post-processing)
         photo = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
         res = m.editor().inpaint(photo, box=(20, 20, 70, 60), seed=1)
@@ -238,7 +311,8 @@ def test_runtime_runs_without_torch(fp32_dir, rt, tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     img = np.load(out)
-    np.testing.assert_array_equal(img, rt.generate([3], seed=7, cfg=CFG, top_k=TOP_K, top_p=TOP_P))
+    np.testing.assert_array_equal(img, rt.generate([_cls(3, rt.num_classes)], seed=7, cfg=CFG, top_k=TOP_K,
+                                                   top_p=TOP_P))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,11 +384,12 @@ def test_wrong_batch(copy_dir, rt):
 
 
 def test_wrong_input_size(rt):
-    with pytest.raises(OnnxRuntimeError, match=r"takes \(N, 3, 128, 128\)") as e:
-        rt.tokenize(np.zeros((1, 3, 64, 64), np.float32))
+    S, h = rt.image_size, rt.latent_size
+    with pytest.raises(OnnxRuntimeError, match=rf"takes \(N, 3, {S}, {S}\)") as e:
+        rt.tokenize(np.zeros((1, 3, S // 2, S // 2), np.float32))
     _one_line(e)
     with pytest.raises(OnnxRuntimeError, match=r"\[0, 1\]"):
-        rt.tokenize(np.full((1, 3, 128, 128), 2.0, np.float32))
+        rt.tokenize(np.full((1, 3, S, S), 2.0, np.float32))
     bad_keep = [np.zeros((1, p * p + 1), dtype=bool) for p in rt.patch_nums]
     with pytest.raises(OnnxRuntimeError, match=r"keep_maps\[0\]"):
         rt.sample([1], bad_keep, [np.zeros((1, p * p), np.int64) for p in rt.patch_nums], seed=0)
@@ -323,12 +398,12 @@ def test_wrong_input_size(rt):
     with pytest.raises(OnnxRuntimeError, match="out of range"):
         rt.generate([rt.num_classes + 1], seed=0)
     with pytest.raises(OnnxRuntimeError, match="f_known has shape"):
-        rt.sample([1], [np.ones((1, p * p), bool) for p in rt.patch_nums], f_known=np.zeros((1, 16, 8, 8)),
-                  seed=0)
+        rt.sample([1], [np.ones((1, p * p), bool) for p in rt.patch_nums],
+                  f_known=np.zeros((1, rt.Cvae + 1, h, h)), seed=0)
     with pytest.raises(OnnxRuntimeError, match="exactly one of"):
         rt.sample([1], [np.ones((1, p * p), bool) for p in rt.patch_nums], seed=0)
     with pytest.raises(OnnxRuntimeError, match="f_hat has shape"):
-        rt.decode(np.zeros((1, 32, 16, 16), np.float32))
+        rt.decode(np.zeros((1, rt.Cvae, 2 * h, 2 * h), np.float32))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,11 +434,12 @@ def test_cuda_provider_runs_on_gpu(fp32_dir, rt):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime without a CUDA provider (install onnxruntime-gpu)")
     m = OnnxVAR.from_dir(fp32_dir, providers="cuda", verify=False)
-    img = m.generate([3, 5, 1], seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
+    labels = [_cls(k, rt.num_classes) for k in (3, 5, 1)]
+    img = m.generate(labels, seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P)
     assert m.provider == "CUDAExecutionProvider"
-    img2 = m.generate([3, 5, 1], seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P)  # CUDA graph replay
+    img2 = m.generate(labels, seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P)  # CUDA graph replay
     np.testing.assert_array_equal(img, img2)
-    np.testing.assert_allclose(img, rt.generate([3, 5, 1], seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P), atol=1e-3)
+    np.testing.assert_allclose(img, rt.generate(labels, seed=1, cfg=CFG, top_k=TOP_K, top_p=TOP_P), atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -385,16 +461,17 @@ def test_tasks_match_the_torch_backend(rt, golden_models):
     ref = Editor(TorchBackend(var, vae, torch.device("cpu"), sampler="portable"), defaults=SamplingOptions(**opts))
     ed = rt.editor()
     photo = _photo()
+    c2, c3, c7 = (_cls(k, var.num_classes) for k in (2, 3, 7))
     for task in ("inpaint", "official", "outpaint", "generate"):
         if task == "inpaint":
-            a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, n=2, label=2, **opts) for e in (ref, ed))
+            a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, n=2, label=c2, **opts) for e in (ref, ed))
         elif task == "official":
             a, b = (e.inpaint(photo, box=(40, 30, 120, 100), seed=4, mode="official", label=None, **opts)
                     for e in (ref, ed))
         elif task == "outpaint":
-            a, b = (e.outpaint(photo, right=60, seed=5, label=7, **opts) for e in (ref, ed))
+            a, b = (e.outpaint(photo, right=60, seed=5, label=c7, **opts) for e in (ref, ed))
         else:
-            a, b = (e.generate(3, n=2, seed=6, **opts) for e in (ref, ed))
+            a, b = (e.generate(c3, n=2, seed=6, **opts) for e in (ref, ed))
         for x, y in zip(a.images, b.images):
             x, y = np.asarray(x).astype(int), np.asarray(y).astype(int)
             assert x.shape == y.shape
@@ -446,21 +523,23 @@ def test_smoothing_is_refused_by_the_onnx_backend(rt):
         rt.editor().generate(1, seed=0, more_smooth=True)
 
 
-def test_cli_export_and_onnx_backend(golden_dir, tmp_path):
-    import shutil
-
+def test_cli_export_and_onnx_backend(cli_model, golden_config, tmp_path):
     from click.testing import CliRunner
     from PIL import Image
 
     from varedit.cli import main
-    shutil.copy(golden_dir / "var.pth", tmp_path / "var_tiny.pth")
-    shutil.copy(golden_dir / "vae.pth", tmp_path / "vae_ch160v4096z32.pth")
     runner = CliRunner()
     out = tmp_path / "onnx"
-    res = runner.invoke(main, ["export", "onnx", "-m", str(tmp_path / "var_tiny.pth"), "--out", str(out),
-                               "--batch", "2", "--no-check"])
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = runner.invoke(main, ["export", "onnx", "-m", str(cli_model), "--out", str(out),
+                                   "--batch", "2", "--no-check"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "manifest.json").read_text())["batch"] == 2
+    # a summary, not the manifest; and none of the exporter's noise (torchvision, pytree FutureWarnings)
+    assert len(res.output.strip().splitlines()) <= 3 and "exported" in res.output
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)]
     Image.fromarray(_photo()).save(tmp_path / "p.png")
     res = runner.invoke(main, ["inpaint", str(tmp_path / "p.png"), "--box", "20,20,90,90", "-o",
                                str(tmp_path / "o.png"), "--backend", "onnx", "--onnx-dir", str(out), "--seed", "1",
@@ -468,7 +547,8 @@ def test_cli_export_and_onnx_backend(golden_dir, tmp_path):
     assert res.exit_code == 0, res.output
     side = json.loads((tmp_path / "o.json").read_text())
     assert side["backend"] == "onnx" and Image.open(tmp_path / "o.png").size == (180, 130)
-    res = runner.invoke(main, ["generate", "--class", "2", "-n", "2", "--seed", "3", "-o", str(tmp_path / "g"),
+    c2 = str(_cls(2, golden_config["var_ctor"]["num_classes"]))
+    res = runner.invoke(main, ["generate", "--class", c2, "-n", "2", "--seed", "3", "-o", str(tmp_path / "g"),
                                "--backend", "onnx", "--onnx-dir", str(out), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "g").glob("*.png"))) == 2

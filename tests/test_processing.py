@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from varedit import processing as P
-from varedit.processing import ImageError, LoadedImage, MaskError, Window
+from varedit.processing import ImageError, MaskError, Window
 
 
 @pytest.fixture
@@ -38,13 +38,12 @@ def _marker_image(h: int = 20, w: int = 30) -> np.ndarray:
 
 
 def test_module_does_not_import_torch():
-    # load the file on its own (not through varedit/__init__) in a fresh interpreter
+    # a fresh interpreter in which importing torch fails: the package and each of its modules import
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('vp', {P.__file__!r})\n"
-        "mod = importlib.util.module_from_spec(spec); sys.modules['vp'] = mod\n"
-        "spec.loader.exec_module(mod)\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import sys; sys.modules['torch'] = None\n"
+        "import varedit.processing as P\n"
+        "from varedit.processing import blending, canvas, fills, images, masks, windows\n"
+        "assert P.load_image and P.prefill_hole and P.plan_crop\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -593,3 +592,38 @@ def test_harmonize_removes_a_colour_shift_and_never_reads_the_hole():
     assert np.array_equal(P.harmonize(dec, ref, np.ones_like(hole)), dec)
     with pytest.raises(ValueError):
         P.harmonize(dec, ref[:10], hole)
+
+
+def test_long_thin_windows_never_allocate_their_square():
+    """A window over a long, thin image (an outpaint of 100,000 pixels) is mostly padding: it is resized
+    axis by axis, with the same result as padding the square first, in bounded memory."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    img = rng.random((96, 2000, 3)).astype(np.float32)
+    mask = np.zeros((96, 2000), bool)
+    mask[:, 1500:] = True
+    win = P.plan_crop(mask, (2000, 96), 128)
+    canvas, cmask = P.extract(win, img, mask)
+    left, top, right, bottom = win.pad
+    square = cv2.copyMakeBorder(img[win.slices], top, bottom, left, right, cv2.BORDER_REPLICATE)
+    assert np.abs(canvas - cv2.resize(square, (128, 128), interpolation=cv2.INTER_AREA)).max() < 1e-6
+    msq = cv2.copyMakeBorder(mask[win.slices].astype(np.float32), top, bottom, left, right, cv2.BORDER_REPLICATE)
+    assert np.array_equal(cmask, cv2.resize(msq, (128, 128), interpolation=cv2.INTER_AREA) > 0)
+    rgb, _ = P.place(win, canvas, img.shape)
+    x0, y0, x1, y1 = win.clip_box
+    full = cv2.resize(canvas, (win.side, win.side), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(rgb - np.clip(full[top:top + y1 - y0, left:left + x1 - x0], 0, 1)).max() < 1e-5
+
+    big = np.zeros((96, 100_128, 3), np.float32)
+    bmask = np.zeros((96, 100_128), bool)
+    bmask[:, 128:] = True
+    win = P.plan_crop(bmask, (100_128, 96), 128)
+    tracemalloc.start()
+    try:
+        canvas, _ = P.extract(win, big, bmask)
+        P.place(win, canvas, big.shape)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 30  # the square would be 100128^2 x 3 floats: 120 GB

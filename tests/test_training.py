@@ -216,7 +216,7 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
 
 
 # ---- fine-tuning an official checkpoint ------------------------------------------------------------
-def test_class_embedding_remap_and_freeze(golden_dir):
+def test_class_embedding_remap_and_freeze(golden_dir, golden_config):
     from varedit.registry import read_weights
     sd = read_weights(golden_dir / "var.pth")
     old = sd["class_emb.weight"]
@@ -228,7 +228,7 @@ def test_class_embedding_remap_and_freeze(golden_dir):
         assert torch.equal(new[:keep], old[:keep]) and torch.equal(new[k], old[k_old])
     from varedit.registry import infer_var_config
     from varedit.models.var import VAR
-    var = VAR(infer_var_config(sd))
+    var = VAR(infer_var_config(sd, patch_nums=tuple(golden_config["var_ctor"]["patch_nums"])))
     frozen = apply_freeze(var, ["embeddings", "blocks.0."])
     assert "class_emb.weight" in frozen and "blocks.0.attn.proj.weight" in frozen
     assert "blocks.1.attn.proj.weight" not in frozen and var.head.weight.requires_grad
@@ -240,6 +240,8 @@ def test_finetune_official_checkpoint_to_new_classes(golden_dir, golden_config, 
     size = golden_config["image"]["size"]
     cfg = VARTrainConfig(
         vae=str(golden_dir / "vae.pth"), init=str(golden_dir / "var.pth"), num_classes=3, freeze=("blocks",),
+        # used only if the official file leaves its scale list open (as --patch-nums on the command line)
+        model=VARConfig(patch_nums=tuple(golden_config["var_ctor"]["patch_nums"])),
         train=TrainConfig(run_dir=str(tmp_path), steps=2, batch_size=2, lr=1e-3, warmup_steps=1, log_every=1,
                           ckpt_every=2, progress=False),
         data=DataConfig(synthetic=6, num_classes=3, image_size=size))

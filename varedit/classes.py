@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -18,13 +19,18 @@ class ClassError(ValueError):
     pass
 
 
+LIST_CLASSES_UP_TO = 30  # an unknown class lists every class of models with at most this many
+
+
 def _norm(s: str) -> str:
     return " ".join(s.lower().replace("_", " ").replace("-", " ").split())
 
 
 def resolve_class(spec: int | str, names: tuple[tuple[str, ...], ...] | None, num_classes: int) -> int:
     """A class index from an index or a name (any synonym, case-insensitive; a unique prefix is fine)."""
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().lstrip("-").isdigit()):
+    if isinstance(spec, bool) or not isinstance(spec, (int, str)):
+        raise TypeError(f"a class is an index or a name, not {type(spec).__name__} {spec!r}")
+    if isinstance(spec, int) or re.fullmatch(r"\s*-?[0-9]+\s*", spec):  # ASCII digits only ('²' is a name)
         i = int(spec)
         if not 0 <= i < num_classes:
             raise ClassError(f"class index {i} is out of range 0..{num_classes - 1}")
@@ -42,4 +48,8 @@ def resolve_class(spec: int | str, names: tuple[tuple[str, ...], ...] | None, nu
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     if len(pref) > 1:
         hint = f"; it matches {len(pref)} classes, e.g. {names[pref[0]][0]!r}, {names[pref[1]][0]!r}"
-    raise ClassError(f"unknown class {spec!r}{hint}")
+    if len(names) <= LIST_CLASSES_UP_TO:
+        listing = f" (classes: {', '.join(n[0] for n in names)})"
+    else:
+        listing = f" ({len(names)} classes: `varedit models classes MODEL` lists them)"
+    raise ClassError(f"unknown class {spec!r}{hint}{listing}")

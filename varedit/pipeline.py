@@ -22,7 +22,8 @@ from .models.vqvae import VQVAE
 from .options import SamplingOptions
 from .editing.backend import TorchBackend
 from .tasks import EditResult, Editor, ProgressCallback
-from .registry import (DEFAULT_MODEL, PRESETS, VAE_FILE, WeightsError, get_preset, load_file, load_official,
+from .presets import DEFAULT_MODEL, VAE_FILE, get_preset, is_preset
+from .registry import (WeightsError, check_self_describing, is_self_describing, load_file, load_official,
                        load_self_describing, read_weights)
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,11 @@ class VarEditPipeline:
     """A VAR transformer and its VQVAE on one device, with class names and default settings."""
 
     def __init__(self, var: VAR, vae: VQVAE, *, device: str | torch.device = "cpu", name: str = "custom",
-                 class_names: Sequence[Sequence[str]] | None = None, defaults: SamplingOptions | None = None):
+                 class_names: Sequence[Sequence[str]] | None = None, defaults: SamplingOptions | None = None,
+                 impl: str = "fast"):
+        """``impl``: the sampler's ``fast`` path (default) or its ``eager`` reference, which follows the
+        official code's structure (:func:`varedit.editing.sampler.masked_sample`); both choose the same
+        tokens."""
         self.device = torch.device(device)
         self.var = var.to(self.device).eval()
         self.vae = vae.to(self.device).eval()
@@ -62,19 +67,30 @@ class VarEditPipeline:
         self.defaults = defaults or SamplingOptions()
         if self.device.type == "cuda":
             var.use_fused_attention(True)
-        self.editor = Editor(TorchBackend(self.var, self.vae, self.device), class_names=self.class_names,
+        self.editor = Editor(TorchBackend(self.var, self.vae, self.device, impl=impl), class_names=self.class_names,
                              defaults=self.defaults, model_name=name)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device = "auto",
                         vae_path: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
-                        num_heads: int | None = None, local_files_only: bool | None = None) -> "VarEditPipeline":
+                        num_heads: int | None = None, local_files_only: bool | None = None,
+                        patch_nums: Sequence[int] | None = None) -> "VarEditPipeline":
         """Load a preset name (``demo``, ``var-d16`` ...), a self-describing varedit file, or an official
-        VAR state dict (its VQVAE from ``vae_path`` or ``vae_ch160v4096z32.pth`` beside it)."""
+        VAR state dict (its VQVAE from ``vae_path`` or ``vae_ch160v4096z32.pth`` beside it).
+
+        ``patch_nums``: the scale list of an official file whose list cannot be inferred (the file holds
+        only the number of scales and the sum of their squares, which several lists may share)."""
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a preset name or a path, not {type(model).__name__}")
+        if patch_nums is not None:
+            if isinstance(patch_nums, (str, bytes)) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in patch_nums):
+                raise TypeError(f"patch_nums must be a sequence of positive ints, not {patch_nums!r}")
+            patch_nums = tuple(patch_nums)
         dev = pick_device(device)
         p = Path(model)
-        if str(model).lower().replace("_", "-") in PRESETS and not p.exists():
+        if is_preset(str(model)) and not p.exists():
             preset = get_preset(str(model))
             if preset.bundled is not None:
                 if not preset.bundled.is_file():
@@ -84,21 +100,20 @@ class VarEditPipeline:
             from .hub import resolve_files
             files = resolve_files(preset, weights_dir=weights_dir, local_files_only=local_files_only)
             var, vae = load_official(files[preset.var_file], files[preset.vae_file], preset=preset,
-                                     num_heads=num_heads, device=dev)
+                                     num_heads=num_heads, patch_nums=patch_nums, device=dev)
             return cls(var, vae, device=dev, name=preset.name)
         if p.is_dir():
             raise WeightsError(f"{p} is a folder: give a preset name or a weights file (use --weights-dir for a "
                                f"folder of official files)")
-        if not p.is_file():
-            from .registry import get_preset as _gp
-            _gp(str(model))  # raises with a suggestion for a mistyped preset
+        if not p.exists() and not p.suffix:
+            get_preset(str(model))  # raises with a suggestion for a mistyped preset
         obj = read_weights(p)
-        if obj.get("format") == "varedit":
+        if is_self_describing(obj):
             return cls._from_self_describing(p, dev, p.stem, obj)
         vae_file = Path(vae_path) if vae_path else p.parent / VAE_FILE
         if not vae_file.is_file():
             raise WeightsError(f"{p.name} needs its VQVAE: pass --vae PATH (looked for {vae_file})")
-        var, vae = load_official(p, vae_file, num_heads=num_heads, device=dev)
+        var, vae = load_official(p, vae_file, num_heads=num_heads, patch_nums=patch_nums, device=dev)
         return cls(var, vae, device=dev, name=p.stem)
 
     @classmethod
@@ -108,9 +123,8 @@ class VarEditPipeline:
         var, vae = load_self_describing(obj, path.name, dev)
         if var is None or vae is None:
             raise WeightsError(f"{path.name} holds only the {'VQVAE' if var is None else 'VAR'}; a pipeline needs both")
-        meta = obj.get("meta", {})
-        defaults = SamplingOptions(**meta["sampling"]) if "sampling" in meta else None
-        return cls(var, vae, device=dev, name=name, class_names=meta.get("class_names"), defaults=defaults)
+        class_names, defaults = check_self_describing(obj, path.name)
+        return cls(var, vae, device=dev, name=name, class_names=class_names, defaults=defaults)
 
     @classmethod
     def from_files(cls, var_path: str | os.PathLike, vae_path: str | os.PathLike | None = None, *,

@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,86 +22,30 @@ import torch
 
 from .models.var import VAR, VARConfig
 from .models.vqvae import VQVAE, VQVAEConfig
+from .checkpoint import TensorInfo, WeightsError, peek
+from .modelinfo import FORMAT, FORMAT_VERSION, check_varedit_meta
+from .options import SamplingOptions
+from .validation import check_config
+from .presets import (DEFAULT_MODEL, DEMO_FILE, HF_REPO, KNOWN_PATCH_NUMS, PATCH_NUMS_256, PATCH_NUMS_512,  # noqa: F401
+                      PRESETS, VAE_FILE, Preset, get_preset)
 
 log = logging.getLogger(__name__)
 
-HF_REPO = "FoundationVision/var"
-VAE_FILE = "vae_ch160v4096z32.pth"
-PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
-KNOWN_PATCH_NUMS = (PATCH_NUMS_256, PATCH_NUMS_512)
-FORMAT = "varedit"
-FORMAT_VERSION = 1
-DEMO_FILE = Path(__file__).parent / "assets" / "demo" / "demo.pt"
-
-
-class WeightsError(ValueError):
-    """A weights file is missing, corrupt, unsafe, or not the model that was asked for."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    description: str
-    image_size: int
-    patch_nums: tuple[int, ...]
-    var_file: str | None = None        # file in the Hugging Face repo (official presets)
-    vae_file: str | None = VAE_FILE
-    depth: int | None = None
-    shared_aln: bool = False
-    bundled: Path | None = None        # self-describing file shipped in the package
-
-    @property
-    def files(self) -> list[str]:
-        return [f for f in (self.vae_file, self.var_file) if f]
-
-    def var_config(self, num_heads: int | None = None) -> VARConfig:
-        if self.depth is None:
-            raise WeightsError(f"preset {self.name} has no fixed architecture")
-        d = self.depth
-        # the official rule: width = 64 * depth, heads = depth, drop path 0.1 * depth / 24
-        return VARConfig(depth=d, embed_dim=64 * d, num_heads=num_heads or d, num_classes=1000, vocab_size=4096,
-                         Cvae=32, shared_aln=self.shared_aln, attn_l2_norm=True, patch_nums=self.patch_nums,
-                         drop_path_rate=0.1 * d / 24)
-
-    def vae_config(self) -> VQVAEConfig:
-        return VQVAEConfig(vocab_size=4096, z_channels=32, ch=160, share_quant_resi=4, v_patch_nums=self.patch_nums)
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in [
-        Preset("demo", "small model trained by varedit on its synthetic shapes (bundled, offline)", 128,
-               (1, 2, 3, 4, 6, 8), vae_file=None, bundled=DEMO_FILE),
-        Preset("var-d16", "official VAR d16, ImageNet 256 px (FID 3.30)", 256, PATCH_NUMS_256, "var_d16.pth", depth=16),
-        Preset("var-d20", "official VAR d20, ImageNet 256 px (FID 2.57)", 256, PATCH_NUMS_256, "var_d20.pth", depth=20),
-        Preset("var-d24", "official VAR d24, ImageNet 256 px (FID 2.09)", 256, PATCH_NUMS_256, "var_d24.pth", depth=24),
-        Preset("var-d30", "official VAR d30, ImageNet 256 px (FID 1.92)", 256, PATCH_NUMS_256, "var_d30.pth", depth=30),
-        Preset("var-d36", "official VAR d36, ImageNet 512 px (shared AdaLN)", 512, PATCH_NUMS_512, "var_d36.pth",
-               depth=36, shared_aln=True),
-    ]
-}
-DEFAULT_MODEL = "demo"
-
-
-def get_preset(name: str) -> Preset:
-    key = name.lower().replace("_", "-")
-    if key in PRESETS:
-        return PRESETS[key]
-    import difflib
-    close = difflib.get_close_matches(key, list(PRESETS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise WeightsError(f"unknown model {name!r}{hint}; presets: {', '.join(PRESETS)}")
 
 
 # --------------------------------------------------------------------------------------------------
 # reading files
 # --------------------------------------------------------------------------------------------------
 def read_weights(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with one clear error per failure kind."""
+    """Read a weights file safely: its structure is checked first without materialising anything
+    (:func:`varedit.checkpoint.peek`: an allow-listed unpickler, record sizes bounded by the file's size;
+    self-describing files are validated field by field), then ``torch.load(weights_only=True)``."""
     p = Path(path)
-    if not p.is_file():
-        raise WeightsError(f"weights file not found: {p}")
+    structure = peek(p)
+    if not isinstance(structure, Mapping):
+        raise WeightsError(f"{p.name} holds a {type(structure).__name__}, not a state dict")
+    if is_self_describing(structure):
+        check_self_describing(structure, p.name)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - classify and re-raise as one clear error
@@ -115,13 +58,28 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
             raise WeightsError(f"{p.name} is truncated or corrupt ({p.stat().st_size} bytes); download it again") \
                 from None
         raise WeightsError(f"cannot read {p.name} as torch weights: {msg.splitlines()[0][:200]}") from None
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"{p.name} holds a {type(obj).__name__}, not a state dict")
     return dict(obj)
 
 
 def is_self_describing(obj: Mapping[str, Any]) -> bool:
     return obj.get("format") == FORMAT
+
+
+def check_self_describing(obj: Mapping[str, Any], name: str
+                          ) -> tuple[tuple[tuple[str, ...], ...] | None, SamplingOptions | None]:
+    """Every field of a self-describing file, before its tensors are used (works on :func:`peek`'s
+    structure too): the torch-free checks of :func:`varedit.modelinfo.check_varedit_meta` (version, meta,
+    class names, sampling defaults), then the configurations (types and ranges) and the state dicts'
+    values.  Returns (class names, sampling defaults)."""
+    classes, defaults = check_varedit_meta(obj, name)
+    for kind in ("vqvae", "var"):
+        if kind in obj:
+            sd = obj[kind]["state_dict"]
+            bad = [k for k, t in sd.items() if not isinstance(t, (torch.Tensor, TensorInfo))]
+            if bad or not sd:
+                raise WeightsError(f"{name}: the {kind} state_dict is not a mapping of tensors (e.g. {bad[:1]})")
+            _cfg_from_dict(VQVAEConfig if kind == "vqvae" else VARConfig, obj[kind]["config"], name)
+    return classes, defaults
 
 
 def _state_dict(obj: Mapping[str, Any], name: str) -> dict[str, torch.Tensor]:
@@ -132,7 +90,23 @@ def _state_dict(obj: Mapping[str, Any], name: str) -> dict[str, torch.Tensor]:
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not obj or bad:
         raise WeightsError(f"{name} is not a state dict of tensors (e.g. key {bad[0] if bad else None!r})")
-    return dict(obj)
+    return _float32(dict(obj), name)
+
+
+def _float32(sd: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """Half-precision files (fp16 / bf16 exports of the official weights) load as float32: the models run in
+    float32 (autocast, not parameter dtypes, gives the speed on GPUs), and mixed dtypes fail at first use."""
+    low = [k for k, v in sd.items() if v.is_floating_point() and v.dtype != torch.float32]
+    if low:
+        log.info("%s: %d tensors stored as %s, converted to float32", name, len(low), sd[low[0]].dtype)
+        sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+    return sd
+
+
+def _require(sd: Mapping[str, Any], keys: tuple[str, ...], name: str, what: str) -> None:
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        raise WeightsError(f"{name} is not a complete {what} state dict: it lacks {', '.join(missing)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,9 +117,11 @@ def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for k in sd if (m := rx.match(k))})
 
 
-def infer_vqvae_config(sd: Mapping[str, torch.Tensor], patch_nums: tuple[int, ...] | None = None) -> VQVAEConfig:
+def infer_vqvae_config(sd: Mapping[str, torch.Tensor], patch_nums: tuple[int, ...] | None = None,
+                       name: str = "the VQVAE file") -> VQVAEConfig:
     if "quantize.embedding.weight" not in sd or "encoder.conv_in.weight" not in sd:
         raise WeightsError("not a VQVAE state dict (no quantize.embedding.weight / encoder.conv_in.weight)")
+    _require(sd, ("quant_conv.weight", "encoder.down.0.block.0.conv1.weight"), name, "VQVAE")
     V, Cvae = sd["quantize.embedding.weight"].shape
     ch = sd["encoder.conv_in.weight"].shape[0]
     n_levels = _count(sd, r"encoder\.down\.(\d+)\.")
@@ -189,6 +165,11 @@ def candidate_patch_nums(L: int, SN: int, limit: int = 50) -> list[tuple[int, ..
     return out
 
 
+class ScaleListError(WeightsError):
+    """An official VAR file whose scale list several lists fit (it records only their number and the sum
+    of their squares): the caller has to give it."""
+
+
 def _infer_patch_nums(L: int, SN: int) -> tuple[int, ...] | None:
     for p in KNOWN_PATCH_NUMS:
         if len(p) == SN and sum(x * x for x in p) == L:
@@ -201,9 +182,10 @@ def _infer_patch_nums(L: int, SN: int) -> tuple[int, ...] | None:
 
 
 def infer_var_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None,
-                     patch_nums: tuple[int, ...] | None = None) -> VARConfig:
+                     patch_nums: tuple[int, ...] | None = None, name: str = "the VAR file") -> VARConfig:
     if "class_emb.weight" not in sd or "head.weight" not in sd:
         raise WeightsError("not a VAR state dict (no class_emb.weight / head.weight)")
+    _require(sd, ("word_embed.weight", "pos_1LC", "lvl_embed.weight", "blocks.0.ffn.fc1.weight"), name, "VAR")
     ncls1, C = sd["class_emb.weight"].shape
     V = sd["head.weight"].shape[0]
     Cvae = sd["word_embed.weight"].shape[1]
@@ -222,7 +204,10 @@ def infer_var_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = Non
     if patch_nums is None:
         patch_nums = _infer_patch_nums(L, SN)
         if patch_nums is None:
-            raise WeightsError(f"cannot infer the scale list (L={L}, {SN} scales): pass patch_nums")
+            cands = candidate_patch_nums(L, SN, limit=4)
+            fits = "; ".join(",".join(map(str, c)) for c in cands[:3]) + (" ..." if len(cands) > 3 else "")
+            raise ScaleListError(f"cannot infer the scale list (L={L}, {SN} scales"
+                               + (f" fit {fits}" if cands else "") + "): pass patch_nums")
     elif sum(p * p for p in patch_nums) != L or len(patch_nums) != SN:
         raise WeightsError(f"scale list {patch_nums} does not fit the file (L={L}, {SN} scales)")
     mlp_ratio = sd["blocks.0.ffn.fc1.weight"].shape[0] / C
@@ -338,8 +323,8 @@ def load_official(var_path: str | os.PathLike, vae_path: str | os.PathLike, *, p
     if preset is not None and preset.depth is not None:
         _check_against_preset(var_sd, preset, Path(var_path).name, num_heads)
     pn = patch_nums or (preset.patch_nums if preset else None)
-    var_cfg = infer_var_config(var_sd, num_heads=num_heads, patch_nums=pn)
-    vae_cfg = infer_vqvae_config(vae_sd, patch_nums=var_cfg.patch_nums)
+    var_cfg = infer_var_config(var_sd, num_heads=num_heads, patch_nums=pn, name=Path(var_path).name)
+    vae_cfg = infer_vqvae_config(vae_sd, patch_nums=var_cfg.patch_nums, name=Path(vae_path).name)
     if not var_cfg.attn_l2_norm:
         log.warning("%s has no cosine-attention scales: loading it with plain scaled attention", var_path)
     var_vae_consistent(var_cfg, vae_cfg)
@@ -357,12 +342,13 @@ def _cfg_to_dict(cfg: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def _cfg_from_dict(cls: type, d: Mapping[str, Any]) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(names)
-    if unknown:
-        raise WeightsError(f"unknown {cls.__name__} fields {sorted(unknown)}: file from a newer varedit?")
-    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+def _cfg_from_dict(cls: type, d: Any, name: str = "the file") -> Any:
+    """A configuration from a file's dict: field names, types and ranges checked (one WeightsError)."""
+    fields = check_config(cls, d, name, WeightsError)
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{name}: {e}") from None
 
 
 def save_models(path: str | os.PathLike, *, var: VAR | None = None, vae: VQVAE | None = None,
@@ -386,20 +372,14 @@ def save_models(path: str | os.PathLike, *, var: VAR | None = None, vae: VQVAE |
 
 def load_self_describing(obj: Mapping[str, Any], name: str, device: str | torch.device = "cpu"
                          ) -> tuple[VAR | None, VQVAE | None]:
-    if obj.get("version", 0) > FORMAT_VERSION:
-        raise WeightsError(f"{name} is format version {obj.get('version')}; this varedit reads up to "
-                           f"{FORMAT_VERSION}: upgrade varedit")
+    check_self_describing(obj, name)
     var = vae = None
-
-    def f32(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-
     if "vqvae" in obj:
-        vae = build_vqvae(_cfg_from_dict(VQVAEConfig, obj["vqvae"]["config"]), f32(obj["vqvae"]["state_dict"]),
-                          f"{name}:vqvae", device)
+        vae = build_vqvae(_cfg_from_dict(VQVAEConfig, obj["vqvae"]["config"], name),
+                          _float32(dict(obj["vqvae"]["state_dict"]), name), f"{name}:vqvae", device)
     if "var" in obj:
-        var = build_var(_cfg_from_dict(VARConfig, obj["var"]["config"]), f32(obj["var"]["state_dict"]),
-                        f"{name}:var", device)
+        var = build_var(_cfg_from_dict(VARConfig, obj["var"]["config"], name),
+                        _float32(dict(obj["var"]["state_dict"]), name), f"{name}:var", device)
     if var is not None and vae is not None:
         var_vae_consistent(var.cfg, vae.cfg)
     return var, vae
@@ -413,37 +393,59 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> tu
         return load_self_describing(obj, name, device)
     sd = _state_dict(obj, name)
     if "class_emb.weight" in sd:
-        cfg = infer_var_config(sd)
+        cfg = infer_var_config(sd, name=name)
         log.info("VAR %s: inferred %s", name, describe_var(cfg))
         return build_var(cfg, sd, name, device), None
     if "quantize.embedding.weight" in sd:
-        cfg_v = infer_vqvae_config(sd)
+        cfg_v = infer_vqvae_config(sd, name=name)
         log.info("VQVAE %s: inferred %s", name, describe_vqvae(cfg_v))
         return None, build_vqvae(cfg_v, sd, name, device)
     raise WeightsError(f"{name} is neither a VAR nor a VQVAE state dict")
 
 
 def file_info(path: str | os.PathLike) -> dict[str, Any]:
-    """What a weights file holds, without building the model."""
+    """What a weights file holds, from its structure alone (:func:`varedit.checkpoint.peek`): no tensor is
+    read, so it is fast on multi-gigabyte files, and everything reported has been validated."""
     name = Path(path).name
-    obj = read_weights(path)
+    obj = peek(path)
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{name} holds a {type(obj).__name__}, not a state dict")
     info: dict[str, Any] = {"file": str(path), "bytes": Path(path).stat().st_size}
     if is_self_describing(obj):
+        check_self_describing(obj, name)
         info["format"] = f"varedit v{obj.get('version')}"
-        info["meta"] = obj.get("meta", {})
+        info["meta"] = dict(obj.get("meta", {}))
         for kind in ("vqvae", "var"):
             if kind in obj:
                 sd = obj[kind]["state_dict"]
-                info[kind] = {"config": obj[kind]["config"],
-                              "parameters": sum(v.numel() for k, v in sd.items() if v.is_floating_point())}
+                info[kind] = {"config": dict(obj[kind]["config"]),
+                              "parameters": sum(v.numel for v in sd.values() if v.is_floating_point())}
         return info
-    sd = _state_dict(obj, name)
+    sd = obj
+    for wrapper in ("state_dict", "model", "trainer"):
+        if isinstance(sd.get(wrapper), Mapping) and not isinstance(next(iter(sd.values())), TensorInfo):
+            sd = sd[wrapper]
+    bad = [k for k, v in sd.items() if not isinstance(v, TensorInfo)]
+    if not sd or bad:
+        raise WeightsError(f"{name} is not a state dict of tensors (e.g. key {bad[0] if bad else None!r})")
     info["format"] = "official state dict"
     info["keys"] = len(sd)
+    info["parameters"] = sum(v.numel for k, v in sd.items() if v.is_floating_point() and "ema_vocab" not in k)
+    dtypes = sorted({v.dtype for v in sd.values() if v.is_floating_point()})
+    info["dtypes"] = dtypes
     if "class_emb.weight" in sd:
-        info["var"] = _cfg_to_dict(infer_var_config(sd))
+        # a file holds the number of scales and the sum of their squares; several scale lists may fit
+        cands = []
+        if "pos_1LC" in sd and "lvl_embed.weight" in sd:
+            L, SN = int(sd["pos_1LC"].shape[1]), int(sd["lvl_embed.weight"].shape[0])
+            if _infer_patch_nums(L, SN) is None:
+                cands = candidate_patch_nums(L, SN)
+        info["var"] = _cfg_to_dict(infer_var_config(sd, name=name, patch_nums=cands[0] if cands else None))
+        if cands:
+            info["var"]["patch_nums"] = None
+            info["var"]["patch_nums_candidates"] = [list(c) for c in cands]
     elif "quantize.embedding.weight" in sd:
-        info["vqvae"] = _cfg_to_dict(infer_vqvae_config(sd))
+        info["vqvae"] = _cfg_to_dict(infer_vqvae_config(sd, name=name))
     else:
         raise WeightsError(f"{name} is neither a VAR nor a VQVAE state dict")
     return info

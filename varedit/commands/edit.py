@@ -1,39 +1,52 @@
 """``varedit inpaint|outpaint|edit|upscale``: batch image editing from the command line.
 
-IMAGE arguments are files or folders.  ``-o OUT`` is a file for a single input (when it has an image
-suffix), otherwise a folder; outputs keep the input's file stem (``stem.png``, or ``stem_1.png`` ...
-for ``--n`` > 1) and get a JSON sidecar with every setting and the seed.  A bad file is reported and
-skipped; the exit status is 1 when any input failed.  Inputs are never overwritten.
+IMAGE arguments are files or folders.  Every argument is checked before a model is loaded (files
+readable and decodable from their headers, masks, boxes, classes, option ranges, the canvas each job
+makes, output names), so a bad call fails at once with one line.  A batch goes on past an input that
+fails while it runs and reports every failure at the end (exit status 1).  Output names and collisions:
+:mod:`varedit.commands.outputs`.
 """
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+from .common import (GroupedCommand, ModelSpec, backend_options, check_class, model_options, opt, pop_sampling,
+                     sampling_options)
+from .outputs import IMAGE_SUFFIXES, candidate_names, check_outputs, is_image_name, report_failures, write_result
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+LABEL_KEYWORDS = ("auto", "infer", "none")
 
 
-def _collect(images: tuple[str, ...]) -> list[Path]:
+# --------------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------------
+def collect_inputs(images: tuple[str, ...]) -> list[Path]:
+    """Files as given, folders expanded to their images (sorted)."""
     out: list[Path] = []
     for s in images:
         p = Path(s)
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                raise click.ClickException(f"no images in folder {p}")
+                raise click.ClickException(f"no images in folder {p} (looked for {', '.join(IMAGE_SUFFIXES)})")
             out.extend(files)
         else:
-            out.append(p)  # a missing or unreadable file is reported per input, the batch goes on
+            out.append(p)  # a missing or unreadable file is reported per input
     return out
 
 
-def _mask_for(mask: str | None, image: Path) -> str | None:
+def mask_for(mask: str | None, image: Path) -> Path | None:
     if mask is None:
         return None
     m = Path(mask)
@@ -41,226 +54,491 @@ def _mask_for(mask: str | None, image: Path) -> str | None:
         for suf in IMAGE_SUFFIXES:
             for cand in (m / f"{image.stem}{suf}", m / f"{image.stem}_mask{suf}"):
                 if cand.is_file():
-                    return str(cand)
-        raise FileNotFoundError(f"no mask for {image.name} in {m} (looked for {image.stem}.png / {image.stem}_mask.png)")
-    return str(m)
+                    return cand
+        raise FileNotFoundError(f"no mask for {image.name} in {m} (looked for {image.stem}.png / "
+                                f"{image.stem}_mask.png)")
+    return m
 
 
-def _outputs(out: Path, inputs: list[Path], image: Path, n: int) -> list[Path]:
-    single_file = len(inputs) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
-    if single_file:
-        base = out
-    else:
-        base = out / f"{image.stem}.png"
-    if n == 1:
-        return [base]
-    return [base.with_name(f"{base.stem}_{i}{base.suffix}") for i in range(n)]
+@dataclass
+class Job:
+    src: Path
+    mask: Path | None
+    size: tuple[int, int]        # the input's size
+    out_size: tuple[int, int]    # the output's (outpaint and upscale make another)
 
 
-def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    from ..cli import model_options, sampling_options
-    opts = [
-        click.argument("images", nargs=-1, required=True),
-        click.option("--out", "-o", required=True, type=click.Path(),
-                     help="Output file (one input) or folder."),
-        click.option("--n", "-n", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Candidates per input (ranked by the model's log-likelihood)."),
-        click.option("--no-rank", is_flag=True, help="Keep candidates in sampling order."),
-        click.option("--mode", type=click.Choice(["default", "official"]), default="default", show_default=True,
-                     help="default: prefill + closed loop; official: the notebook method."),
-        click.option("--strategy", type=click.Choice(["auto", "crop", "resize", "original"]), default=None,
-                     help="Size strategy (default per task: inpaint/edit crop, outpaint auto)."),
-        click.option("--keep-scales", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Keep the input's first k scales inside the hole (structure kept)."),
-        click.option("--feather", type=click.FloatRange(min=0), default=None,
-                     help="Paste-back feather width in pixels (default: half a token)."),
-        click.option("--harmonize/--no-harmonize", default=True, show_default=True,
-                     help="Remove the tokeniser's colour error from the fill (membrane correction)."),
-        click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs exist."),
-        click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True),
-        click.option("--onnx-dir", type=click.Path(file_okay=False), default=None,
-                     help="Exported ONNX folder (with --backend onnx)."),
-        click.option("--threads", type=int, default=None, help="CPU threads (onnx backend)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return model_options(sampling_options(f))
-
-
-def make_editor(backend: str, onnx_dir: str | None, model: str, vae_path: str | None, weights_dir: str | None,
-                num_heads: int | None, device: str, threads: int | None) -> Any:
-    if backend == "onnx":
-        if not onnx_dir:
-            raise click.ClickException("--backend onnx needs --onnx-dir DIR (made by `varedit export onnx`)")
-        from varedit_onnx.runtime import OnnxVAR
-        providers = {"auto": "auto", "cpu": "cpu", "cuda": "cuda"}[device]
-        return OnnxVAR.from_dir(onnx_dir, providers=providers, threads=threads).editor()
-    from ..cli import load_pipeline
-    return load_pipeline(model, vae_path, weights_dir, num_heads, device).editor
-
-
-def run_batch(task: str, images: tuple[str, ...], out: str, n: int, skip_existing: bool, mask: str | None,
-              call: Callable[[Any, Path, str | None], Any], editor: Any) -> None:
-    from ..io import save_image, save_json
-    from ..processing import save_image as save_any
-    inputs = _collect(images)
-    out_p = Path(out)
-    if len(inputs) > 1 and out_p.suffix.lower() in IMAGE_SUFFIXES:
-        raise click.ClickException(f"{len(inputs)} inputs need an output folder, not the file {out_p}")
-    in_set = {p.resolve() for p in inputs if p.exists()}
-    failures: list[str] = []
-    from tqdm import tqdm
-    bar = tqdm(inputs, desc=task, unit="img", disable=len(inputs) < 2, file=sys.stderr)
-    for img in bar:
-        targets = _outputs(out_p, inputs, img, n)
-        if any(t.resolve() in in_set for t in targets):
-            failures.append(f"{img}: the output would overwrite an input; choose another -o")
-            continue
-        if skip_existing and all(t.exists() for t in targets):
-            log.info("skip %s (outputs exist)", img)
-            continue
+def prepare_jobs(inputs: list[Path], check: Callable[[Path, Any], tuple[int, int]], mask: str | None,
+                 failures: list[str]) -> list[Job]:
+    """Probe every input (header only) and run the task's own checks; a single input fails the command
+    at once, in a batch the bad ones are reported at the end."""
+    from .. import processing as P
+    shared_mask: Path | None = None
+    if mask is not None and not Path(mask).is_dir():
+        P.probe_image(mask, what="mask")  # one mask for all inputs: a bad one fails the command
+        shared_mask = Path(mask)
+    jobs = []
+    for src in inputs:
         try:
-            res = call(editor, img, _mask_for(mask, img))
-        except (ValueError, OSError, RuntimeError) as e:
-            failures.append(f"{img}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-            continue
-        for i, (t, im) in enumerate(zip(targets, res.images)):
-            if hasattr(im, "save"):
-                save_image(im, t)
-            else:
-                tmp_dir = t.parent
-                tmp_dir.mkdir(parents=True, exist_ok=True)
-                save_any(im, t)
-            side = {**res.settings, "input": str(img), "mask": mask and _mask_for(mask, img), "candidate": i,
-                    "score": res.scores[i] if i < len(res.scores) else None}
-            save_json(side, t.with_suffix(".json"))
-            click.echo(str(t))
-    if failures:
-        for f in failures:
-            click.echo(f"failed: {f}", err=True)
-        raise click.ClickException(f"{len(failures)} of {len(inputs)} inputs failed")
+            header = P.probe_image(src)
+            m = shared_mask or mask_for(mask, src)
+            if m is not None and m is not shared_mask:
+                P.probe_image(m, what="mask")
+            jobs.append(Job(src, m, header.size, check(src, header)))
+        except (ValueError, OSError) as e:
+            if len(inputs) == 1:
+                raise click.ClickException(_one_line(e)) from None
+            failures.append(f"{src}: {_one_line(e)}")
+    return jobs
 
 
-def _sampling(kw: dict[str, Any]) -> dict[str, Any]:
-    return {k: kw.pop(k) for k in ("cfg", "top_k", "top_p", "more_smooth", "guidance")}
+def _one_line(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return s or type(e).__name__
 
 
-def _editor_from(kw: dict[str, Any]) -> Any:
-    return make_editor(kw.pop("backend"), kw.pop("onnx_dir"), kw.pop("model"), kw.pop("vae_path"),
-                       kw.pop("weights_dir"), kw.pop("num_heads"), kw.pop("device"), kw.pop("threads"))
+def plan_outputs(out: str, jobs: list[Job], n: int, inputs: list[Path], *, overwrite: bool, skip_existing: bool,
+                 own: list[Job] | None = None) -> Any:
+    from .. import processing as P
+    o = Path(out)
+    single_file = is_image_name(o)
+    if single_file and len(inputs) > 1:
+        raise click.ClickException(f"{len(inputs)} inputs need an output folder, not the file {o}")
+    if single_file:
+        P.output_format(o)  # a suffix nothing can write is an error now, not after the work
+    elif o.exists() and not o.is_dir():
+        raise click.ClickException(f"-o {o} is a file; give a folder for the outputs, or a name with an image "
+                                   f"suffix ({', '.join(IMAGE_SUFFIXES)}) for one input")
+    targets = {j.src: candidate_names(o if single_file else o / f"{j.src.stem}.png", n) for j in jobs}
+    protected = [*inputs, *{j.mask for j in jobs if j.mask is not None}]
+    return check_outputs(targets, protected, overwrite=overwrite, skip_existing=skip_existing,
+                         label={j.src: str(j.src) for j in jobs}, own=None if own is None else {j.src for j in own})
+
+
+# --------------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------------
+class _ScaleBar:
+    """A progress bar over scales and windows for one image (the Editor's callback)."""
+
+    def __init__(self, desc: str, enabled: bool):
+        self.desc, self.enabled, self.bar = desc, enabled, None
+
+    def __call__(self, step: int, total: int, preview: Any) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=self.desc, unit="scale", file=sys.stderr, leave=False)
+        self.bar.n = step + 1
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class PhaseTimer:
+    """Wall-clock seconds per phase of one command (``varedit bench`` reads them through the file named by
+    ``$VAREDIT_TIMINGS``): validate, load and edit (every job), and within edit the jobs' read, label,
+    tokenize, sample, decode, post and write (summed over jobs)."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+        self.phases: dict[str, float] = {"start_time": self.t}
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.add(name, now - self.t)
+        self.t = now
+
+    def add(self, name: str, seconds: float) -> None:
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+    def write(self) -> None:
+        path = os.environ.get("VAREDIT_TIMINGS")
+        if path:
+            from ..io import save_json
+            save_json({**self.phases, "end_time": time.time()}, path)
+
+
+def shard(jobs: list[Job]) -> list[Job]:
+    """Under ``torchrun`` (``RANK``/``WORLD_SIZE``), this process's share: every rank plans the same jobs
+    and takes every WORLD_SIZE-th one, so no output is written twice."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        log.info("rank %d of %d: %d of %d inputs", rank, world, len(jobs[rank::world]), len(jobs))
+    return jobs[rank::world]
+
+
+def run_jobs(task: str, jobs: list[Job], plan: Any, spec: ModelSpec, failures: list[str], total: int,
+             call: Callable[[Any, Any, Path | None, Callable[..., None]], Any], max_windows: int,
+             timer: PhaseTimer, batch_size: int = 1) -> None:
+    """Edit every job not skipped (``batch_size`` images at once: their model calls are batched) and
+    write each result with its sidecar; failures of a batch run are collected, a single input raises."""
+    import threading
+
+    from .. import __version__
+    from .. import processing as P
+    todo = [j for j in jobs if j.src not in plan.skip]
+    for j in jobs:
+        if j.src in plan.skip:
+            log.info("skip %s (its outputs exist)", j.src)
+    if not todo:
+        timer.write()
+        report_failures(failures, total)
+        return
+    editor = spec.editor()
+    editor.max_windows = max_windows
+    timer.lap("load_s")
+    lock = threading.Lock()
+    from tqdm import tqdm
+    bar = tqdm(total=len(todo), desc=task, unit="img", disable=len(todo) < 2, file=sys.stderr)
+
+    def one(job: Job, ed: Any) -> None:
+        scale_bar = _ScaleBar(job.src.name, enabled=len(todo) == 1 and sys.stderr.isatty())
+        try:
+            t0 = time.perf_counter()
+            loaded = P.load_image(job.src)
+            t1 = time.perf_counter()
+            res = call(ed, loaded, job.mask, scale_bar)
+            t2 = time.perf_counter()
+            written = []
+            for i, (t, raw) in enumerate(zip(plan.paths(job.src), res.images)):
+                data = P.encode_image(raw, P.output_format(t), loaded.icc_profile)
+                side = {**res.settings, "input": str(job.src), "mask": str(job.mask) if job.mask else None,
+                        "candidate": i, "score": res.scores[i] if i < len(res.scores) else None,
+                        "output": str(t), "varedit_version": __version__}
+                write_result(data, t, side)
+                written.append(t)
+            with lock:
+                for k, v in (*res.timings.items(), ("read_s", t1 - t0), ("write_s", time.perf_counter() - t2)):
+                    timer.add(k, v)
+                for t in written:
+                    click.echo(str(t))
+        except (ValueError, OSError, RuntimeError, MemoryError) as e:
+            if total == 1:
+                raise
+            with lock:
+                failures.append(f"{job.src}: {_one_line(e)}")
+        finally:
+            scale_bar.close()
+            with lock:
+                bar.update(1)
+
+    workers = min(batch_size, len(todo))
+    if workers == 1:
+        for job in todo:
+            one(job, editor)
+    else:  # one thread per image of a batch; their model calls run together (varedit.editing.batching)
+        from ..editing.batching import BatchingBackend
+        batching = BatchingBackend(editor.backend, workers)
+        ed = editor.with_backend(batching)
+        queue = iter(todo)
+
+        def worker() -> None:
+            with batching.worker():
+                while True:
+                    with lock:
+                        job = next(queue, None)
+                    if job is None:
+                        return
+                    one(job, ed)
+
+        threads = [threading.Thread(target=worker, name=f"varedit-{i}") for i in range(workers)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    bar.close()
+    timer.lap("edit_s")
+    timer.write()
+    report_failures(failures, total)
+
+
+def edit_command(task: str, kw: dict[str, Any], n: int, check: Callable[[Path, Any], tuple[int, int]],
+                 call: Callable[..., Any], mask: str | None = None, setup: Callable[[Any], None] | None = None
+                 ) -> None:
+    """The shape of every editing command: model facts (torch-free), every argument checked, outputs
+    planned, then the model loaded and the jobs run.  ``kw["model_info"]`` holds the facts for ``check``."""
+    timer = PhaseTimer()
+    spec = ModelSpec.pop(kw)
+    info = kw["model_info"] = spec.info()
+    if setup is not None:
+        setup(info)
+    inputs = collect_inputs(kw["images"])
+    failures: list[str] = []
+    jobs = prepare_jobs(inputs, check, mask, failures)
+    if not jobs:
+        report_failures(failures, len(inputs))
+    plan = plan_outputs(kw["out"], jobs, n, inputs, overwrite=kw["overwrite"], skip_existing=kw["skip_existing"],
+                        own=shard(jobs))
+    timer.lap("validate_s")
+    run_jobs(task, shard(jobs), plan, spec, failures, len(inputs), call, kw["max_windows"], timer,
+             kw.get("batch_size", 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------------------------------
+def output_options(f: Any) -> Any:
+    for o in reversed([
+        opt("--out", "-o", group="Output", required=True, type=click.Path(),
+            help="Output file (one input) or folder; outputs are named after the inputs."),
+        opt("--overwrite", group="Output", is_flag=True, help="Replace outputs that exist (they are listed)."),
+        opt("--skip-existing", group="Output", is_flag=True, help="Skip inputs whose outputs exist (resume)."),
+    ]):
+        f = o(f)
+    return f
+
+
+def editing_options(f: Any) -> Any:
+    for o in reversed([
+        opt("--n", "-n", group="Editing", type=click.IntRange(1, 64), default=1, show_default=True,
+            help="Candidates per input (ranked by the model's log-likelihood; at most 64)."),
+        opt("--no-rank", group="Editing", is_flag=True, help="Keep candidates in sampling order."),
+        opt("--mode", group="Editing", type=click.Choice(["default", "official"]), default="default",
+            show_default=True,
+            help="default: prefill, coverage keep maps, open loop, harmonize, paste-back; official: the "
+                 "notebook method."),
+        opt("--strategy", group="Editing", type=click.Choice(["auto", "crop", "resize", "original"]),
+            default=None, help="Size strategy: crop (a square around the mask, resized to the model), resize "
+                               "(the whole image), original (native-size tiles in order); auto = crop."),
+        opt("--keep-scales", group="Editing", type=click.IntRange(min=0), default=0, show_default=True,
+            help="Keep the input's first k scales inside the hole (structure kept, detail regenerated)."),
+        opt("--feather", group="Editing", type=click.FloatRange(min=0, max=1e4), default=None,
+            help="Paste-back feather width in pixels (default: half a token)."),
+        opt("--harmonize/--no-harmonize", group="Editing", default=True, show_default=True,
+            help="Remove the tokeniser's colour error from the fill (membrane correction)."),
+        max_windows_option,
+        batch_size_option,
+    ]):
+        f = o(f)
+    return f
+
+
+max_windows_option = opt("--max-windows", group="Editing", type=click.IntRange(min=1), default=512, show_default=True,
+                         help="Refuse jobs that need more model windows (sampling passes) per image.")
+
+
+batch_size_option = opt("--batch-size", group="Editing", type=click.IntRange(1, 256), default=1, show_default=True,
+                        help="Images edited at once (their model calls run as one batch; each image keeps its "
+                             "own random stream, so its result does not depend on the batch).")
+
+
+def _images_argument(f: Any) -> Any:
+    return click.argument("images", nargs=-1, required=True, type=click.Path())(f)
+
+
+def _common(f: Any) -> Any:
+    return _images_argument(output_options(editing_options(sampling_options(model_options(backend_options(f))))))
 
 
 def label_option(f: Any) -> Any:
-    return click.option("--class", "-c", "class_", default="auto", show_default=True,
-                        help="Class that guides the fill: index or name; auto = the class the model finds most "
-                             "likely for the known pixels (models with at most 100 classes, else none); infer = "
-                             "always infer; none = unconditional.")(f)
+    return opt("--class", "-c", "class_", group="Task", default="auto", show_default=True,
+               help="Class that guides the fill: index or name; auto = the class the model finds most likely for "
+                    "the known pixels (models with at most 100 classes, else none); infer = always infer; "
+                    "none = unconditional.")(f)
+
+
+# varedit.processing.FILL_METHODS, written out: importing processing (OpenCV) would slow `varedit --help`
+# (a test checks that the two agree)
+PREFILL_CHOICES = ("ns", "telea", "edge", "mean", "gray", "blur", "pushpull")
 
 
 def prefill_option(f: Any) -> Any:
-    from ..processing import FILL_METHODS
-    return click.option("--prefill", type=click.Choice(list(FILL_METHODS)), default=None,
-                        help="How the hole is filled from known pixels before tokenising (default per task: "
-                             "inpaint/edit ns = OpenCV Navier-Stokes, outpaint pushpull).")(f)
+    return opt("--prefill", group="Editing", type=click.Choice(list(PREFILL_CHOICES)), default=None,
+               help="How the hole is filled from known pixels before tokenising (default per task: inpaint/edit "
+                    "ns = OpenCV Navier-Stokes, outpaint pushpull).")(f)
 
 
-def _prefill(kw: dict[str, Any]) -> dict[str, Any]:
-    p = kw.pop("prefill")
-    return {} if p is None else {"prefill": p}
-
-
-def register(main: click.Group) -> None:
-    @main.command()
-    @common_options
-    @click.option("--mask", type=click.Path(), default=None,
-                  help="Mask file for all inputs, or a folder of masks paired by file stem (white = regenerate).")
-    @click.option("--box", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
-    @click.option("--invert", is_flag=True, help="Invert the mask (black = regenerate).")
-    @label_option
-    @prefill_option
-    def inpaint(**kw: Any) -> None:
-        """Regenerate the masked part of each image (white = regenerate; no mask: the transparent pixels)."""
-        editor = _editor_from(kw)
-        s = {**_sampling(kw), **_prefill(kw)}
-        box = _parse_box(kw.pop("box"))
-        editor.check_label(kw["class_"])  # an unknown class fails once, before the batch
-        run_batch("inpaint", kw["images"], kw["out"], kw["n"], kw["skip_existing"], kw["mask"],
-                  lambda ed, img, m: ed.inpaint(str(img), m, box=box, invert=kw["invert"], label=kw["class_"],
-                                                n=kw["n"],
-                                                rank=not kw["no_rank"], mode=kw["mode"],
-                                                strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"],
-                                                feather=kw["feather"], harmonize=kw["harmonize"],
-                                                seed=kw["seed"], **s), editor)
-
-    @main.command()
-    @common_options
-    @click.option("--left", type=float, default=0, help="Pixels (int) or ratio of the width (<1 float).")
-    @click.option("--right", type=float, default=0)
-    @click.option("--top", type=float, default=0)
-    @click.option("--bottom", type=float, default=0)
-    @click.option("--fill", type=click.Choice(["blur", "edge", "mean", "gray"]), default="blur", show_default=True,
-                  help="What fills the new canvas before encoding.")
-    @label_option
-    @prefill_option
-    def outpaint(**kw: Any) -> None:
-        """Extend each image and fill the new area."""
-        editor = _editor_from(kw)
-        s = {**_sampling(kw), **_prefill(kw)}
-        amounts = {k: _amount(kw[k], k) for k in ("left", "right", "top", "bottom")}
-        editor.check_label(kw["class_"])  # an unknown class fails once, before the batch
-        run_batch("outpaint", kw["images"], kw["out"], kw["n"], kw["skip_existing"], None,
-                  lambda ed, img, m: ed.outpaint(str(img), **amounts, fill=kw["fill"], label=kw["class_"],
-                                                 n=kw["n"],
-                                                 rank=not kw["no_rank"], mode=kw["mode"],
-                                                 strategy=kw["strategy"] or "auto", keep_scales=kw["keep_scales"],
-                                                 feather=kw["feather"], harmonize=kw["harmonize"],
-                                                seed=kw["seed"], **s), editor)
-
-    @main.command()
-    @common_options
-    @click.option("--box", type=str, required=True, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
-    @click.option("--class", "-c", "class_", required=True, help="Target class index or name.")
-    @prefill_option
-    def edit(**kw: Any) -> None:
-        """Class-conditional edit: regenerate a box as another class."""
-        editor = _editor_from(kw)
-        s = {**_sampling(kw), **_prefill(kw)}
-        box = _parse_box(kw.pop("box"))
-        editor.class_index(kw["class_"])  # an unknown class fails once, before the batch
-        run_batch("edit", kw["images"], kw["out"], kw["n"], kw["skip_existing"], None,
-                  lambda ed, img, m: ed.edit(str(img), box, kw["class_"], n=kw["n"], rank=not kw["no_rank"],
-                                             mode=kw["mode"], strategy=kw["strategy"] or "crop",
-                                             keep_scales=kw["keep_scales"], feather=kw["feather"],
-                                             harmonize=kw["harmonize"], seed=kw["seed"], **s), editor)
-
-    @main.command()
-    @common_options
-    @click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True)
-    @click.option("--no-back-project", is_flag=True, help="Do not re-impose the input's low frequencies.")
-    def upscale(**kw: Any) -> None:
-        """Zero-shot restoration/upscaling: coarse scales from the input, fine scales sampled."""
-        editor = _editor_from(kw)
-        s = _sampling(kw)
-        keep = kw["keep_scales"] or None
-        run_batch("upscale", kw["images"], kw["out"], 1, kw["skip_existing"], None,
-                  lambda ed, img, m: ed.upscale(str(img), scale=kw["scale"], keep_scales=keep, seed=kw["seed"],
-                                                back_project=not kw["no_back_project"], **s), editor)
-
-
-def _amount(v: float, name: str) -> float | int:
-    if v < 0:
-        raise click.BadParameter(f"--{name} must not be negative", param_hint=f"--{name}")
-    return int(v) if float(v).is_integer() and v >= 1 else float(v)
-
-
-def _parse_box(s: str | None) -> tuple[float, ...] | None:
+def parse_box(s: str | None) -> tuple[float, ...] | None:
     if s is None:
         return None
+    parts = [p.strip() for p in s.split(",")]
     try:
-        parts = [p.strip() for p in s.split(",")]
         vals = tuple(float(p) if ("." in p or "e" in p.lower()) else int(p) for p in parts)
     except ValueError:
         raise click.BadParameter(f"box must be x0,y0,x1,y1 numbers, got {s!r}", param_hint="--box") from None
     if len(vals) != 4:
         raise click.BadParameter(f"box needs 4 numbers x0,y0,x1,y1, got {len(vals)}", param_hint="--box")
     return vals
+
+
+_AMOUNT = re.compile(r"\s*(\d+)\s*|\s*(0?\.\d+|0)\s*|\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*")
+
+
+def parse_amount(value: str | None, name: str) -> int | float:
+    """An outpaint amount: whole pixels (``64``), a ratio of the side below 1 (``0.5``) or a percentage
+    (``50%``, ``350%``).  ``3.5`` is refused: pixels are whole numbers, so it is ambiguous."""
+    if value is None:
+        return 0
+    m = _AMOUNT.fullmatch(value)
+    if m is None:
+        raise click.BadParameter(f"{value!r}: give whole pixels (448), a ratio of the side below 1 (0.5) or a "
+                                 f"percentage (350%)", param_hint=f"--{name}")
+    if m.group(1) is not None:
+        return int(m.group(1))
+    if m.group(2) is not None:
+        return float(m.group(2))
+    return float(m.group(3)) / 100
+
+
+def _say_windows(src: Path, windows: list[Any], size: int) -> None:
+    """A large job says what it will take before it starts."""
+    if len(windows) > 8:
+        click.echo(f"{src.name}: {len(windows)} model windows of {size} px", err=True)
+
+
+def _keep_scales_check(keep: int | None) -> Callable[[Any], None]:
+    def setup(info: Any) -> None:
+        if keep is not None and info.num_scales is not None and keep > info.num_scales:
+            raise click.BadParameter(f"{keep} is more than the model's {info.num_scales} scales",
+                                     param_hint="--keep-scales")
+    return setup
+
+
+def _class_check(spec: str, keywords: tuple[str, ...], then: Callable[[Any], None]) -> Callable[[Any], Any]:
+    def setup(info: Any) -> None:
+        check_class(spec, info, keywords)  # an unknown class fails now, before the model loads
+        then(info)
+    return setup
+
+
+def register(main: click.Group) -> None:
+
+    @main.command(cls=GroupedCommand)
+    @opt("--mask", group="Input", type=click.Path(), default=None,
+         help="Mask file for all inputs, or a folder of masks paired by file stem (white = regenerate).")
+    @opt("--box", group="Input", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
+    @opt("--invert", group="Input", is_flag=True, help="Invert the mask (black = regenerate).")
+    @label_option
+    @prefill_option
+    @_common
+    def inpaint(**kw: Any) -> None:
+        """Regenerate the masked part of each image (white = regenerate; no mask: the transparent pixels)."""
+        s = {**pop_sampling(kw), **({"prefill": kw["prefill"]} if kw["prefill"] else {})}
+        box, n = parse_box(kw["box"]), kw["n"]
+        if box is not None and kw["mask"] is not None:
+            raise click.UsageError("give --mask or --box, not both")
+
+        def check(src: Path, header: Any) -> tuple[int, int]:
+            from ..tasks import check_candidates
+            if box is not None:
+                from ..processing import box_pixels
+                box_pixels(header.size, box)
+            elif kw["mask"] is None and not header.has_alpha:
+                raise ValueError("no mask: give --mask, --box, or an image with transparent pixels to fill")
+            check_candidates(n, header.size)
+            return header.size
+
+        def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
+            return ed.inpaint(loaded, None if mask is None else str(mask), box=box, invert=kw["invert"],
+                              label=kw["class_"], n=n, rank=not kw["no_rank"], mode=kw["mode"],
+                              strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"],
+                              feather=kw["feather"], harmonize=kw["harmonize"], seed=kw["seed"], output_type="np",
+                              callback=bar, **s)
+
+        edit_command("inpaint", kw, n, check, call, kw["mask"],
+                     _class_check(kw["class_"], LABEL_KEYWORDS, _keep_scales_check(kw["keep_scales"])))
+
+    @main.command(cls=GroupedCommand)
+    @opt("--left", group="Task", default=None, help="Pixels (64), a ratio of the width below 1 (0.5), or a "
+                                                    "percentage (150%).")
+    @opt("--right", group="Task", default=None, help="Pixels, ratio of the width below 1, or percentage.")
+    @opt("--top", group="Task", default=None, help="Pixels, ratio of the height below 1, or percentage.")
+    @opt("--bottom", group="Task", default=None, help="Pixels, ratio of the height below 1, or percentage.")
+    @opt("--fill", group="Task", type=click.Choice(["blur", "edge", "mean", "gray"]), default="blur",
+         show_default=True, help="What fills the new canvas before encoding.")
+    @label_option
+    @prefill_option
+    @_common
+    def outpaint(**kw: Any) -> None:
+        """Extend each image and fill the new area."""
+        s = {**pop_sampling(kw), **({"prefill": kw["prefill"]} if kw["prefill"] else {})}
+        amounts = {k: parse_amount(kw[k], k) for k in ("left", "right", "top", "bottom")}
+        if not any(amounts.values()):
+            raise click.UsageError("nothing to extend: give --left, --right, --top and/or --bottom")
+        n = kw["n"]
+
+        def check(src: Path, header: Any) -> tuple[int, int]:
+            from ..processing import extended_size
+            from ..tasks import check_candidates, plan_windows
+            size = extended_size(header.size, **amounts)
+            check_candidates(n, size)
+            S = kw["model_info"].image_size
+            if S:  # the windows this canvas needs, counted now rather than after the model loaded
+                import numpy as np
+
+                from ..processing import outpaint_pads
+                w, h = header.size
+                l, _, t, _ = outpaint_pads(header.size, **amounts)
+                new_area = np.ones((size[1], size[0]), bool)
+                new_area[t:t + h, l:l + w] = False
+                _say_windows(src, plan_windows(kw["strategy"] or "auto", new_area, size, S, kw["max_windows"]), S)
+            return size
+
+        def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
+            return ed.outpaint(loaded, **amounts, fill=kw["fill"], label=kw["class_"], n=n, rank=not kw["no_rank"],
+                               mode=kw["mode"], strategy=kw["strategy"] or "auto", keep_scales=kw["keep_scales"],
+                               feather=kw["feather"], harmonize=kw["harmonize"], seed=kw["seed"], output_type="np",
+                               callback=bar, **s)
+
+        edit_command("outpaint", kw, n, check, call, None,
+                     _class_check(kw["class_"], LABEL_KEYWORDS, _keep_scales_check(kw["keep_scales"])))
+
+    @main.command(cls=GroupedCommand)
+    @opt("--box", group="Task", type=str, required=True, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
+    @opt("--class", "-c", "class_", group="Task", required=True, help="Target class index or name.")
+    @prefill_option
+    @_common
+    def edit(**kw: Any) -> None:
+        """Class-conditional edit: regenerate a box as another class."""
+        s = {**pop_sampling(kw), **({"prefill": kw["prefill"]} if kw["prefill"] else {})}
+        box, n = parse_box(kw["box"]), kw["n"]
+
+        def check(src: Path, header: Any) -> tuple[int, int]:
+            from ..processing import box_pixels
+            from ..tasks import check_candidates
+            box_pixels(header.size, box)
+            check_candidates(n, header.size)
+            return header.size
+
+        def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
+            return ed.edit(loaded, box, kw["class_"], n=n, rank=not kw["no_rank"], mode=kw["mode"],
+                           strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"], feather=kw["feather"],
+                           harmonize=kw["harmonize"], seed=kw["seed"], output_type="np", callback=bar, **s)
+
+        edit_command("edit", kw, n, check, call, None,
+                     _class_check(kw["class_"], (), _keep_scales_check(kw["keep_scales"])))
+
+    @main.command(cls=GroupedCommand)
+    @opt("--scale", group="Task", type=click.FloatRange(min=0, max=64, min_open=True), default=2.0,
+         show_default=True, help="Output size over input size.")
+    @opt("--keep-scales", group="Task", type=click.IntRange(min=0), default=None,
+         help="Scales forced from the input (default: all but the last third; 0 samples every scale).")
+    @opt("--no-back-project", group="Task", is_flag=True, help="Do not re-impose the input's low frequencies.")
+    @max_windows_option
+    @batch_size_option
+    @_images_argument
+    @output_options
+    @sampling_options
+    @model_options
+    @backend_options
+    def upscale(**kw: Any) -> None:
+        """Zero-shot restoration/upscaling: coarse scales from the input, fine scales sampled."""
+        s = pop_sampling(kw)
+
+        def check(src: Path, header: Any) -> tuple[int, int]:
+            from ..tasks import plan_windows, upscaled_size
+            size = upscaled_size(header.size, kw["scale"])
+            S = kw["model_info"].image_size
+            if S:
+                _say_windows(src, plan_windows("original", None, size, S, kw["max_windows"]), S)
+            return size
+
+        def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
+            return ed.upscale(loaded, scale=kw["scale"], keep_scales=kw["keep_scales"], seed=kw["seed"],
+                              back_project=not kw["no_back_project"], output_type="np", callback=bar, **s)
+
+        edit_command("upscale", kw, 1, check, call, None, _keep_scales_check(kw["keep_scales"]))

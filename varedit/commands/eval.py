@@ -19,7 +19,7 @@ def _masks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 
 
 def register(main: click.Group) -> None:
-    from ..cli import model_options
+    from .common import model_options
 
     @main.command("eval")
     @model_options
@@ -71,7 +71,7 @@ def register(main: click.Group) -> None:
             atomic_write_with(Path(out) / "eval.md", lambda fh: fh.write(md))
             click.echo(md.decode())
             return
-        from ..cli import load_pipeline
+        from .common import load_pipeline
         from ..evaluation.classifier import load_classifier, save_classifier, train_classifier as train
         the_judge = None
         if judge == "efficientnet":

@@ -207,7 +207,8 @@ def register(main: click.Group) -> None:
     @click.option("--width", type=click.IntRange(min=8), default=256, show_default=True)
     @click.option("--heads", type=click.IntRange(min=1), default=4, show_default=True)
     @click.option("--patch-nums", default=None,
-                  help="Scale list for an official VQVAE without --init (a varedit VQVAE records its own).")
+                  help="Scale list for an official VQVAE without --init (a varedit VQVAE records its own), "
+                       "or of an official --init file that several scale lists fit.")
     @click.option("--cond-drop", type=click.FloatRange(0, 1), default=0.1, show_default=True,
                   help="Label-dropout rate (trains the unconditional model for guidance).")
     @click.option("--drop-path", type=click.FloatRange(0, 1), default=0.0, show_default=True)

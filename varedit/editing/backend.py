@@ -6,6 +6,7 @@ serves the same tasks with the same pre- and post-processing.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -15,21 +16,27 @@ from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..options import SamplingOptions
 from .plan import CanvasPlan
-from .sampler import Known, ScaleCallback, ScaleState, class_log_likelihood, masked_sample, new_generator
+from .noise import portable_draws
+from .sampler import (IMPLS, Known, ScaleCallback, ScaleState, class_log_likelihood, decode_fhat, masked_sample,
+                      new_generator)
 
 SAMPLERS = ("torch", "portable")
 
 
+
 class TorchBackend:
     """``sampler='torch'``: torch.multinomial from a torch.Generator (the official random stream);
-    ``sampler='portable'``: inverse-CDF sampling from numpy PCG64 uniforms, identical to the ONNX runtime."""
+    ``sampler='portable'``: inverse-CDF sampling from numpy PCG64 uniforms, identical to the ONNX runtime.
+    ``impl``: the sampler's ``fast`` path (default) or the ``eager`` reference (:func:`masked_sample`)."""
 
     name = "torch"
 
-    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch"):
+    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch", impl: str = "fast"):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
-        self.var, self.vae, self.device, self.sampler = var, vae, device, sampler
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        self.var, self.vae, self.device, self.sampler, self.impl = var, vae, device, sampler, impl
 
     @property
     def image_size(self) -> int:
@@ -53,7 +60,11 @@ class TorchBackend:
         return new_generator(seed, self.device)[0]
 
     def _to_tensor(self, rgb_BHW3: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(rgb_BHW3, np.float32)).permute(0, 3, 1, 2).to(self.device)
+        # contiguous NCHW, as the official tokeniser gets its images: the permuted view is channels-last
+        # in memory, and the encoder's CPU convolutions round differently for it (up to 2e-5 in f,
+        # enough to flip a token whose nearest-code margin is smaller)
+        x = torch.from_numpy(np.ascontiguousarray(rgb_BHW3, np.float32)).permute(0, 3, 1, 2).contiguous()
+        return x.to(self.device)
 
     @torch.no_grad()
     def encode_tokens(self, rgb_BHW3: np.ndarray) -> list[np.ndarray]:
@@ -75,10 +86,19 @@ class TorchBackend:
                 for si in range(len(self.patch_nums))]
 
     @torch.no_grad()
+    def _clock(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
-            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False
-            ) -> tuple[np.ndarray, np.ndarray]:
-        """Sample a batch (one plan per row). Returns (images (B, S, S, 3) float32 in [0, 1], logprob (B,))."""
+            callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False,
+            timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sample a batch (one plan per row). Returns (images (B, S, S, 3) float32 in [0, 1], logprob (B,)).
+        ``stream``: one stream (:meth:`stream`) for all rows, or one per row (rows of independent images
+        batched together: rows sharing a stream draw from it together).  ``timings`` (a dict) accumulates
+        the seconds spent tokenising, sampling and decoding."""
+        t0 = self._clock()
         B = len(plans)
         pns = self.patch_nums
         closed = {p.closed_loop for p in plans}
@@ -108,7 +128,7 @@ class TorchBackend:
             known = Known(keep, idx_per_scale=idx)
         uniforms = None
         if self.sampler == "portable":
-            uniforms = [torch.from_numpy(stream.random((B, pn * pn), dtype=np.float32)) for pn in pns]
+            uniforms = [torch.from_numpy(u) for u in portable_draws(stream, B, pns)]
         cb: ScaleCallback | None = None
         if callback is not None:
             def cb(state: ScaleState) -> None:
@@ -116,7 +136,13 @@ class TorchBackend:
                 callback(state.si, state.num_scales, prev)
         label_B = torch.tensor(list(labels), device=self.device, dtype=torch.long)
         o = opts.as_dict()
+        t1 = self._clock()
         r = masked_sample(self.var, self.vae, label_B, known=known, generator=stream if uniforms is None else None,
-                          uniforms=uniforms, callback=cb, **o)
-        out = r.img_B3HW.float().permute(0, 2, 3, 1).cpu().numpy()
+                          uniforms=uniforms, callback=cb, impl=self.impl, decode=False, **o)
+        t2 = self._clock()
+        out = decode_fhat(self.vae, r.fhat_per_scale[-1], self.impl).float().permute(0, 2, 3, 1).cpu().numpy()
+        if timings is not None:
+            t3 = self._clock()
+            for k, v in (("tokenize_s", t1 - t0), ("sample_s", t2 - t1), ("decode_s", t3 - t2)):
+                timings[k] = timings.get(k, 0.0) + v
         return out, r.logprob_B.cpu().numpy()

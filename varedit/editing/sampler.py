@@ -16,16 +16,17 @@ generator, and an all-known closed-loop edit reproduces the tokeniser bit for bi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
-from .noise import portable_uniforms
+from .noise import portable_uniforms, stream_groups
 
 ScaleCallback = Callable[["ScaleState"], None]
+IMPLS = ("fast", "eager")
 
 
 @dataclass
@@ -90,10 +91,17 @@ def filter_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float =
     return logits_BlV
 
 
-def sample_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+# one generator for all rows, or one per row (rows sharing a generator object draw from it together:
+# :func:`varedit.editing.noise.stream_groups`)
+Generators = Union[torch.Generator, None, Sequence[torch.Generator]]
+
+
+def sample_tokens(logits_BlV: torch.Tensor, generator: Generators) -> torch.Tensor:
     B, l, V = logits_BlV.shape
-    probs = logits_BlV.softmax(dim=-1).view(-1, V)
-    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
+    probs = logits_BlV.softmax(dim=-1)
+    parts = [torch.multinomial(probs[a:b].reshape(-1, V), num_samples=1, replacement=True, generator=g).view(b - a, l)
+             for a, b, g in stream_groups(generator, B)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def sample_icdf(logits_BlV: torch.Tensor, u_Bl: torch.Tensor) -> torch.Tensor:
@@ -107,15 +115,22 @@ def sample_icdf(logits_BlV: torch.Tensor, u_Bl: torch.Tensor) -> torch.Tensor:
     return idx.clamp_max(logits_BlV.shape[-1] - 1)
 
 
-def gumbel_soft(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
-    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+def gumbel_soft(logits: torch.Tensor, tau: float, generator: Generators) -> torch.Tensor:
+    gumbels = torch.cat([-torch.empty_like(logits[a:b]).exponential_(generator=g).log()
+                         for a, b, g in stream_groups(generator, logits.shape[0])])
     return ((logits + gumbels) / tau).softmax(dim=-1)
 
 
 def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str = "linear") -> float:
-    """Official: t = cfg * si / (SN - 1), so the first scale is purely conditional."""
+    """Official: ``ratio = si / (SN - 1)`` then ``t = cfg * ratio``, so the first scale is purely conditional.
+
+    The order is the official one (two roundings in double: the ratio first); ``cfg * si / (SN - 1)``
+    differs in the last bit of the double for about a quarter of (cfg, si, SN).  torch then rounds t and
+    1 + t to float32, which has hidden that so far, but the arithmetic is the reference's, not a look-alike.
+    """
     if schedule == "linear":
-        return cfg * si / (num_scales - 1)
+        ratio = si / (num_scales - 1)
+        return cfg * ratio
     if schedule == "constant":
         return cfg
     raise ValueError(f"unknown guidance schedule {schedule!r} (linear, constant)")
@@ -142,12 +157,13 @@ def masked_sample(
     top_k: int = 0,
     top_p: float = 0.0,
     more_smooth: bool = False,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     guidance: str = "linear",
     callback: ScaleCallback | None = None,
     decode: bool = True,
     record_logits: bool = False,
     uniforms: list[torch.Tensor] | None = None,
+    impl: str = "fast",
 ) -> SampleResult:
     """Masked next-scale prediction.
 
@@ -159,14 +175,28 @@ def masked_sample(
         cfg, guidance: guidance scale and schedule ("linear" = official ramp from 0, "constant").
         top_k, top_p: sampling filters (top_k=1 is greedy); more_smooth: Gumbel-softmax blending of
             code embeddings (the official "more_smooth" option, for nicer pictures, not for metrics).
-        generator: the only source of randomness (CPU generator for CPU models).
+        generator: the only source of randomness (CPU generator for CPU models): one for all rows, or one
+            per row, rows sharing a generator object drawing from it together (batches of independent
+            images: each image's rows draw what they would draw alone).
         callback: called after each scale with a :class:`ScaleState` (progress, previews).
         decode: decode the final f_hat to an image.
         uniforms: per scale (B, pn*pn) uniforms in [0, 1): sample by inverse CDF from this noise
             instead of ``torch.multinomial`` (the portable sampler shared with the ONNX runtime).
+        impl: ``"eager"`` follows the official code's structure and is the reference: the AdaLN
+            projections are recomputed at every scale, the KV cache grows by concatenation, the
+            null-class rows are always computed.  ``"fast"`` (the default) computes the AdaLN
+            projections once per generation, writes keys and values into a preallocated cache, and when
+            every label is the null class (an unconditional fill, where guidance contrasts the null
+            class with itself) runs the transformer on B rows instead of 2B, feeding the same logits to
+            both halves of the guidance formula; it decodes in channels-last memory order.  The
+            arithmetic that picks tokens is the eager path's: in float32 both choose the same tokens
+            (the golden tests run against both), and decoded images agree within 1e-4.
 
     Returns: a :class:`SampleResult`.
     """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+    fast = impl == "fast"
     pns = var.patch_nums
     SN = len(pns)
     if tuple(vae.patch_nums) != tuple(pns):
@@ -176,10 +206,14 @@ def masked_sample(
     quant = vae.quantize
     HW = pns[-1]
 
-    cond_BD, cond_in = var.cond(torch.cat((label_B, torch.full_like(label_B, var.num_classes)), dim=0))
-    ada = var.ada_cache(cond_in)
+    # guidance of the null class against itself changes nothing: compute those rows once (fast path)
+    null_only = fast and bool((label_B == var.num_classes).all())
+    rows = B if null_only else 2 * B
+    labels = label_B if null_only else torch.cat((label_B, torch.full_like(label_B, var.num_classes)), dim=0)
+    cond_BD, cond_in = var.cond(labels)
+    ada = var.ada_cache(cond_BD, cond_in) if fast else None
     lvl_pos = var.lvl_pos()
-    x_BlC = (cond_BD.unsqueeze(1).expand(2 * B, var.first_l, -1) + var.pos_start.expand(2 * B, var.first_l, -1)
+    x_BlC = (cond_BD.unsqueeze(1).expand(rows, var.first_l, -1) + var.pos_start.expand(rows, var.first_l, -1)
              + lvl_pos[:, :var.first_l])
 
     f_hat = cond_BD.new_zeros(B, var.Cvae, HW, HW)
@@ -188,14 +222,15 @@ def masked_sample(
     logp_sum = torch.zeros(B, device=device)
     logp_cnt = torch.zeros(B, device=device)
     cur_L = 0
-    var.kv_caching(True)
+    var.kv_caching(True, max_len=var.L if fast else None)
     try:
         for si, pn in enumerate(pns):
             ratio = si / (SN - 1)
             cur_L += pn * pn
-            logits_2BlV = var.step(x_BlC, cond_BD, cond_in, ada)
+            logits_rBlV = var.step(x_BlC, cond_BD, cond_in, ada)
+            cond_BlV, uncond_BlV = (logits_rBlV, logits_rBlV) if null_only else (logits_rBlV[:B], logits_rBlV[B:])
             t = guidance_weight(cfg, si, SN, guidance)
-            logits_BlV = (1 + t) * logits_2BlV[:B] - t * logits_2BlV[B:]
+            logits_BlV = (1 + t) * cond_BlV - t * uncond_BlV
             if record_logits:
                 out_logits.append(logits_BlV.clone())
             logprobs_BlV = logits_BlV.log_softmax(dim=-1)
@@ -244,11 +279,21 @@ def masked_sample(
             if si != SN - 1:
                 nxt_BlC = nxt.view(B, var.Cvae, -1).transpose(1, 2)
                 x_BlC = var.word_embed(nxt_BlC) + lvl_pos[:, cur_L:cur_L + pns[si + 1] ** 2]
-                x_BlC = x_BlC.repeat(2, 1, 1)
+                if not null_only:
+                    x_BlC = x_BlC.repeat(2, 1, 1)
     finally:
         var.kv_caching(False)
-    img = vae.fhat_to_img(f_hat).add(1).mul(0.5) if decode else None
+    img = decode_fhat(vae, f_hat, impl) if decode else None
     return SampleResult(out_idx, out_sampled, out_fhat, img, logp_sum / logp_cnt.clamp_min(1), out_logits)
+
+
+@torch.no_grad()
+def decode_fhat(vae: VQVAE, f_hat_BChw: torch.Tensor, impl: str = "fast") -> torch.Tensor:
+    """f_hat -> image in [0, 1].  The fast path runs the decoder in channels-last memory order: oneDNN's
+    convolutions are faster so on CPUs, and round differently (about 3e-5)."""
+    if impl == "fast":
+        f_hat_BChw = f_hat_BChw.contiguous(memory_format=torch.channels_last)
+    return vae.fhat_to_img(f_hat_BChw).add(1).mul(0.5).contiguous()
 
 
 @torch.no_grad()
@@ -305,6 +350,7 @@ def new_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple
 
 __all__ = [
     "Known", "ScaleState", "SampleResult", "masked_sample", "class_log_likelihood", "official_keep_per_scale",
+    "decode_fhat", "IMPLS",
     "filter_top_k_top_p_", "guidance_weight", "new_generator", "sample_icdf",
     "portable_uniforms",
 ]

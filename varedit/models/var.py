@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import check_scales, embedding
+
 
 @dataclass
 class VARConfig:
@@ -40,6 +42,24 @@ class VARConfig:
     def L(self) -> int:
         return sum(pn * pn for pn in self.patch_nums)
 
+    def __post_init__(self) -> None:
+        # sizes come from files people download: bounded, so a crafted configuration cannot make the
+        # (meta-device) build loop for ever; the real models are far inside these bounds (d36: 2304 wide)
+        self.patch_nums = tuple(self.patch_nums)
+        check_scales(self.patch_nums, "patch_nums")
+        for name, hi in (("depth", 1024), ("embed_dim", 1 << 16), ("num_heads", 1024), ("num_classes", 1 << 20),
+                         ("vocab_size", 1 << 20), ("Cvae", 4096)):
+            v = getattr(self, name)
+            if not 1 <= v <= hi:
+                raise ValueError(f"VARConfig.{name} must be in 1..{hi}, got {v}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"VARConfig.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if not (0 < self.mlp_ratio <= 64 and 0 < self.norm_eps < 1):
+            raise ValueError(f"VARConfig.mlp_ratio {self.mlp_ratio} or norm_eps {self.norm_eps} out of range")
+        for name in ("cond_drop_rate", "drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"VARConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
 
 class SelfAttention(nn.Module):
     def __init__(self, cfg: VARConfig):
@@ -52,7 +72,8 @@ class SelfAttention(nn.Module):
         if self.attn_l2_norm:
             # cosine attention: unit q and k, times a learnable per-head temperature (init 4, max 100)
             self.scale = 1.0
-            self.scale_mul_1H11 = nn.Parameter(torch.full((1, H, 1, 1), 4.0).log())
+            # log(4) as a Python float: Tensor.log on the meta device would import torch's compiler stack
+            self.scale_mul_1H11 = nn.Parameter(torch.full((1, H, 1, 1), math.log(4.0)))
             self.max_scale_mul = math.log(100.0)
         else:
             self.scale = 0.25 / math.sqrt(self.head_dim)
@@ -66,10 +87,20 @@ class SelfAttention(nn.Module):
         self.caching = False
         self.cached_k: torch.Tensor | None = None
         self.cached_v: torch.Tensor | None = None
-        self.use_sdpa = False  # fused kernel; off by default so fp32 CPU output is bit-stable
+        self.cache_max_len: int | None = None
+        self.cache_pos = 0
+        # The official attention is torch's scaled_dot_product_attention (basic_var.py imports it as
+        # ``slow_attn``; its matmul-softmax fallback only runs on torch < 2.0).  The explicit path below
+        # rounds differently (about 1e-6 in the logits), which the Gumbel-smoothed sampler amplifies
+        # past 1e-4 in the image: keep SDPA on to reproduce the reference bit for bit on the CPU.
+        self.use_sdpa = True
 
-    def kv_caching(self, enable: bool) -> None:
+    def kv_caching(self, enable: bool, max_len: int | None = None) -> None:
+        """Turn the KV cache on or off.  With ``max_len`` the cache is static: keys and values are written
+        into buffers of that length, allocated once, and attention reads the filled prefix; without, the
+        cache grows by concatenation at every step (as the official code does)."""
         self.caching, self.cached_k, self.cached_v = enable, None, None
+        self.cache_max_len, self.cache_pos = (max_len if enable else None), 0
 
     def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
         B, L, C = x_BLC.shape
@@ -80,7 +111,16 @@ class SelfAttention(nn.Module):
             scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
             q_BHLc = F.normalize(q_BHLc, dim=-1).mul(scale_mul)
             k_BHLc = F.normalize(k_BHLc, dim=-1)
-        if self.caching:
+        if self.caching and self.cache_max_len is not None:
+            if self.cached_k is None:
+                shape = (B, self.num_heads, self.cache_max_len, self.head_dim)
+                self.cached_k, self.cached_v = k_BHLc.new_empty(shape), v_BHLc.new_empty(shape)
+            end = self.cache_pos + L
+            self.cached_k[:, :, self.cache_pos:end] = k_BHLc
+            self.cached_v[:, :, self.cache_pos:end] = v_BHLc
+            self.cache_pos = end
+            k_BHLc, v_BHLc = self.cached_k[:, :, :end], self.cached_v[:, :, :end]
+        elif self.caching:
             if self.cached_k is not None:
                 k_BHLc = torch.cat((self.cached_k, k_BHLc), dim=2)
                 v_BHLc = torch.cat((self.cached_v, v_BHLc), dim=2)
@@ -167,8 +207,13 @@ class AdaLNBeforeHead(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(self.C, eps=cfg.norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(self.C, 2 * self.C))
 
-    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)
+    def ada_params(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 2, C): scale, shift."""
+        return self.ada_lin(cond_BD).view(-1, 1, 2, self.C)
+
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, ada_B12C: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        scale, shift = (self.ada_params(cond_BD) if ada_B12C is None else ada_B12C).unbind(2)
         return self.ln_wo_grad(x_BLC).mul(scale.add(1)).add(shift)
 
 
@@ -197,10 +242,10 @@ class VAR(nn.Module):
 
         init_std = math.sqrt(1 / C / 3)
         self.word_embed = nn.Linear(cfg.Cvae, C)
-        self.class_emb = nn.Embedding(cfg.num_classes + 1, C)  # the last row is the null class
+        self.class_emb = embedding(cfg.num_classes + 1, C)  # the last row is the null class
         self.pos_start = nn.Parameter(torch.empty(1, self.first_l, C))
         self.pos_1LC = nn.Parameter(torch.empty(1, self.L, C))
-        self.lvl_embed = nn.Embedding(len(self.patch_nums), C)
+        self.lvl_embed = embedding(len(self.patch_nums), C)
         for t in (self.class_emb.weight, self.pos_start, self.pos_1LC, self.lvl_embed.weight):
             nn.init.trunc_normal_(t.data, mean=0, std=init_std)
 
@@ -209,8 +254,11 @@ class VAR(nn.Module):
         dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # stochastic depth ramp
         self.blocks = nn.ModuleList([AdaLNSelfAttn(cfg, dpr[i]) for i in range(cfg.depth)])
 
-        # block-causal mask for teacher forcing: a token sees every token of its own and coarser scales
-        d_1L1 = torch.cat([torch.full((pn * pn,), i) for i, pn in enumerate(self.patch_nums)]).view(1, self.L, 1)
+        # block-causal mask for teacher forcing: a token sees every token of its own and coarser scales.
+        # Built on the CPU even under a meta-device context: the buffers are a function of the scale list
+        # (and meta-device cat/where would import torch's compiler stack at start-up).
+        d_1L1 = torch.tensor([i for i, pn in enumerate(self.patch_nums) for _ in range(pn * pn)],
+                             device="cpu").view(1, self.L, 1)
         dT_11L = d_1L1.transpose(1, 2)
         self.register_buffer("lvl_1L", dT_11L[:, 0].contiguous())
         self.register_buffer("attn_bias_for_masking",
@@ -255,8 +303,9 @@ class VAR(nn.Module):
     def lvl_pos(self) -> torch.Tensor:
         return self.lvl_embed(self.lvl_1L) + self.pos_1LC
 
-    def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_nm(x_BLC.float(), cond_BD).float()).float()
+    def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, head_ada: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        return self.head(self.head_nm(x_BLC.float(), cond_BD, head_ada).float()).float()
 
     def forward(self, label_B: torch.Tensor, x_BLCv_wo_first_l: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: logits (B, L, V) for every position given all coarser scales.
@@ -280,12 +329,14 @@ class VAR(nn.Module):
             x_BLC = b(x_BLC, cond_in, attn_bias)
         return self.logits(x_BLC, cond_BD)
 
-    def kv_caching(self, enable: bool) -> None:
+    def kv_caching(self, enable: bool, max_len: int | None = None) -> None:
+        """KV caches on (``max_len``: static buffers of that many tokens) or off, in every block."""
         for b in self.blocks:
-            b.attn.kv_caching(enable)
+            b.attn.kv_caching(enable, max_len)
 
     def use_fused_attention(self, enable: bool = True) -> None:
-        """Switch to torch's fused SDPA kernel (faster on GPU; not bit-identical to the reference)."""
+        """Attention through torch's SDPA kernel (the default, as the official code) or, with False,
+        an explicit matmul-softmax-matmul (not bit-identical to the reference)."""
         for b in self.blocks:
             b.attn.use_sdpa = enable
 
@@ -293,12 +344,14 @@ class VAR(nn.Module):
              ada_cache: list[torch.Tensor] | None = None) -> torch.Tensor:
         """One KV-cached scale: embeddings (B, l, C) -> logits (B, l, V).
 
-        ``ada_cache`` holds each block's AdaLN parameters, computed once per generation rather than
-        once per scale (they depend on the class only).
+        ``ada_cache`` (:meth:`ada_cache`) holds each block's and the head's AdaLN parameters, computed
+        once per generation; without it they are computed at every scale, as the official code does
+        (they depend on the class only).
         """
         for i, b in enumerate(self.blocks):
             x_BlC = b(x_BlC, cond_in, None, ada_cache[i] if ada_cache is not None else None)
-        return self.logits(x_BlC, cond_BD)
+        return self.logits(x_BlC, cond_BD, ada_cache[self.depth] if ada_cache is not None else None)
 
-    def ada_cache(self, cond_in: torch.Tensor) -> list[torch.Tensor]:
-        return [b.ada_params(cond_in) for b in self.blocks]
+    def ada_cache(self, cond_BD: torch.Tensor, cond_in: torch.Tensor) -> list[torch.Tensor]:
+        """The AdaLN parameters of every block, then of the head (``depth + 1`` entries)."""
+        return [b.ada_params(cond_in) for b in self.blocks] + [self.head_nm.ada_params(cond_BD)]

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import check_scales, embedding
+
 
 @dataclass
 class VQVAEConfig:
@@ -38,6 +40,20 @@ class VQVAEConfig:
     @property
     def downsample(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
+
+    def __post_init__(self) -> None:
+        # bounded like VARConfig: these values come from downloaded files
+        self.ch_mult, self.v_patch_nums = tuple(self.ch_mult), tuple(self.v_patch_nums)
+        check_scales(self.v_patch_nums, "v_patch_nums")
+        for name, lo, hi in (("vocab_size", 2, 1 << 20), ("z_channels", 1, 4096), ("ch", 1, 4096),
+                             ("num_res_blocks", 1, 64), ("quant_conv_ks", 1, 15), ("share_quant_resi", 2, 64)):
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise ValueError(f"VQVAEConfig.{name} must be in {lo}..{hi}, got {v}")
+        if not 1 <= len(self.ch_mult) <= 8 or not all(1 <= m <= 64 for m in self.ch_mult):
+            raise ValueError(f"VQVAEConfig.ch_mult {list(self.ch_mult)} out of range")
+        if self.quant_conv_ks % 2 == 0 or not 0 <= self.dropout < 1 or not 0 <= self.quant_resi <= 1:
+            raise ValueError("VQVAEConfig.quant_conv_ks must be odd, dropout in [0, 1), quant_resi in [0, 1]")
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -225,7 +241,7 @@ class VectorQuantizer(nn.Module):
             [Phi(cfg.z_channels, cfg.quant_resi) for _ in range(cfg.share_quant_resi)]))
         # per-scale EMA of code hits; written during training, kept for checkpoint compatibility
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.v_patch_nums), self.vocab_size))
-        self.embedding = nn.Embedding(self.vocab_size, self.Cvae)
+        self.embedding = embedding(self.vocab_size, self.Cvae)
 
     # -- helpers -------------------------------------------------------------------------------
     def phi_index(self, si: int, SN: int | None = None) -> int:
@@ -244,16 +260,26 @@ class VectorQuantizer(nn.Module):
         return torch.argmin(d_NV, dim=1)
 
     def code_map_to_last(self, si: int, idx_Bhw: torch.Tensor, H: int, W: int,
-                         SN: int | None = None) -> torch.Tensor:
+                         SN: int | None = None, *, contiguous: bool = True) -> torch.Tensor:
         """phi(upsample(embed(idx))) at the last scale: scale si's contribution to f_hat."""
-        return self.embed_map_to_last(si, self.embedding(idx_Bhw).permute(0, 3, 1, 2), H, W, SN)
+        return self.embed_map_to_last(si, self.embedding(idx_Bhw).permute(0, 3, 1, 2), H, W, SN,
+                                      contiguous=contiguous)
 
     def embed_map_to_last(self, si: int, h_BChw: torch.Tensor, H: int, W: int,
-                          SN: int | None = None) -> torch.Tensor:
+                          SN: int | None = None, *, contiguous: bool = True) -> torch.Tensor:
+        """Scale si's code map (B, C, pn, pn) -> its contribution to f_hat at the last scale.
+
+        A code map built from (B, l, C) embeddings is channels-last in memory, and so is its bicubic
+        upsampling.  The official tokeniser (``f_to_idxBl_or_fhat``) makes it contiguous before phi;
+        its embedding paths (``get_next_autoregressive_input``, ``idxBl_to_var_input``,
+        ``embed_to_fhat``) hand phi the channels-last map as it is.  torch's CPU convolution rounds
+        differently for the two layouts (about 1e-6), so ``contiguous`` must follow the path being
+        reproduced: True for tokenising, False for the sampler and the teacher-forcing input.
+        """
         SN = SN or len(self.v_patch_nums)
         if si != SN - 1:
             h_BChw = F.interpolate(h_BChw, size=(H, W), mode="bicubic")
-        return self.phi(si, h_BChw.contiguous(), SN)
+        return self.phi(si, h_BChw.contiguous() if contiguous else h_BChw, SN)
 
     # -- tokenisation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -287,7 +313,7 @@ class VectorQuantizer(nn.Module):
         out = []
         for si, idx_Bl in enumerate(idx_list):
             pn = round(idx_Bl.shape[1] ** 0.5)
-            f_hat = f_hat + self.code_map_to_last(si, idx_Bl.view(B, pn, pn), H, W, SN)
+            f_hat = f_hat + self.code_map_to_last(si, idx_Bl.view(B, pn, pn), H, W, SN, contiguous=False)
             out.append(f_hat)
         return out
 
@@ -300,7 +326,8 @@ class VectorQuantizer(nn.Module):
         nxt = []
         for si in range(SN - 1):
             pn = self.v_patch_nums[si]
-            f_hat = f_hat + self.code_map_to_last(si, idx_list[si].view(B, pn, pn), H, W, SN)
+            f_hat = f_hat + self.code_map_to_last(si, idx_list[si].view(B, pn, pn), H, W, SN,
+                                                  contiguous=False)
             pn_next = self.v_patch_nums[si + 1]
             nxt.append(F.interpolate(f_hat, size=(pn_next, pn_next), mode="area").view(B, C, -1).transpose(1, 2))
         return torch.cat(nxt, dim=1)
@@ -310,7 +337,7 @@ class VectorQuantizer(nn.Module):
         """Add scale si's code map (B, C, pn, pn) to f_hat; return (f_hat, input map for scale si+1)."""
         SN = len(self.v_patch_nums)
         HW = self.v_patch_nums[-1]
-        f_hat_BChw = f_hat_BChw + self.embed_map_to_last(si, h_BChw, HW, HW, SN)
+        f_hat_BChw = f_hat_BChw + self.embed_map_to_last(si, h_BChw, HW, HW, SN, contiguous=False)
         if si == SN - 1:
             return f_hat_BChw, f_hat_BChw
         pn_next = self.v_patch_nums[si + 1]

@@ -64,8 +64,10 @@ class VARTrainConfig:
     sampling: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SAMPLING))
 
 
-def read_var_file(path: str | Path) -> tuple[VARConfig, dict[str, torch.Tensor]]:
-    """Configuration and fp32 state dict of a VAR in a varedit file or an official state dict."""
+def read_var_file(path: str | Path, patch_nums: tuple[int, ...] | None = None
+                  ) -> tuple[VARConfig, dict[str, torch.Tensor]]:
+    """Configuration and fp32 state dict of a VAR in a varedit file or an official state dict
+    (``patch_nums``: the scale list of an official file that leaves it open)."""
     from ..registry import WeightsError, _cfg_from_dict, _state_dict, infer_var_config, is_self_describing, \
         read_weights
     obj = read_weights(path)
@@ -76,7 +78,7 @@ def read_var_file(path: str | Path) -> tuple[VARConfig, dict[str, torch.Tensor]]
         sd = obj["var"]["state_dict"]
     else:
         sd = _state_dict(obj, Path(path).name)
-        vcfg = infer_var_config(sd)
+        vcfg = infer_var_config(sd, patch_nums=patch_nums)
     return vcfg, {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
 
 
@@ -133,6 +135,19 @@ def _vae_patch_nums_needed(path: str) -> bool:
     return not is_self_describing(read_weights(path))
 
 
+def _read_init(cfg: VARTrainConfig) -> tuple[VARConfig, dict[str, torch.Tensor]]:
+    """The --init VAR; an official file whose scale list several lists fit takes the model's (--patch-nums)."""
+    from ..registry import ScaleListError, WeightsError
+    assert cfg.init is not None
+    try:
+        return read_var_file(cfg.init)
+    except ScaleListError as e:
+        try:
+            return read_var_file(cfg.init, tuple(cfg.model.patch_nums))
+        except WeightsError:
+            raise ScaleListError(f"{Path(cfg.init).name}: {e} (--patch-nums)") from None
+
+
 def train_var(cfg: VARTrainConfig) -> dict[str, Any]:
     """Train (or resume) a VAR; writes checkpoints, metrics.jsonl, summary.json, ``var.pt`` (VAR only) and
     ``model.pt`` (VAR + VQVAE + meta: class names, sampling defaults, training summary).  Returns the
@@ -144,7 +159,7 @@ def train_var(cfg: VARTrainConfig) -> dict[str, Any]:
     try:
         if not cfg.vae:
             raise ValueError("train_var needs a VQVAE file (--vae)")
-        init_cfg, init_sd = read_var_file(cfg.init) if cfg.init else (None, None)
+        init_cfg, init_sd = _read_init(cfg) if cfg.init else (None, None)
         # an official VQVAE file does not record its scale list: take the init VAR's, else the config's
         pn = init_cfg.patch_nums if init_cfg is not None else cfg.model.patch_nums
         vae = load_vqvae_file(cfg.vae, pn if _vae_patch_nums_needed(cfg.vae) else None)

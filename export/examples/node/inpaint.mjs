@@ -122,7 +122,7 @@ const t = await tok.run({ image: new ort.Tensor("float32", img, [B, 3, S, S]) })
 const feeds = {
   label: new ort.Tensor("int64", new BigInt64Array(B).fill(BigInt(numClasses)), [B]), // null class
   guidance: new ort.Tensor("float32", Float32Array.from(pns.flatMap((_, s) => {
-    const tt = (cfg * s) / (SN - 1);
+    const tt = cfg * (s / (SN - 1)); // official order: ratio first, then cfg * ratio
     return [1 + tt, tt];
   })), [SN, 2]),
   top_k: new ort.Tensor("int64", BigInt64Array.of(BigInt(topK)), []),

@@ -1,0 +1,462 @@
+"""The varedit nodes for ComfyUI, written once and registered both ways ComfyUI loads packs.
+
+Each node class declares its inputs and outputs as data (:class:`Param`, :class:`Out`) and does its
+work in the class method ``compute``. From that one declaration come the classic attributes
+(``INPUT_TYPES``, ``RETURN_TYPES``, ``FUNCTION``, ``CATEGORY`` ...) used through
+``NODE_CLASS_MAPPINGS``, and the ``comfy_api`` schema (:mod:`.v3`) used through
+``comfy_entrypoint()``. The nodes are thin shells over varedit's Python API
+(:class:`varedit.tasks.Editor`).
+
+Batches: every image of an IMAGE batch is edited on its own, image ``i`` with seed ``seed + i``
+(modulo 2**64), so it equals a run of that image alone with that seed. A MASK batch of 1 applies to
+every image. Sampling inputs set to -1 take the model's default.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from . import convert
+from .loader import BACKENDS, DEVICES, VarEditModel, load_model, model_key
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "varedit"
+MODEL_TYPE = "VAREDIT_MODEL"
+MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+MAX_SIDE = 16384
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node input. ``kind`` is a ComfyUI type: INT, FLOAT, STRING, BOOLEAN, COMBO, IMAGE, MASK or
+    VAREDIT_MODEL."""
+
+    name: str
+    kind: str
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    options: tuple[str, ...] = ()
+    tooltip: str = ""
+    optional: bool = False
+    seed: bool = False        # show ComfyUI's "control after generate" widget
+
+    def v1(self) -> tuple[Any, ...]:
+        extra: dict[str, Any] = {k: v for k, v in (("default", self.default), ("min", self.min), ("max", self.max),
+                                                  ("step", self.step), ("tooltip", self.tooltip or None))
+                                 if v is not None}
+        if self.seed:
+            extra["control_after_generate"] = True
+        if self.kind == "COMBO":
+            return (list(self.options), extra)
+        return (self.kind, extra) if extra else (self.kind,)
+
+
+@dataclass(frozen=True)
+class Out:
+    name: str
+    kind: str
+    tooltip: str = ""
+    is_list: bool = False
+
+
+def _model_param() -> Param:
+    return Param("model", MODEL_TYPE, tooltip="A model from the VarEdit Model Loader node.")
+
+
+def _sampling_params(cfg_tip: str = "model default") -> tuple[Param, ...]:
+    return (
+        Param("seed", "INT", 0, 0, MAX_SEED, seed=True,
+              tooltip="Random seed; image i of a batch uses seed + i."),
+        Param("cfg", "FLOAT", -1.0, -1.0, 100.0, 0.1,
+              tooltip=f"Classifier-free guidance scale; -1 = {cfg_tip}."),
+        Param("top_k", "INT", -1, -1, 1_000_000,
+              tooltip="Sample among the k most likely tokens (1 = greedy, 0 = off); -1 = the model's default."),
+        Param("top_p", "FLOAT", -1.0, -1.0, 1.0, 0.01,
+              tooltip="Nucleus sampling threshold (0 = off); -1 = the model's default."),
+    )
+
+
+def _edit_params() -> tuple[Param, ...]:
+    return (
+        Param("candidates", "INT", 1, 1, 64,
+              tooltip="Candidates per image, ranked by the model's log-likelihood; 'image' is the best."),
+        Param("keep_scales", "INT", 0, 0, 32,
+              tooltip="Keep the input's first k scales inside the region (structure kept, detail regenerated)."),
+        Param("mode", "COMBO", "default", options=("default", "official"),
+              tooltip="default: varedit's method (prefill, coverage, harmonize); official: the notebook's."),
+        Param("feather", "FLOAT", -1.0, -1.0, 1024.0, 0.5,
+              tooltip="Paste-back feather width in pixels; -1 = half a token. Pixels farther than this "
+                      "from the region are returned unchanged."),
+    )
+
+
+def _label_param(default: str = "auto") -> Param:
+    return Param("label", "STRING", default,
+                 tooltip="Class that guides the fill: auto (inferred from the known pixels), none "
+                         "(unconditional), or a class name or index.")
+
+
+def _sampling(kw: dict[str, Any]) -> dict[str, Any]:
+    """Widget values -> Editor keywords (-1 means the model's default, i.e. not given)."""
+    out: dict[str, Any] = {}
+    if kw["cfg"] != -1:
+        out["cfg"] = float(kw["cfg"])
+    if kw["top_k"] != -1:
+        out["top_k"] = int(kw["top_k"])
+    if kw["top_p"] != -1:
+        out["top_p"] = float(kw["top_p"])
+    for k, v in out.items():
+        if v < 0:
+            raise ValueError(f"{k} must be -1 (model default) or >= 0, got {v}")
+    return out
+
+
+def _seed(seed: int, i: int) -> int:
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed must be in 0..{MAX_SEED}, got {seed}")
+    return (int(seed) + i) % (MAX_SEED + 1)
+
+
+def _check_model(model: Any) -> VarEditModel:
+    if not isinstance(model, VarEditModel):
+        raise TypeError(f"model must come from the VarEdit Model Loader node, got {type(model).__name__}")
+    return model
+
+
+def _info(results: Sequence[Any]) -> str:
+    rows = [{**r.settings, "scores": [round(float(s), 4) for s in r.scores]} for r in results]
+    return json.dumps(rows, default=str)
+
+
+def progress_callback(bar: Any, item: int, items: int) -> Callable[[int, int, Any], None]:
+    """varedit's ``callback(step, total, preview)`` for image ``item`` of ``items`` -> a ComfyUI
+    ``ProgressBar`` (``bar.update_absolute(value, total)``) over the whole batch; between scales a
+    cancel in ComfyUI (``comfy.model_management``) stops the run."""
+    try:
+        from comfy.model_management import throw_exception_if_processing_interrupted as check
+    except ImportError:
+        check = None
+
+    def cb(step: int, total: int, _preview: Any = None) -> None:
+        if bar is not None:
+            bar.update_absolute(item * total + step + 1, items * total)
+        if check is not None:
+            check()
+    return cb
+
+
+def comfy_progress_bar(items: int) -> Any:
+    """ComfyUI's progress bar when ComfyUI is there, else None (no progress reporting)."""
+    try:
+        from comfy.utils import ProgressBar
+    except ImportError:
+        return None
+    return ProgressBar(items)
+
+
+# ------------------------------------------------------------------------------------------------------
+class VarEditNode:
+    """Base: the classic ComfyUI attributes, derived from ``PARAMS`` and ``OUTPUTS``."""
+
+    NODE_ID: ClassVar[str]
+    DISPLAY_NAME: ClassVar[str]
+    DESCRIPTION: ClassVar[str] = ""
+    PARAMS: ClassVar[tuple[Param, ...]] = ()
+    OUTPUTS: ClassVar[tuple[Out, ...]] = ()
+    CATEGORY: ClassVar[str] = CATEGORY
+    FUNCTION: ClassVar[str] = "run"
+    RETURN_TYPES: ClassVar[tuple[str, ...]] = ()
+    RETURN_NAMES: ClassVar[tuple[str, ...]] = ()
+    OUTPUT_TOOLTIPS: ClassVar[tuple[str, ...]] = ()
+    OUTPUT_IS_LIST: ClassVar[tuple[bool, ...]] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.RETURN_TYPES = tuple(o.kind for o in cls.OUTPUTS)
+        cls.RETURN_NAMES = tuple(o.name for o in cls.OUTPUTS)
+        cls.OUTPUT_TOOLTIPS = tuple(o.tooltip for o in cls.OUTPUTS)
+        cls.OUTPUT_IS_LIST = tuple(o.is_list for o in cls.OUTPUTS)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, dict[str, tuple[Any, ...]]]:
+        req = {p.name: p.v1() for p in cls.PARAMS if not p.optional}
+        opt = {p.name: p.v1() for p in cls.PARAMS if p.optional}
+        return {"required": req, **({"optional": opt} if opt else {})}
+
+    def run(self, **kw: Any) -> tuple[Any, ...]:
+        return self.compute(**kw)
+
+    @classmethod
+    def compute(cls, **kw: Any) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+
+class ModelLoader(VarEditNode):
+    NODE_ID = "VarEditModelLoader"
+    DISPLAY_NAME = "VarEdit Model Loader"
+    DESCRIPTION = ("Loads a VAR model for the varedit nodes (kept in a small cache between runs): a preset "
+                   "(demo, var-d16 ... var-d36), a varedit file, an official VAR .pth with its VQVAE, or an "
+                   "ONNX export folder (backend onnx).")
+    PARAMS = (
+        Param("model", "STRING", "demo",
+              tooltip="Preset name (demo, var-d16, var-d20, var-d24, var-d30, var-d36), a varedit model file, "
+                      "an official VAR .pth, or (backend onnx) a folder made by `varedit export onnx`."),
+        Param("backend", "COMBO", "torch", options=BACKENDS, tooltip="torch, or onnxruntime for an ONNX export."),
+        Param("device", "COMBO", "auto", options=DEVICES, tooltip="auto: CUDA when available, else CPU."),
+        Param("vae", "STRING", "", optional=True,
+              tooltip="The official VQVAE .pth for an official VAR .pth (default: vae_ch160v4096z32.pth beside it)."),
+        Param("weights_dir", "STRING", "", optional=True,
+              tooltip="Folder holding official weight files for the presets (else $VAREDIT_WEIGHTS and the "
+                      "Hugging Face cache)."),
+        Param("threads", "INT", 0, 0, 256, optional=True, tooltip="onnxruntime CPU threads; 0 = its default."),
+    )
+    OUTPUTS = (Out("model", MODEL_TYPE, "The loaded model."),)
+
+    @classmethod
+    def compute(cls, model: str = "demo", backend: str = "torch", device: str = "auto", vae: str = "",
+                weights_dir: str = "", threads: int = 0) -> tuple[Any, ...]:
+        return (load_model(model, backend=backend, vae=vae or "", weights_dir=weights_dir or "", device=device,
+                           threads=int(threads or 0)),)
+
+    @classmethod
+    def fingerprint(cls, model: str = "demo", backend: str = "torch", device: str = "auto", vae: str = "",
+                    weights_dir: str = "", threads: int = 0) -> str:
+        """What identifies the loaded weights (the cache key: a file by path, size and mtime), so ComfyUI
+        runs the loader again when a model file is replaced under the same name."""
+        try:
+            return repr(model_key(backend, (model or "").strip(), (vae or "").strip(), (weights_dir or "").strip(),
+                                  device, int(threads or 0)))
+        except OSError as e:  # an unreadable path: let the run report it
+            return f"unreadable: {e}"
+
+    @classmethod
+    def IS_CHANGED(cls, **kw: Any) -> str:  # noqa: N802 (ComfyUI's name)
+        return cls.fingerprint(**kw)
+
+
+_EDIT_OUTPUTS = (
+    Out("image", "IMAGE", "The best candidate of every input image."),
+    Out("candidates", "IMAGE", "Every candidate: for each input image its candidates, best first."),
+    Out("mask", "MASK", "The region that was regenerated (1 = regenerated)."),
+    Out("info", "STRING", "The settings of every image as JSON (seed, class and its source, scores)."),
+)
+
+
+def _edit_outputs(results: Sequence[Any], masks: Sequence[np.ndarray]) -> tuple[Any, ...]:
+    best = [r.images[0] for r in results]
+    every = [im for r in results for im in r.images]
+    return convert.to_image(best), convert.to_image(every), convert.to_mask(masks), _info(results)
+
+
+def _edit_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    return dict(n=int(kw["candidates"]), keep_scales=int(kw["keep_scales"]), mode=kw["mode"],
+                feather=None if kw["feather"] == -1 else float(kw["feather"]), output_type="np", **_sampling(kw))
+
+
+class Inpaint(VarEditNode):
+    NODE_ID = "VarEditInpaint"
+    DISPLAY_NAME = "VarEdit Inpaint"
+    DESCRIPTION = ("Regenerates the masked part of each image by masked next-scale prediction (MASK 1 = "
+                   "regenerate). Pixels farther than the feather width from the mask are returned unchanged.")
+    PARAMS = (_model_param(), Param("image", "IMAGE"), Param("mask", "MASK", tooltip="1 = regenerate."),
+              _label_param(), *_sampling_params("3, the editing default"), *_edit_params())
+    OUTPUTS = _EDIT_OUTPUTS
+
+    @classmethod
+    def compute(cls, **kw: Any) -> tuple[Any, ...]:
+        m = _check_model(kw["model"])
+        images = convert.image_batch(kw["image"])
+        masks = convert.mask_batch(kw["mask"], len(images), images[0].shape[:2])
+        if not any(mk.any() for mk in masks):
+            raise ValueError("the mask is empty: nothing to inpaint (MASK 1 = regenerate; invert it if the "
+                             "region is 0)")
+        label = m.editor.check_label(kw["label"])  # an unknown class fails before any work
+        opts = _edit_kwargs(kw)
+        bar = comfy_progress_bar(len(images))
+        results = [m.editor.inpaint(img, mk, label=label, seed=_seed(kw["seed"], i),
+                                    callback=progress_callback(bar, i, len(images)), **opts)
+                   for i, (img, mk) in enumerate(zip(images, masks))]
+        return _edit_outputs(results, masks)
+
+
+class Outpaint(VarEditNode):
+    NODE_ID = "VarEditOutpaint"
+    DISPLAY_NAME = "VarEdit Outpaint"
+    DESCRIPTION = "Extends each image by the given pixels on each side and fills the new area."
+    PARAMS = (_model_param(), Param("image", "IMAGE"),
+              *(Param(side, "INT", 0, 0, MAX_SIDE, 8, tooltip=f"Pixels added on the {side}.")
+                for side in ("left", "right", "top", "bottom")),
+              Param("fill", "COMBO", "blur", options=("blur", "edge", "mean", "gray"),
+                    tooltip="What the new area holds before it is encoded."),
+              _label_param(), *_sampling_params("3, the editing default"), *_edit_params())
+    OUTPUTS = (Out("image", "IMAGE", "The best candidate of every extended image."),
+               Out("candidates", "IMAGE", "Every candidate: for each input image its candidates, best first."),
+               Out("mask", "MASK", "The new area (1), on the extended canvas."),
+               Out("info", "STRING", "The settings of every image as JSON."))
+
+    @classmethod
+    def compute(cls, **kw: Any) -> tuple[Any, ...]:
+        m = _check_model(kw["model"])
+        images = convert.image_batch(kw["image"])
+        sides = {s: int(kw[s]) for s in ("left", "right", "top", "bottom")}
+        if any(v < 0 for v in sides.values()):
+            raise ValueError("outpaint amounts must be >= 0 pixels")
+        if not any(sides.values()):
+            raise ValueError("nothing to outpaint: set left, right, top or bottom to a number of pixels")
+        label = m.editor.check_label(kw["label"])
+        opts = _edit_kwargs(kw)
+        bar = comfy_progress_bar(len(images))
+        results = [m.editor.outpaint(img, **sides, fill=kw["fill"], label=label, seed=_seed(kw["seed"], i),
+                                     callback=progress_callback(bar, i, len(images)), **opts)
+                   for i, img in enumerate(images)]
+        return _edit_outputs(results, [r.mask for r in results])
+
+
+class ClassEdit(VarEditNode):
+    NODE_ID = "VarEditClassEdit"
+    DISPLAY_NAME = "VarEdit Class Edit"
+    DESCRIPTION = ("Regenerates a region as the given class: the MASK when connected, else the box "
+                   "x, y, width, height (pixels).")
+    PARAMS = (_model_param(), Param("image", "IMAGE"),
+              Param("class_name", "STRING", "", tooltip="The class to draw: a name or an index."),
+              Param("x", "INT", 0, 0, MAX_SIDE, tooltip="Box left edge (pixels)."),
+              Param("y", "INT", 0, 0, MAX_SIDE, tooltip="Box top edge (pixels)."),
+              Param("width", "INT", 0, 0, MAX_SIDE, tooltip="Box width (pixels); 0 = use the mask."),
+              Param("height", "INT", 0, 0, MAX_SIDE, tooltip="Box height (pixels); 0 = use the mask."),
+              *_sampling_params("3, the editing default"), *_edit_params(),
+              Param("mask", "MASK", optional=True, tooltip="The region (1 = regenerate), instead of the box."))
+    OUTPUTS = _EDIT_OUTPUTS
+
+    @classmethod
+    def compute(cls, **kw: Any) -> tuple[Any, ...]:
+        m = _check_model(kw["model"])
+        images = convert.image_batch(kw["image"])
+        if not str(kw["class_name"]).strip():
+            raise ValueError("class_name is empty: give the class to draw (a name or an index)")
+        cls_idx = m.editor.class_index(kw["class_name"])
+        has_box = int(kw["width"]) > 0 or int(kw["height"]) > 0
+        mask = kw.get("mask")
+        if mask is not None and has_box:
+            raise ValueError("give a mask or a box (width, height > 0), not both")
+        h, w = images[0].shape[:2]
+        if mask is not None:
+            masks = convert.mask_batch(mask, len(images), (h, w))
+        elif has_box:
+            x0, y0, bw, bh = int(kw["x"]), int(kw["y"]), int(kw["width"]), int(kw["height"])
+            if bw <= 0 or bh <= 0:
+                raise ValueError(f"the box needs a width and a height > 0, got {bw}x{bh}")
+            from varedit import processing as P
+            masks = [P.box_mask((w, h), (x0, y0, x0 + bw, y0 + bh))] * len(images)
+        else:
+            raise ValueError("no region: connect a mask, or set the box's width and height")
+        if not any(mk.any() for mk in masks):
+            raise ValueError("the mask is empty: nothing to edit (MASK 1 = regenerate)")
+        opts = _edit_kwargs(kw)
+        bar = comfy_progress_bar(len(images))
+        results = [m.editor.inpaint(img, mk, label=cls_idx, seed=_seed(kw["seed"], i),
+                                    callback=progress_callback(bar, i, len(images)), **opts)
+                   for i, (img, mk) in enumerate(zip(images, masks))]
+        for r in results:
+            r.settings["task"] = "edit"
+        return _edit_outputs(results, masks)
+
+
+class Upscale(VarEditNode):
+    NODE_ID = "VarEditUpscale"
+    DISPLAY_NAME = "VarEdit Upscale"
+    DESCRIPTION = ("Zero-shot restoration and upscaling: Lanczos to the target size, then per model-size tile "
+                   "the coarse scales are kept from the image and the fine scales sampled.")
+    PARAMS = (_model_param(), Param("image", "IMAGE"),
+              Param("scale", "FLOAT", 2.0, 0.25, 8.0, 0.25, tooltip="Output size / input size."),
+              Param("keep_scales", "INT", -1, -1, 32,
+                    tooltip="Scales kept from the input; -1 = the default (all but the last third)."),
+              Param("back_project", "BOOLEAN", True,
+                    tooltip="Make the result's downscaled version match the input again."),
+              *_sampling_params())
+    OUTPUTS = (Out("image", "IMAGE", "The upscaled images."),
+               Out("info", "STRING", "The settings of every image as JSON."))
+
+    @classmethod
+    def compute(cls, **kw: Any) -> tuple[Any, ...]:
+        m = _check_model(kw["model"])
+        images = convert.image_batch(kw["image"])
+        keep = None if int(kw["keep_scales"]) == -1 else int(kw["keep_scales"])
+        bar = comfy_progress_bar(len(images))
+        results = [m.editor.upscale(img, scale=float(kw["scale"]), keep_scales=keep,
+                                    back_project=bool(kw["back_project"]), seed=_seed(kw["seed"], i),
+                                    callback=progress_callback(bar, i, len(images)), output_type="np",
+                                    **_sampling(kw))
+                   for i, img in enumerate(images)]
+        return convert.to_image([r.images[0] for r in results]), _info(results)
+
+
+class Generate(VarEditNode):
+    NODE_ID = "VarEditGenerate"
+    DISPLAY_NAME = "VarEdit Generate"
+    DESCRIPTION = "Class-conditional generation at the model's size."
+    PARAMS = (_model_param(),
+              Param("class_name", "STRING", "0",
+                    tooltip="The class: a name or an index (none = unconditional)."),
+              Param("batch_size", "INT", 1, 1, 64, tooltip="Number of images."),
+              *_sampling_params())
+    OUTPUTS = (Out("image", "IMAGE", "The generated images."),
+               Out("info", "STRING", "The settings as JSON."))
+
+    @classmethod
+    def compute(cls, **kw: Any) -> tuple[Any, ...]:
+        m = _check_model(kw["model"])
+        spec = str(kw["class_name"]).strip()
+        if not spec:
+            raise ValueError("class_name is empty: give a class name or index (none = unconditional)")
+        class_ = None if spec.lower() == "none" else m.editor.class_index(spec)
+        bar = comfy_progress_bar(1)
+        r = m.editor.generate(class_, n=int(kw["batch_size"]), seed=_seed(kw["seed"], 0), output_type="np",
+                              callback=progress_callback(bar, 0, 1), **_sampling(kw))
+        return convert.to_image(r.images), _info([r])
+
+
+class InferLabel(VarEditNode):
+    NODE_ID = "VarEditInferLabel"
+    DISPLAY_NAME = "VarEdit Infer Class"
+    DESCRIPTION = ("The class the model finds most likely for what lies outside the mask (the class that "
+                   "label auto guides a fill with), per image.")
+    PARAMS = (_model_param(), Param("image", "IMAGE"), Param("mask", "MASK", tooltip="1 = hole (not read)."))
+    OUTPUTS = (Out("class_name", "STRING", "The most likely class of every image.", is_list=True),
+               Out("class_index", "INT", "Its index.", is_list=True),
+               Out("probability", "FLOAT", "Its posterior probability.", is_list=True),
+               Out("posterior", "STRING", "The five most likely classes and their posteriors, as JSON.",
+                   is_list=True))
+
+    @classmethod
+    def compute(cls, **kw: Any) -> tuple[Any, ...]:
+        m = _check_model(kw["model"])
+        images = convert.image_batch(kw["image"])
+        masks = convert.mask_batch(kw["mask"], len(images), images[0].shape[:2])
+        names: list[str] = []
+        idxs: list[int] = []
+        probs: list[float] = []
+        posts: list[str] = []
+        for img, mk in zip(images, masks):
+            if not mk.any():
+                raise ValueError("the mask is empty: the class is inferred around a hole (MASK 1 = hole)")
+            if mk.all():
+                raise ValueError("the mask covers the whole image: nothing is known to infer a class from")
+            g = m.editor.infer_label(img, mk)
+            top = np.argsort(-g.posterior, kind="stable")[:5]
+            names.append(m.editor.class_name(g.label))
+            idxs.append(int(g.label))
+            probs.append(float(g.posterior[g.label]))
+            posts.append(json.dumps([[m.editor.class_name(int(i)), round(float(g.posterior[i]), 4)] for i in top]))
+        return names, idxs, probs, posts
+
+
+NODES: tuple[type[VarEditNode], ...] = (ModelLoader, Inpaint, Outpaint, ClassEdit, Upscale, Generate, InferLabel)
+NODE_CLASS_MAPPINGS: dict[str, type[VarEditNode]] = {n.NODE_ID: n for n in NODES}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {n.NODE_ID: n.DISPLAY_NAME for n in NODES}

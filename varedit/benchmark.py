@@ -1,0 +1,363 @@
+"""``varedit bench``: speed of generation and editing, per backend, batch size and device.
+
+Measured in one process, so ratios between backends are meaningful on a shared machine:
+
+* **workloads** at the tensor level, the same work for every backend: ``generate`` (guided generation
+  with decoding), ``inpaint`` (a centre box regenerated, guided by a class: tokenising, sampling,
+  decoding), ``inpaint-uncond`` (the same, unconditional: guidance of the null class against itself)
+  and ``label`` (the log-likelihood of the known cells under every class, ``class_log_likelihood``);
+* **backends**: ``eager`` (the reference sampler, the official code's structure), ``fast`` (the default
+  torch path) and ``onnx`` (the exported graphs on onnxruntime; one export per batch size);
+* every backend draws from the same noise (the portable sampler's uniforms), so the tokens of the
+  backends are compared in the same run (``token_agreement`` with the eager path);
+* each timing is the median over ``reps`` runs after ``warmup`` runs, synchronised on CUDA, the
+  backends interleaved run by run (on a machine whose load changes they see the same conditions);
+  ``images_per_s`` follows from it; ``peak_memory_mb`` is the CUDA allocator's peak of the workload on
+  a GPU and the process's peak resident memory on a CPU (it only grows: read it per run, not per row);
+* optionally (``cli=True``) the time breakdown of one real ``varedit inpaint`` call in a fresh process
+  (interpreter and imports, validation, model load, label inference, tokenising, sampling, decoding,
+  paste-back, writing), from the phases the command records in ``$VAREDIT_TIMINGS``.
+
+The result is one JSON document (:data:`SCHEMA`); ``tests/test_bench.py`` checks its format.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "varedit-bench/1"
+WORKLOADS = ("generate", "inpaint", "inpaint-uncond", "label")
+BACKENDS = ("eager", "fast", "onnx")
+
+
+@dataclass
+class RandomModel:
+    """A random-weight configuration (no file needed): VAR of ``depth`` (width 64 x depth, heads = depth,
+    as the official rule) over a VQVAE with ``vae_ch`` base channels (160 = the official one)."""
+
+    depth: int = 8
+    patch_nums: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    num_classes: int = 1000
+    vocab_size: int = 4096
+    vae_ch: int = 160
+    seed: int = 0
+
+    @property
+    def image_size(self) -> int:
+        return self.patch_nums[-1] * 16
+
+
+@dataclass
+class BenchConfig:
+    model: str | RandomModel = "demo"
+    workloads: Sequence[str] = WORKLOADS
+    backends: Sequence[str] = ("eager", "fast")
+    batches: Sequence[int] = (1, 8)
+    device: str = "cpu"
+    threads: int | None = None
+    reps: int = 3
+    warmup: int = 1
+    cfg: float = 4.0
+    top_k: int = 900
+    top_p: float = 0.95
+    seed: int = 0
+    cli: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _peak_mb(device: Any) -> float:
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2 ** 20
+
+
+def load_models(model: str | RandomModel, device: Any) -> tuple[Any, Any, str, dict[str, Any]]:
+    """(var, vae, name, description) for a preset/file name or a random configuration."""
+    import torch
+
+    if isinstance(model, RandomModel):
+        from .models.var import VAR, VARConfig
+        from .models.vqvae import VQVAE, VQVAEConfig
+        torch.manual_seed(model.seed)
+        d = model.depth
+        var = VAR(VARConfig(depth=d, embed_dim=64 * d, num_heads=d, num_classes=model.num_classes,
+                            vocab_size=model.vocab_size, patch_nums=tuple(model.patch_nums)))
+        var.init_weights()
+        vae = VQVAE(VQVAEConfig(vocab_size=model.vocab_size, z_channels=32, ch=model.vae_ch,
+                                v_patch_nums=tuple(model.patch_nums)))
+        desc = {"kind": "random", **asdict(model), "image_size": model.image_size}
+        return var.to(device).eval(), vae.to(device).eval(), f"random-d{d}", desc
+    from .pipeline import VarEditPipeline
+    pipe = VarEditPipeline.from_pretrained(model, device=device)
+    c = pipe.var.cfg
+    desc = {"kind": "file", "name": pipe.name, "depth": c.depth, "patch_nums": list(c.patch_nums),
+            "num_classes": c.num_classes, "vocab_size": c.vocab_size, "image_size": pipe.image_size}
+    return pipe.var, pipe.vae, pipe.name, desc
+
+
+def _timed(fns: dict[str, Callable[[], Any]], reps: int, warmup: int, sync: Callable[[], None]
+           ) -> dict[str, tuple[list[float], Any]]:
+    """Every function ``warmup`` times, then ``reps`` rounds in which each runs once, interleaved: on a
+    machine whose load changes, the backends see the same conditions (their ratio stays meaningful)."""
+    outs: dict[str, Any] = {k: None for k in fns}
+    for _ in range(warmup):
+        for k, fn in fns.items():
+            outs[k] = fn()
+    sync()
+    ts: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[k] = fn()
+            sync()
+            ts[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: (ts[k], outs[k]) for k in fns}
+
+
+class _Workloads:
+    """The tensor-level work of each workload, for one batch, on torch (eager or fast) or onnxruntime."""
+
+    def __init__(self, var: Any, vae: Any, cfg: BenchConfig, batch: int, device: Any):
+        import torch
+
+        from .editing.noise import portable_uniforms
+        self.var, self.vae, self.cfg, self.B, self.device = var, vae, cfg, batch, device
+        pns = tuple(var.patch_nums)
+        rng = np.random.default_rng(cfg.seed)
+        self.labels = rng.integers(0, var.num_classes, size=batch).astype(np.int64)
+        self.u = portable_uniforms(cfg.seed, batch, pns)
+        S = vae.image_size
+        yy, xx = np.mgrid[0:S, 0:S] / S
+        img = np.stack([0.5 + 0.4 * np.sin(6 * xx + k) * np.cos(5 * yy - k) for k in range(3)], axis=-1)
+        self.img = np.repeat(img[None].astype(np.float32), batch, axis=0)  # (B, S, S, 3) in [0, 1]
+        h = pns[-1]
+        hole = np.zeros((h, h), bool)
+        hole[h // 4: 3 * h // 4, h // 4: 3 * h // 4] = True
+        from .editing.masks import official_keep_maps
+        self.keep = [np.repeat(k, batch, axis=0) for k in official_keep_maps(~hole, pns)]
+        self.torch = torch
+
+    # -- torch ------------------------------------------------------------------------------------
+    def torch_run(self, name: str, impl: str) -> list[np.ndarray] | None:
+        torch = self.torch
+        from .editing.sampler import Known, class_log_likelihood, masked_sample
+        var, vae, dev = self.var, self.vae, self.device
+        u = [torch.from_numpy(x).to(dev) for x in self.u]
+        kw = dict(cfg=self.cfg.cfg, top_k=self.cfg.top_k, top_p=self.cfg.top_p, uniforms=u, impl=impl)
+        with torch.no_grad():
+            if name == "generate":
+                r = masked_sample(var, vae, torch.from_numpy(self.labels).to(dev), **kw)
+                return [t.cpu().numpy() for t in r.idx_per_scale]
+            x = torch.from_numpy(self.img).permute(0, 3, 1, 2).contiguous().to(dev).mul(2).sub(1)
+            idx = vae.img_to_idx(x)
+            keep = [torch.from_numpy(k).to(dev) for k in self.keep]
+            if name == "label":
+                class_log_likelihood(var, vae, idx, keep)
+                return None
+            lab = torch.from_numpy(self.labels).to(dev)
+            if name == "inpaint-uncond":
+                lab = torch.full_like(lab, var.num_classes)
+            r = masked_sample(var, vae, lab, known=Known(keep, idx_per_scale=idx), **kw)
+            return [t.cpu().numpy() for t in r.idx_per_scale]
+
+    # -- onnxruntime ------------------------------------------------------------------------------
+    def onnx_run(self, name: str, rt: Any) -> list[np.ndarray] | None:
+        kw = dict(cfg=self.cfg.cfg, top_k=self.cfg.top_k, top_p=self.cfg.top_p, uniforms=self.u)
+        if name == "generate":
+            out = rt.sample(self.labels, **kw)
+            rt.decode(out.f_hat)
+            return out.tokens
+        x = np.ascontiguousarray(self.img.transpose(0, 3, 1, 2)) * 2 - 1
+        f, toks = rt.tokenize(x.astype(np.float32))
+        if name == "label":
+            rt.class_log_likelihood(f, self.keep)
+            return None
+        lab = self.labels if name == "inpaint" else np.full_like(self.labels, rt.num_classes)
+        out = rt.sample(lab, self.keep, known_tokens=toks, **kw)
+        rt.decode(out.f_hat)
+        return out.tokens
+
+
+def _agreement(a: list[np.ndarray] | None, b: list[np.ndarray] | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return float(sum(int((x == y).sum()) for x, y in zip(a, b)) / sum(x.size for x in a))
+
+
+def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
+    """Run every (workload, backend, batch) of ``cfg``; the JSON document described in the module doc."""
+    import torch
+
+    unknown = [w for w in cfg.workloads if w not in WORKLOADS] + [b for b in cfg.backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown workloads or backends {unknown}; workloads {WORKLOADS}, backends {BACKENDS}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked, but no CUDA GPU is usable here")
+    var, vae, name, desc = load_models(cfg.model, device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="varedit_bench_") as tmp:
+        for B in cfg.batches:
+            work = _Workloads(var, vae, cfg, B, device)
+            runtime = None
+            if "onnx" in cfg.backends:
+                runtime = _export(var, vae, Path(tmp) / f"b{B}", B, cfg, name)
+            for wl in cfg.workloads:
+                fns: dict[str, Callable[[], Any]] = {
+                    be: (lambda: work.onnx_run(wl, runtime)) if be == "onnx" else (lambda be=be: work.torch_run(wl, be))
+                    for be in cfg.backends}
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                timed = _timed(fns, cfg.reps, cfg.warmup, sync)
+                ref = timed["eager"][1] if "eager" in timed else None
+                for be, (ts, toks) in timed.items():
+                    med = statistics.median(ts)
+                    results.append({"workload": wl, "backend": be, "batch": B, "ms_per_batch": round(med, 3),
+                                    "ms_per_image": round(med / B, 3), "images_per_s": round(1e3 * B / med, 3),
+                                    "reps_ms": [round(t, 3) for t in ts], "peak_memory_mb": round(_peak_mb(device), 1),
+                                    "token_agreement_with_eager": _agreement(toks, ref)})
+                    log.info("%s %s b%d: %.1f ms/image", wl, be, B, med / B)
+    doc = {
+        "schema": SCHEMA,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "varedit_version": _version(),
+        "torch_version": torch.__version__,
+        "device": {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else _cpu_name(), "threads": torch.get_num_threads()},
+        "model": {"name": name, **desc},
+        "settings": {"cfg": cfg.cfg, "top_k": cfg.top_k, "top_p": cfg.top_p, "reps": cfg.reps, "warmup": cfg.warmup,
+                     "seed": cfg.seed},
+        "results": results,
+        "speedups": speedups(results),
+    }
+    if cfg.cli:
+        doc["cli"] = cli_breakdown()
+    return doc
+
+
+def speedups(results: list[dict[str, Any]]) -> dict[str, float]:
+    """``"<workload> b<batch> <backend>/eager"`` -> eager time over that backend's time (above 1: faster),
+    and for each backend the unconditional inpaint and the label inference relative to its guided
+    generation (``"... inpaint-uncond/generate"``: below 1 is cheaper)."""
+    t = {(r["workload"], r["batch"], r["backend"]): r["ms_per_image"] for r in results}
+    out: dict[str, float] = {}
+    for (wl, B, be), ms in sorted(t.items()):
+        if be != "eager" and (wl, B, "eager") in t and ms > 0:
+            out[f"{wl} b{B} {be}/eager"] = round(t[(wl, B, "eager")] / ms, 3)
+        if wl in ("inpaint-uncond", "label") and (("generate", B, be) in t):
+            out[f"{wl}/generate b{B} {be}"] = round(ms / t[("generate", B, be)], 3)
+    return out
+
+
+def _export(var: Any, vae: Any, out: Path, batch: int, cfg: BenchConfig, name: str) -> Any:
+    from varedit_onnx.exporter import export_onnx
+    from varedit_onnx.runtime import OnnxVAR
+    t0 = time.perf_counter()
+    export_onnx(var.cpu(), vae.cpu(), out, batch=batch, check=False, name=name)
+    var.to(cfg.device)
+    vae.to(cfg.device)
+    log.info("exported %s for batch %d in %.0f s", name, batch, time.perf_counter() - t0)
+    providers = "cuda" if cfg.device == "cuda" else "cpu"
+    return OnnxVAR.from_dir(out, providers=providers, threads=cfg.threads, spinning=False).load()
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def cli_breakdown(image_size: int = 512, box: tuple[int, int, int, int] = (192, 192, 320, 320),
+                  model: str = "demo") -> dict[str, Any]:
+    """One ``varedit inpaint`` of an ``image_size`` photo-like image with a box, in a fresh process: wall
+    time, and the phases the command records (``$VAREDIT_TIMINGS``); ``startup_s`` is the interpreter
+    and the imports before the command starts."""
+    from PIL import Image
+    with tempfile.TemporaryDirectory(prefix="varedit_bench_cli_") as d:
+        rng = np.random.default_rng(0)
+        small = rng.random((image_size // 32, image_size // 32, 3))
+        img = Image.fromarray((small * 255).astype(np.uint8)).resize((image_size, image_size), Image.BICUBIC)
+        img.save(Path(d) / "photo.png")
+        timings = Path(d) / "timings.json"
+        argv = [sys.executable, "-m", "varedit.cli", "inpaint", str(Path(d) / "photo.png"), "--box",
+                ",".join(map(str, box)), "-m", model, "-o", str(Path(d) / "out.png"), "--seed", "0"]
+        t0 = time.time()
+        r = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "VAREDIT_TIMINGS": str(timings)})
+        wall = time.time() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"the timed CLI call failed: {r.stderr.strip().splitlines()[-1:]}")
+        ph = json.loads(timings.read_text())
+    out = {"command": "varedit inpaint photo.png --box " + ",".join(map(str, box)) + f" -m {model} -o out.png",
+           "image": f"{image_size}x{image_size}", "wall_s": round(wall, 3),
+           "startup_s": round(ph.pop("start_time") - t0, 3)}
+    end = ph.pop("end_time")
+    out.update({k: round(v, 3) for k, v in ph.items()})
+    out["exit_s"] = round(t0 + wall - end, 3)
+    return out
+
+
+def outpaint_strategies(model: str = "demo", n: int = 24, strategies: Sequence[str] = ("crop", "original"),
+                        seed: int = 0, device: str = "cpu", n_ref: int = 400) -> dict[str, Any]:
+    """Outpaint strategies by time and quality on canvases twice the model size: held-out synthetic
+    shapes rendered at 2S, their left half kept and the right half outpainted back; quality is the
+    Fréchet distance of the results (downscaled to the model size) to real held-out shapes in the
+    features of the eval's shape classifier (``varedit eval``'s measure).  The strategy behind
+    outpaint's ``auto`` was chosen with this (README, "How editing works")."""
+    from PIL import Image
+
+    from .data.synthetic import render
+    from .evaluation.classifier import features, load_classifier
+    from .evaluation.metrics import frechet_distance
+    from .pipeline import VarEditPipeline
+    pipe = VarEditPipeline.from_pretrained(model, device=device)
+    S = pipe.image_size
+    clf, _ = load_classifier(Path(__file__).parent / "assets" / "demo" / "classifier.pt")
+    rng = np.random.default_rng(seed)
+
+    def small(ims: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(Image.fromarray(x).resize((S, S), Image.BICUBIC)) for x in ims]
+
+    real = [render(int(c), 50_000 + seed + i, 2 * S) for i, c in enumerate(rng.integers(0, 10, n_ref))]
+    f_real = features(clf, small(real))
+    tests = [render(int(c), 90_000 + seed + i, 2 * S) for i, c in enumerate(rng.integers(0, 10, n))]
+    rows = {}
+    for strat in strategies:
+        t0 = time.perf_counter()
+        outs = [pipe.outpaint(im[:, :S], right=S, strategy=strat, seed=i, output_type="np").image
+                for i, im in enumerate(tests)]
+        rows[strat] = {"s_per_image": round((time.perf_counter() - t0) / n, 3),
+                       "fd": round(frechet_distance(features(clf, small(outs)), f_real), 2)}
+        log.info("outpaint strategy %s: %s", strat, rows[strat])
+    return {"model": pipe.name, "n": n, "n_ref": n_ref, "canvas": f"{2 * S}x{2 * S} from {S}x{2 * S}", "seed": seed,
+            "strategies": rows}

@@ -1,0 +1,88 @@
+"""``varedit bench``: speed per workload, backend, batch and device (see varedit.benchmark)."""
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any
+
+import click
+
+from .common import GroupedCommand, opt
+
+
+def _ints(value: str, name: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint=name) from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"expected positive integers, got {value!r}", param_hint=name)
+    return out
+
+
+def _names(value: str, allowed: tuple[str, ...], name: str) -> tuple[str, ...]:
+    out = tuple(v for v in value.replace(" ", "").split(",") if v)
+    bad = [v for v in out if v not in allowed]
+    if bad or not out:
+        raise click.BadParameter(f"{', '.join(bad) or value!r}: choose from {', '.join(allowed)}", param_hint=name)
+    return out
+
+
+def register(main: click.Group) -> None:
+    @main.command(cls=GroupedCommand)
+    @opt("--model", "-m", group="Model", default="demo", show_default=True,
+         help="Preset or file to measure (ignored with --random).")
+    @opt("--random", "random_depth", group="Model", type=click.IntRange(1, 64), default=None,
+         help="Measure a random-weight configuration of this depth instead (width 64 x depth, heads = depth).")
+    @opt("--scales", group="Model", default="1,2,3,4,5,6,8,10,13,16", show_default=True,
+         help="Scale list of the random configuration (image size = 16 x the last).")
+    @opt("--vae-ch", group="Model", type=click.IntRange(8, 512), default=160, show_default=True,
+         help="VQVAE base channels of the random configuration (160: the official VQVAE).")
+    @opt("--vocab", group="Model", type=click.IntRange(2, 65536), default=4096, show_default=True)
+    @opt("--classes", group="Model", type=click.IntRange(1, 100000), default=1000, show_default=True)
+    @opt("--workloads", group="Task", default="generate,inpaint,inpaint-uncond,label", show_default=True)
+    @opt("--backends", group="Task", default="eager,fast", show_default=True, help="eager, fast, onnx.")
+    @opt("--batch", group="Task", default="1,8", show_default=True, help="Batch sizes.")
+    @opt("--device", group="Task", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+    @opt("--threads", group="Task", type=click.IntRange(min=1), default=None, help="CPU threads (torch and onnx).")
+    @opt("--reps", group="Task", type=click.IntRange(1, 1000), default=3, show_default=True)
+    @opt("--warmup", group="Task", type=click.IntRange(0, 100), default=1, show_default=True)
+    @opt("--cli/--no-cli", group="Task", default=False, show_default=True,
+         help="Also time one `varedit inpaint` call in a fresh process, phase by phase.")
+    @opt("--strategies", group="Task", type=click.IntRange(0, 10000), default=0, show_default=True,
+         help="Also measure outpaint's size strategies (crop, original) on this many canvases of twice the model "
+              "size: time and the eval's quality measure (FD).")
+    @opt("--out", "-o", group="Output", type=click.Path(dir_okay=False), default=None,
+         help="Write the JSON report here (default: stdout).")
+    def bench(**kw: Any) -> None:
+        """Images/s and ms/image per workload, backend and batch, token agreement between backends, and
+        optionally the time breakdown of one CLI call; writes JSON."""
+        from ..benchmark import BACKENDS, WORKLOADS, BenchConfig, RandomModel, run_bench
+        from ..io import save_json
+        model: Any = kw["model"]
+        if kw["random_depth"] is not None:
+            model = RandomModel(depth=kw["random_depth"], patch_nums=_ints(kw["scales"], "--scales"),
+                                num_classes=kw["classes"], vocab_size=kw["vocab"], vae_ch=kw["vae_ch"])
+        cfg = BenchConfig(model=model, workloads=_names(kw["workloads"], WORKLOADS, "--workloads"),
+                          backends=_names(kw["backends"], BACKENDS, "--backends"),
+                          batches=_ints(kw["batch"], "--batch"), device=kw["device"], threads=kw["threads"],
+                          reps=kw["reps"], warmup=kw["warmup"], cli=kw["cli"])
+        doc = run_bench(cfg, command=" ".join(["varedit"] + [shlex.quote(a) for a in sys.argv[1:]]))
+        if kw["strategies"]:
+            from ..benchmark import outpaint_strategies
+            doc["outpaint_strategies"] = outpaint_strategies(kw["model"], n=kw["strategies"])
+            for k, v in doc["outpaint_strategies"]["strategies"].items():
+                click.echo(f"outpaint {k}: {v['s_per_image']:.2f} s/image, FD {v['fd']:.1f}", err=True)
+        for r in doc["results"]:
+            agree = r["token_agreement_with_eager"]
+            click.echo(f"{r['workload']:15s} {r['backend']:6s} b{r['batch']:<4d} {r['ms_per_image']:10.1f} ms/image "
+                       f"{r['images_per_s']:9.2f} img/s" + ("" if agree is None else f"  tokens {agree:.1%}"),
+                       err=True)
+        for k, v in doc["speedups"].items():
+            click.echo(f"{k}: {v:.2f}", err=True)
+        if kw["out"]:
+            save_json(doc, kw["out"])
+            click.echo(kw["out"])
+        else:
+            import json
+            click.echo(json.dumps(doc, indent=2))

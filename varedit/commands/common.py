@@ -1,0 +1,186 @@
+"""Pieces shared by the CLI commands: grouped help, the model / sampling options, and loading.
+
+Nothing here imports torch at module level: a command validates its arguments first (torch-free, in
+milliseconds) and loads a model only when every input is known to be usable.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+log = logging.getLogger("varedit")
+
+# help sections, in this order (a command's own options first, the model's last)
+HELP_GROUPS = ("Task", "Input", "Editing", "Sampling", "Output", "Model")
+
+
+class GroupedOption(click.Option):
+    """An option listed under a section of the command's help (``help_group``)."""
+
+    def __init__(self, *args: Any, help_group: str = "Other", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.help_group = help_group
+
+
+class GroupedCommand(click.Command):
+    """Help with the options in sections (task, input, editing, sampling, output, model), so a task's
+    own options are not buried under the model options."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for p in self.get_params(ctx):
+            rec = p.get_help_record(ctx) if isinstance(p, click.Option) else None
+            if rec is not None:
+                groups.setdefault(getattr(p, "help_group", "Other"), []).append(rec)
+        order = [g for g in HELP_GROUPS if g in groups] + [g for g in groups if g not in HELP_GROUPS]
+        for g in order:
+            with formatter.section(f"{g} options"):
+                formatter.write_dl(groups[g])
+
+
+def opt(*decls: str, group: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """``click.option`` listed under ``group`` in the help."""
+    return click.option(*decls, cls=GroupedOption, help_group=group, **kwargs)
+
+
+def model_options(f: Any) -> Any:
+    """--model, --vae, --weights-dir, --num-heads, --device (kwargs model, vae_path, weights_dir, num_heads,
+    device)."""
+    for o in reversed([
+        opt("--model", "-m", group="Model", default="demo", show_default=True,
+            help="Preset name (demo, var-d16 ... var-d36), a varedit file, or an official VAR .pth."),
+        opt("--vae", "vae_path", group="Model", type=click.Path(dir_okay=False), default=None,
+            help="Official VQVAE .pth (default: vae_ch160v4096z32.pth beside --model)."),
+        opt("--weights-dir", group="Model", type=click.Path(file_okay=False), default=None, envvar="VAREDIT_WEIGHTS",
+            help="Folder holding official weight files (env VAREDIT_WEIGHTS)."),
+        opt("--num-heads", group="Model", type=click.IntRange(min=1), default=None,
+            help="Override the inferred head count."),
+        opt("--device", group="Model", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    ]):
+        f = o(f)
+    return f
+
+
+def backend_options(f: Any) -> Any:
+    """--backend, --onnx-dir, --threads (kwargs backend, onnx_dir, threads)."""
+    for o in reversed([
+        opt("--backend", group="Model", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True),
+        opt("--onnx-dir", group="Model", type=click.Path(file_okay=False), default=None,
+            help="Exported ONNX folder (with --backend onnx)."),
+        opt("--threads", group="Model", type=click.IntRange(min=1), default=None, help="CPU threads (onnx backend)."),
+    ]):
+        f = o(f)
+    return f
+
+
+def sampling_options(f: Any) -> Any:
+    """--seed, --cfg, --top-k, --top-p, --smooth, --guidance."""
+    for o in reversed([
+        opt("--seed", group="Sampling", type=click.IntRange(0, 2 ** 63 - 1), default=None,
+            help="Random seed (default: drawn and written to the sidecar)."),
+        opt("--cfg", group="Sampling", type=float, default=None,
+            help="Guidance scale (default: the model's for generate, 3 for inpaint, outpaint and edit)."),
+        opt("--top-k", group="Sampling", type=click.IntRange(min=0), default=None, help="Top-k filter (1 = greedy)."),
+        opt("--top-p", group="Sampling", type=click.FloatRange(0, 1), default=None, help="Top-p (nucleus) filter."),
+        opt("--smooth/--no-smooth", "more_smooth", group="Sampling", default=None,
+            help="Gumbel-softmax smoothing (torch backend)."),
+        opt("--guidance", group="Sampling", type=click.Choice(["linear", "constant"]), default=None,
+            help="Guidance schedule over scales (official: linear)."),
+    ]):
+        f = o(f)
+    return f
+
+
+SAMPLING_KEYS = ("cfg", "top_k", "top_p", "more_smooth", "guidance")
+
+
+def pop_sampling(kw: dict[str, Any]) -> dict[str, Any]:
+    """The sampling options, validated now (before any model is loaded) by the same rules every backend
+    applies (:class:`varedit.options.SamplingOptions`)."""
+    from ..options import SamplingOptions
+    s = {k: kw.pop(k) for k in SAMPLING_KEYS}
+    try:
+        SamplingOptions().replace(**s)
+    except (TypeError, ValueError) as e:
+        raise click.BadParameter(str(e)) from None
+    return s
+
+
+@dataclass
+class ModelSpec:
+    """What the model options name; :meth:`info` is torch-free, :meth:`editor` loads."""
+
+    model: str = "demo"
+    vae_path: str | None = None
+    weights_dir: str | None = None
+    num_heads: int | None = None
+    device: str = "auto"
+    backend: str = "torch"
+    onnx_dir: str | None = None
+    threads: int | None = None
+
+    @classmethod
+    def pop(cls, kw: dict[str, Any]) -> "ModelSpec":
+        keys = ("model", "vae_path", "weights_dir", "num_heads", "device", "backend", "onnx_dir", "threads")
+        return cls(**{k: kw.pop(k) for k in keys if k in kw})
+
+    def info(self) -> Any:
+        """Facts about the model (classes, scales, files), checked without torch or network."""
+        from ..modelinfo import model_info
+        if self.backend == "onnx":
+            if not self.onnx_dir:
+                raise click.UsageError("--backend onnx needs --onnx-dir DIR (made by `varedit export onnx`)")
+            return model_info(self.model, onnx_dir=self.onnx_dir)
+        if self.onnx_dir:
+            raise click.UsageError("--onnx-dir is for --backend onnx")
+        info = model_info(self.model, vae_path=self.vae_path, weights_dir=self.weights_dir)
+        if info.missing and info.kind == "preset":  # offline, or the Hub unreachable: say so now, not at load
+            from ..hub import missing_files_error, why_no_download
+            from ..presets import get_preset
+            why = why_no_download()
+            if why is not None:
+                raise missing_files_error(get_preset(self.model), info.missing, why, self.weights_dir)
+        elif info.missing:
+            raise click.ClickException(f"{info.name} needs its VQVAE: pass --vae PATH (looked for "
+                                       f"{Path(self.model).parent / 'vae_ch160v4096z32.pth'})")
+        return info
+
+    def pipeline(self) -> Any:
+        from ..pipeline import VarEditPipeline
+        return VarEditPipeline.from_pretrained(self.model, vae_path=self.vae_path, weights_dir=self.weights_dir,
+                                               num_heads=self.num_heads, device=self._device())
+
+    def _device(self) -> str:
+        """Under torchrun each process takes the GPU of its LOCAL_RANK (when CUDA is asked for or auto)."""
+        local = os.environ.get("LOCAL_RANK")
+        if local is None or self.device == "cpu":
+            return self.device
+        import torch
+        return f"cuda:{int(local)}" if torch.cuda.is_available() else self.device
+
+    def editor(self) -> Any:
+        """The image-level tasks (:class:`varedit.tasks.Editor`) on the chosen backend."""
+        if self.backend == "onnx":
+            from varedit_onnx.runtime import OnnxVAR
+            return OnnxVAR.from_dir(self.onnx_dir, providers=self.device, threads=self.threads).editor()
+        return self.pipeline().editor
+
+
+def load_pipeline(model: str, vae_path: str | None, weights_dir: str | None, num_heads: int | None,
+                  device: str) -> Any:
+    """A :class:`varedit.VarEditPipeline` from the model options (torch backend)."""
+    return ModelSpec(model, vae_path, weights_dir, num_heads, device).pipeline()
+
+
+def check_class(spec: str, info: Any, keywords: tuple[str, ...] = ()) -> int | str:
+    """A class option checked against the model's classes before it is loaded: the keyword, or the index."""
+    from ..classes import resolve_class
+    key = spec.strip().lower()
+    if key in keywords:
+        return key
+    return resolve_class(spec, info.class_names, info.num_classes)

@@ -1,0 +1,68 @@
+"""``varedit generate``: class-conditional generation, written image by image as batches finish."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import GroupedCommand, ModelSpec, backend_options, check_class, model_options, opt, pop_sampling, \
+    sampling_options
+from .outputs import candidate_names, check_outputs, is_image_name, write_result
+
+MAX_IMAGES = 100_000  # images are written as they come (memory does not grow); this bounds the time asked for
+
+
+def register(main: click.Group) -> None:
+    @main.command(cls=GroupedCommand)
+    @opt("--class", "-c", "class_", group="Task", required=True,
+         help="Class index or name (ImageNet names for official models); none = unconditional.")
+    @opt("--n", "-n", group="Task", type=click.IntRange(1, MAX_IMAGES), default=1, show_default=True,
+         help="Number of images.")
+    @opt("--batch-size", group="Task", type=click.IntRange(1, 1024), default=8, show_default=True)
+    @opt("--out", "-o", group="Output", type=click.Path(), required=True,
+         help="Output folder, or an image file name (with --n > 1: NAME_0.png, NAME_1.png, ...).")
+    @opt("--overwrite", group="Output", is_flag=True, help="Replace outputs that exist.")
+    @sampling_options
+    @model_options
+    @backend_options
+    def generate(**kw: Any) -> None:
+        """Class-conditional generation: writes PNGs, each with a JSON sidecar of its settings."""
+        from .. import __version__
+        from ..processing import encode_image, output_format
+        from ..validation import safe_filename
+        spec = ModelSpec.pop(kw)
+        sampling = pop_sampling(kw)
+        info = spec.info()
+        label = check_class(kw["class_"], info, ("none",))
+        o, n = Path(kw["out"]), kw["n"]
+        if is_image_name(o):
+            output_format(o)
+        elif o.exists() and not o.is_dir():
+            raise click.ClickException(f"-o {o} is a file; give a folder, or a name with an image suffix")
+        editor = spec.editor()
+        settings: dict[str, Any] = {}
+        batches = editor.generate_batches(None if label == "none" else label, n=n, seed=kw["seed"], batch_size=kw["batch_size"], output_type="np",
+                                          settings=settings, **sampling)
+        if is_image_name(o):
+            targets = candidate_names(o, n)
+        else:
+            # class names come from model files: made safe for file systems (no separators, no '..')
+            name = "unconditional" if label == "none" else safe_filename(editor.class_name(label), f"class{label}")
+            targets = [o / f"{name}_{settings['seed']}_{i:03d}.png" for i in range(n)]
+        plan = check_outputs({"generate": targets}, [], overwrite=kw["overwrite"], skip_existing=False)
+        fmt = {t: output_format(t) for t in targets}
+        from tqdm import tqdm
+        bar = tqdm(total=n, desc="generate", unit="img", disable=n < 2, file=sys.stderr)
+        i = 0
+        for batch in batches:
+            for img in batch:
+                t = plan.paths("generate")[i]
+                write_result(encode_image(img, fmt[t]), t, {**settings, "index": i, "label": settings["labels"][i],
+                                                            "output": str(t), "varedit_version": __version__})
+                click.echo(str(t))
+                i += 1
+            bar.update(len(batch))
+        bar.close()
+        click.echo(f"seed {settings['seed']}", err=True)
