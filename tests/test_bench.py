@@ -45,7 +45,15 @@ def test_cli_writes_json(tmp_path):
                                     "--warmup", "0", "-o", str(tmp_path / "b.json")])
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "b.json").read_text())
-    assert doc["command"].startswith("varedit") and len(doc["results"]) == 2
+    assert doc["command"].startswith("varedit") and len(doc["results"]) == 2 and doc["settings"]["decode"] is True
+    # --no-decode: the sampler alone, same tokens on both paths
+    res = CliRunner().invoke(main, ["bench", "--random", "1", "--scales", "1,2,4", "--vae-ch", "32", "--vocab", "32",
+                                    "--classes", "3", "--batch", "1", "--workloads", "generate,inpaint", "--reps", "1",
+                                    "--warmup", "0", "--no-decode", "-o", str(tmp_path / "n.json")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "n.json").read_text())
+    assert doc["settings"]["decode"] is False and len(doc["results"]) == 4
+    assert all(r["token_agreement_with_eager"] == 1.0 for r in doc["results"])
     res = CliRunner().invoke(main, ["bench", "--backends", "eager,tpu"])
     assert res.exit_code == 2 and "tpu" in res.output
 

@@ -77,6 +77,7 @@ class BenchConfig:
     top_p: float = 0.95
     seed: int = 0
     cli: bool = False
+    decode: bool = True  # False: time the transformer's sampling alone (tokens), without the VQVAE decoder
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -171,7 +172,8 @@ class _Workloads:
         from .editing.sampler import Known, class_log_likelihood, masked_sample
         var, vae, dev = self.var, self.vae, self.device
         u = [torch.from_numpy(x).to(dev) for x in self.u]
-        kw = dict(cfg=self.cfg.cfg, top_k=self.cfg.top_k, top_p=self.cfg.top_p, uniforms=u, impl=impl)
+        kw = dict(cfg=self.cfg.cfg, top_k=self.cfg.top_k, top_p=self.cfg.top_p, uniforms=u, impl=impl,
+                  decode=self.cfg.decode)
         with torch.no_grad():
             if name == "generate":
                 r = masked_sample(var, vae, torch.from_numpy(self.labels).to(dev), **kw)
@@ -193,7 +195,8 @@ class _Workloads:
         kw = dict(cfg=self.cfg.cfg, top_k=self.cfg.top_k, top_p=self.cfg.top_p, uniforms=self.u)
         if name == "generate":
             out = rt.sample(self.labels, **kw)
-            rt.decode(out.f_hat)
+            if self.cfg.decode:
+                rt.decode(out.f_hat)
             return out.tokens
         x = np.ascontiguousarray(self.img.transpose(0, 3, 1, 2)) * 2 - 1
         f, toks = rt.tokenize(x.astype(np.float32))
@@ -202,7 +205,8 @@ class _Workloads:
             return None
         lab = self.labels if name == "inpaint" else np.full_like(self.labels, rt.num_classes)
         out = rt.sample(lab, self.keep, known_tokens=toks, **kw)
-        rt.decode(out.f_hat)
+        if self.cfg.decode:
+            rt.decode(out.f_hat)
         return out.tokens
 
 
@@ -258,7 +262,7 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
                    else _cpu_name(), "threads": torch.get_num_threads()},
         "model": {"name": name, **desc},
         "settings": {"cfg": cfg.cfg, "top_k": cfg.top_k, "top_p": cfg.top_p, "reps": cfg.reps, "warmup": cfg.warmup,
-                     "seed": cfg.seed},
+                     "seed": cfg.seed, "decode": cfg.decode},
         "results": results,
         "speedups": speedups(results),
     }

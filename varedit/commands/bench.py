@@ -47,6 +47,9 @@ def register(main: click.Group) -> None:
     @opt("--threads", group="Task", type=click.IntRange(min=1), default=None, help="CPU threads (torch and onnx).")
     @opt("--reps", group="Task", type=click.IntRange(1, 1000), default=3, show_default=True)
     @opt("--warmup", group="Task", type=click.IntRange(0, 100), default=1, show_default=True)
+    @opt("--decode/--no-decode", group="Task", default=True, show_default=True,
+         help="Time the VQVAE decoder too; --no-decode times the transformer's sampling alone (inpaint and label "
+              "still encode their input).")
     @opt("--cli/--no-cli", group="Task", default=False, show_default=True,
          help="Also time one `varedit inpaint` call in a fresh process, phase by phase.")
     @opt("--strategies", group="Task", type=click.IntRange(0, 10000), default=0, show_default=True,
@@ -66,7 +69,8 @@ def register(main: click.Group) -> None:
         cfg = BenchConfig(model=model, workloads=_names(kw["workloads"], WORKLOADS, "--workloads"),
                           backends=_names(kw["backends"], BACKENDS, "--backends"),
                           batches=_ints(kw["batch"], "--batch"), device=kw["device"], threads=kw["threads"],
-                          reps=kw["reps"], warmup=kw["warmup"], cli=kw["cli"])
+                          reps=kw["reps"], warmup=kw["warmup"], cli=kw["cli"],
+                          decode=kw["decode"])
         doc = run_bench(cfg, command=" ".join(["varedit"] + [shlex.quote(a) for a in sys.argv[1:]]))
         if kw["strategies"]:
             from ..benchmark import outpaint_strategies
