@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from varedit.evaluation.classifier import train_classifier
-from varedit.evaluation.metrics import frechet_distance, psnr
-from varedit.evaluation.quality import eval_mask, run_eval, to_markdown
+from varedit.evaluation.metrics import frechet_distance, kid, paired_se, psnr, ssim
+from varedit.evaluation.quality import combine_markdown, eval_mask, run_eval, select_variants, to_markdown
 
 
 def test_frechet_distance_properties():
@@ -34,8 +34,10 @@ def test_report_runs(tiny_pipeline):
     res = run_eval(tiny_pipeline, classifier=clf, n=8, n_ref=30, n_gen_per_class=1, batch=8, n_upscale=2,
                    upscale_keeps=(4,))
     md = to_markdown(res)
-    for key in ("official", "default", "opencv-telea", "default-closed-loop", "default-pushpull-prefill", "lanczos"):
+    for key in ("official", "default", "opencv-telea", "default-closed-loop", "default-pushpull-prefill", "lanczos",
+                "default-n4-ranked", "default-true-class", "oracle-recon-in-hole", "telea-tokenised"):
         assert key in md
+    assert "No independent judge" in md and "kid" not in res["inpainting"]["box"]["default"]
     assert set(res["inpainting"]) == {"box", "strokes", "outpaint"}
     # each mask kind's default row uses its task's prefill: the matching prefill row is the same fill
     assert res["default_prefill"] == {"box": "ns", "strokes": "ns", "outpaint": "pushpull"}
@@ -46,3 +48,40 @@ def test_report_runs(tiny_pipeline):
     assert all(np.isfinite(r["known_drift"]) and r["known_drift"] >= 0 for k, r in box.items() if "default" in k)
     # the anchors: real held-out images are closer to the reference set than anything generated
     assert res["anchors"]["originals_fd"] < box["default"]["fd"]
+    # harmonize makes the known pixels exact, so the feather is a no-op while it is on; off, it is not
+    same = ("fd", "hole_psnr", "class_kept")
+    assert all(box["default-feather-0"][k] == box["default"][k] for k in same)
+    assert box["no-harmonize-feather-0"]["fd"] != box["no-harmonize-feather-2x"]["fd"]
+    # ranked candidates share the samples of the unranked ones (the same known-region drift)
+    assert box["default-n4-ranked"]["known_drift"] == box["default-n4-first"]["known_drift"]
+
+
+def test_variant_selection():
+    names = lambda level: [v.name for v in select_variants(level)]  # noqa: E731
+    assert names("none") == ["default"] and "official" in names("all")
+    assert {"default-closed-loop", "default-unconditional", "default-cfg-5", "default-n4-ranked",
+            "default-telea-prefill"} <= set(names("defaults"))
+    assert "default-grow-1" not in names("defaults") and "default-grow-1" in names("all")
+    assert names(True) == names("all") and names(False) == names("none")
+
+
+def test_kid_and_ssim():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 16))
+    same = rng.normal(size=(64, 16))
+    far = rng.normal(loc=0.5, size=(64, 16))
+    k0, se0, loo0 = kid(same, real)
+    k1, se1, loo1 = kid(far, real)
+    assert len(loo0) == 8 and se0 > 0 and se1 > 0
+    assert abs(k0) < 3 * se0 + 1e-3          # unbiased: about zero for the same distribution
+    assert k1 > k0 + 3 * paired_se(loo1, loo0)
+    assert paired_se(loo0, loo0) == 0
+    x = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    assert abs(ssim(x, x) - 1) < 1e-9 and ssim(x, 255 - x) < 0.5
+    m = np.zeros((32, 32), bool)
+    m[8:16, 8:16] = True
+    y = x.copy()
+    y[m] = 0
+    grown = np.zeros((32, 32), bool)
+    grown[2:22, 2:22] = True  # the hole and the SSIM window's reach around it
+    assert ssim(y, x, ~grown) > 0.999 and ssim(y, x, m) < 0.5

