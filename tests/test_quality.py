@@ -289,3 +289,19 @@ def test_eval_real_and_reconstruction_from_the_cli(cli_model, tmp_path):
     # objects is a mask kind of the real benchmark only
     r = CliRunner().invoke(main, ["eval", "--model", str(cli_model), "--masks", "objects", "-o", str(tmp_path / "x")])
     assert r.exit_code != 0 and "only with --real" in r.output
+
+
+def test_class_edit_eval_boxes_the_object_and_reads_the_edit(tiny_pipeline):
+    from varedit.data.synthetic import render_with_mask, render
+    from varedit.evaluation.classifier import train_classifier
+    from varedit.evaluation.edits import class_edit_eval, object_box
+    img, cov = render_with_mask(3, 11, 64)
+    assert np.array_equal(img, render(3, 11, 64)) and cov.shape == (64, 64) and 0 < cov.mean() < 0.5
+    x0, y0, x1, y1 = object_box(cov, 4)
+    ys, xs = np.nonzero(cov > 0.5)
+    assert (x0, y0) <= (xs.min(), ys.min()) and (x1, y1) >= (xs.max() + 1, ys.max() + 1)
+    assert cov[:, :max(0, x0)].max(initial=0) <= 0.5 and cov[:y0].max(initial=0) <= 0.5
+    clf, _ = train_classifier(n=100, steps=5, batch=16)
+    r = class_edit_eval(tiny_pipeline, clf, 6, seed=3, data_seed=5)
+    assert r["n"] == 6 and 0 <= r["success"] <= 1 and 0 < r["box_area_mean"] <= 1
+    assert r["success"] + r["still_original_class"] <= 1  # a target is never the image's own class

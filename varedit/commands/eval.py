@@ -52,6 +52,8 @@ def register(main: click.Group) -> None:
                   help="Only the tokenizer's reconstruction (PSNR, SSIM, judge distance) of held-out shapes and "
                        "held-out photo crops.")
     @click.option("--no-generation", is_flag=True, help="Skip class-conditional generation.")
+    @click.option("--n-edit", type=click.IntRange(min=0), default=100, show_default=True,
+                  help="Class edits measured (the asked class inside the box; 0 skips them).")
     @click.option("--n-upscale", type=click.IntRange(min=0), default=100, show_default=True,
                   help="Images for the upscaling rows (0 skips them).")
     @click.option("--n-strategy", type=click.IntRange(min=0), default=0, show_default=True,
@@ -66,7 +68,7 @@ def register(main: click.Group) -> None:
                  n: int, n_ref: int, per_class: int, seed: int, classifier: str | None, train_classifier: bool,
                  judge: str, ablations: str, no_ablations: bool, masks: tuple[str, ...], no_generation: bool,
                  n_upscale: int, n_strategy: int, n_probe: int, combine: tuple[str, ...], out: str, real: bool,
-                 reconstruction: bool) -> None:
+                 reconstruction: bool, n_edit: int) -> None:
         """Measure generation, inpainting and upscaling quality on held-out synthetic images, judged by an
         independent pretrained network (EfficientNet-Lite0) and by the project's own shape classifier."""
         from ..evaluation.quality import combine_markdown, run_eval, to_markdown, write_report
@@ -110,7 +112,7 @@ def register(main: click.Group) -> None:
             the_judge = EfficientNetJudge(device=pipe.device)
         res = run_eval(pipe, classifier=clf, judge=the_judge, n=n, n_ref=n_ref, n_gen_per_class=per_class, seed=seed,
                        ablations="none" if no_ablations else ablations, masks=masks, generation=not no_generation,
-                       n_upscale=n_upscale, n_strategy=n_strategy, n_probe=n_probe,
+                       n_upscale=n_upscale, n_strategy=n_strategy, n_probe=n_probe, n_edit=min(n_edit, n),
                        progress=lambda s: click.echo(s, err=True), checkpoint=lambda r: write_report(r, out))
         write_report(res, out)
         click.echo(to_markdown(res))
