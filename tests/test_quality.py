@@ -305,3 +305,30 @@ def test_class_edit_eval_boxes_the_object_and_reads_the_edit(tiny_pipeline):
     r = class_edit_eval(tiny_pipeline, clf, 6, seed=3, data_seed=5)
     assert r["n"] == 6 and 0 <= r["success"] <= 1 and 0 < r["box_area_mean"] <= 1
     assert r["success"] + r["still_original_class"] <= 1  # a target is never the image's own class
+
+
+def test_pack_a_decoder_trained_further_with_its_var(tmp_path):
+    """`models pack`: the VAR with a VQVAE whose decoder was trained on (tokens unchanged); a VQVAE that
+    tokenises differently is refused unless asked for."""
+    from varedit.cli import main
+    from varedit.registry import load_file
+    from varedit.training.var import train_var
+    from varedit.training.vqvae import train_vqvae
+    from test_training import var_cfg
+    vae = train_vqvae(vq_cfg(tmp_path / "vq", steps=2))["file"]
+    model = train_var(var_cfg(tmp_path / "var", Path(vae), steps=2))["files"][-1]
+    dec = train_vqvae(dataclasses.replace(vq_cfg(tmp_path / "dec", steps=2), init=vae, decoder_only=True))["file"]
+    full = train_vqvae(dataclasses.replace(vq_cfg(tmp_path / "full", steps=2), init=vae))["file"]
+    out = tmp_path / "packed.pt"
+    r = CliRunner().invoke(main, ["models", "pack", "--var", model, "--vae", dec, "-o", str(out), "--half"])
+    assert r.exit_code == 0, r.output
+    assert "tokens unchanged" in r.output
+    var, packed_vae = load_file(out)
+    _, dec_vae = load_file(dec)
+    sd, ref = packed_vae.state_dict(), dec_vae.state_dict()
+    assert all(torch.allclose(sd[k], ref[k].half().float()) for k in ref if k.startswith("decoder."))
+    r = CliRunner().invoke(main, ["models", "pack", "--var", model, "--vae", full, "-o", str(tmp_path / "x.pt")])
+    assert r.exit_code != 0 and "tokenises differently" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["models", "pack", "--var", model, "--vae", full, "-o", str(tmp_path / "x.pt"),
+                                  "--allow-new-tokens"])
+    assert r.exit_code == 0 and "CHANGED" in r.output
