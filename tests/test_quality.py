@@ -180,10 +180,13 @@ def test_training_with_every_loss_resumes_exactly(tmp_path):
     assert "discriminator" in ck["hooks"]
     resumed = train_vqvae(_all_losses(tmp_path / "cut", steps=6, resume=True))
     assert resumed["weights_sha256_per_rank"] == full["weights_sha256_per_rank"]
-    # a checkpoint without a discriminator cannot continue with the adversarial loss
+    # a checkpoint without a discriminator cannot continue with an adversarial loss that should have started
     train_vqvae(vq_cfg(tmp_path / "plain", steps=6, stop_after=3))
     with pytest.raises(ValueError, match="discriminator"):
         train_vqvae(_all_losses(tmp_path / "plain", steps=6, resume=True))
+    # ... but can switch it on from a later step (a fresh discriminator is what it would have had)
+    later = dataclasses.replace(_all_losses(tmp_path / "plain", steps=6, resume=True), gan_start=4)
+    assert "d_loss" in train_vqvae(later)["final_metrics"]
 
 
 def test_fine_tuning_keeps_the_codebook_at_step_0(tmp_path):

@@ -132,6 +132,7 @@ class Discriminator:
         self.net.requires_grad_(False)
         self.ctx, self.start = ctx, start
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+        self.last_trained: int | None = None  # the last step it was trained at (None: never)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.float())
@@ -139,6 +140,11 @@ class Discriminator:
     def step(self, step: int, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         if step < self.start:
             return {}
+        if self.last_trained is None and step > self.start:
+            raise ValueError(f"the discriminator should have trained since step {self.start}, but the checkpoint "
+                             "resumed has none: it was written without the adversarial loss; resume with a later "
+                             "--gan-start, or start the run again")
+        self.last_trained = step
         from .losses import hinge_d_loss
         self.net.requires_grad_(True)
         self.net.train()
@@ -157,11 +163,14 @@ class Discriminator:
                 "d_fake": float(lf_logits.detach().mean())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(),
+                "last_trained": -1 if self.last_trained is None else self.last_trained}
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         self.net.load_state_dict(sd["net"])
         self.opt.load_state_dict(sd["opt"])
+        last = int(sd.get("last_trained", -1))
+        self.last_trained = None if last < 0 else last
 
 
 class VQVAEHooks:
@@ -190,9 +199,9 @@ class VQVAEHooks:
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         self.keeper.load_state_dict(sd)
-        if self.disc is not None:
-            if "discriminator" not in sd:
-                raise ValueError("the checkpoint has no discriminator: it was written without the adversarial loss")
+        # a checkpoint written without the adversarial loss: a fresh discriminator is exactly what the run
+        # would have had if it has not reached gan_start yet (Discriminator.step checks that)
+        if self.disc is not None and "discriminator" in sd:
             self.disc.load_state_dict(sd["discriminator"])
 
 
