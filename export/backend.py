@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from varedit.editing.noise import portable_draws
 from varedit.editing.plan import CanvasPlan
 from varedit.options import SamplingOptions
 
@@ -74,7 +75,7 @@ class OnnxBackend:
         if len(closed) != 1:
             raise OnnxRuntimeError("a batch mixes closed- and open-loop plans")
         keep = [np.concatenate([p.keep_maps[s] for p in plans]) for s in range(SN)]
-        u = [stream.random((B, pn * pn), dtype=np.float32) for pn in pns]
+        u = portable_draws(stream, B, pns)
         kw: dict[str, Any] = dict(cfg=opts.cfg, guidance=opts.guidance, top_k=opts.top_k, top_p=opts.top_p)
         t0 = t1 = time.perf_counter()
         if not any(k.any() for k in keep):

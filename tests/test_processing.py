@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from varedit import processing as P
-from varedit.processing import ImageError, LoadedImage, MaskError, Window
+from varedit.processing import ImageError, MaskError, Window
 
 
 @pytest.fixture

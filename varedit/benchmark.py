@@ -10,9 +10,10 @@ Measured in one process, so ratios between backends are meaningful on a shared m
   torch path) and ``onnx`` (the exported graphs on onnxruntime; one export per batch size);
 * every backend draws from the same noise (the portable sampler's uniforms), so the tokens of the
   backends are compared in the same run (``token_agreement`` with the eager path);
-* each timing is the median over ``reps`` runs after ``warmup`` runs, synchronised on CUDA;
-  ``images_per_s`` follows from it; ``peak_memory_mb`` is the CUDA allocator's peak on a GPU and the
-  process's peak resident memory on a CPU (it only grows: read it per run, not per row);
+* each timing is the median over ``reps`` runs after ``warmup`` runs, synchronised on CUDA, the
+  backends interleaved run by run (on a machine whose load changes they see the same conditions);
+  ``images_per_s`` follows from it; ``peak_memory_mb`` is the CUDA allocator's peak of the workload on
+  a GPU and the process's peak resident memory on a CPU (it only grows: read it per run, not per row);
 * optionally (``cli=True``) the time breakdown of one real ``varedit inpaint`` call in a fresh process
   (interpreter and imports, validation, model load, label inference, tokenising, sampling, decoding,
   paste-back, writing), from the phases the command records in ``$VAREDIT_TIMINGS``.
@@ -122,18 +123,23 @@ def load_models(model: str | RandomModel, device: Any) -> tuple[Any, Any, str, d
     return pipe.var, pipe.vae, pipe.name, desc
 
 
-def _timed(fn: Callable[[], Any], reps: int, warmup: int, sync: Callable[[], None]) -> tuple[list[float], Any]:
-    out = None
+def _timed(fns: dict[str, Callable[[], Any]], reps: int, warmup: int, sync: Callable[[], None]
+           ) -> dict[str, tuple[list[float], Any]]:
+    """Every function ``warmup`` times, then ``reps`` rounds in which each runs once, interleaved: on a
+    machine whose load changes, the backends see the same conditions (their ratio stays meaningful)."""
+    outs: dict[str, Any] = {k: None for k in fns}
     for _ in range(warmup):
-        out = fn()
+        for k, fn in fns.items():
+            outs[k] = fn()
     sync()
-    ts = []
+    ts: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return ts, out
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[k] = fn()
+            sync()
+            ts[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: (ts[k], outs[k]) for k in fns}
 
 
 class _Workloads:
@@ -228,24 +234,20 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
             if "onnx" in cfg.backends:
                 runtime = _export(var, vae, Path(tmp) / f"b{B}", B, cfg, name)
             for wl in cfg.workloads:
-                tokens: dict[str, Any] = {}
-                for be in cfg.backends:
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    if be == "onnx":
-                        fn: Callable[[], Any] = lambda: work.onnx_run(wl, runtime)  # noqa: E731
-                    else:
-                        fn = lambda be=be: work.torch_run(wl, be)  # noqa: E731
-                    ts, toks = _timed(fn, cfg.reps, cfg.warmup, sync)
-                    tokens[be] = toks
+                fns: dict[str, Callable[[], Any]] = {
+                    be: (lambda: work.onnx_run(wl, runtime)) if be == "onnx" else (lambda be=be: work.torch_run(wl, be))
+                    for be in cfg.backends}
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                timed = _timed(fns, cfg.reps, cfg.warmup, sync)
+                ref = timed["eager"][1] if "eager" in timed else None
+                for be, (ts, toks) in timed.items():
                     med = statistics.median(ts)
                     results.append({"workload": wl, "backend": be, "batch": B, "ms_per_batch": round(med, 3),
                                     "ms_per_image": round(med / B, 3), "images_per_s": round(1e3 * B / med, 3),
-                                    "reps_ms": [round(t, 3) for t in ts], "peak_memory_mb": round(_peak_mb(device), 1)})
+                                    "reps_ms": [round(t, 3) for t in ts], "peak_memory_mb": round(_peak_mb(device), 1),
+                                    "token_agreement_with_eager": _agreement(toks, ref)})
                     log.info("%s %s b%d: %.1f ms/image", wl, be, B, med / B)
-                ref = tokens.get("eager")
-                for r in results[-len(cfg.backends):]:
-                    r["token_agreement_with_eager"] = _agreement(tokens[r["backend"]], ref)
     doc = {
         "schema": SCHEMA,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -323,3 +325,39 @@ def cli_breakdown(image_size: int = 512, box: tuple[int, int, int, int] = (192, 
     out.update({k: round(v, 3) for k, v in ph.items()})
     out["exit_s"] = round(t0 + wall - end, 3)
     return out
+
+
+def outpaint_strategies(model: str = "demo", n: int = 24, strategies: Sequence[str] = ("crop", "original"),
+                        seed: int = 0, device: str = "cpu", n_ref: int = 400) -> dict[str, Any]:
+    """Outpaint strategies by time and quality on canvases twice the model size: held-out synthetic
+    shapes rendered at 2S, their left half kept and the right half outpainted back; quality is the
+    Fréchet distance of the results (downscaled to the model size) to real held-out shapes in the
+    features of the eval's shape classifier (``varedit eval``'s measure).  The strategy behind
+    outpaint's ``auto`` was chosen with this (README, "How editing works")."""
+    from PIL import Image
+
+    from .data.synthetic import render
+    from .evaluation.classifier import features, load_classifier
+    from .evaluation.metrics import frechet_distance
+    from .pipeline import VarEditPipeline
+    pipe = VarEditPipeline.from_pretrained(model, device=device)
+    S = pipe.image_size
+    clf, _ = load_classifier(Path(__file__).parent / "assets" / "demo" / "classifier.pt")
+    rng = np.random.default_rng(seed)
+
+    def small(ims: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(Image.fromarray(x).resize((S, S), Image.BICUBIC)) for x in ims]
+
+    real = [render(int(c), 50_000 + seed + i, 2 * S) for i, c in enumerate(rng.integers(0, 10, n_ref))]
+    f_real = features(clf, small(real))
+    tests = [render(int(c), 90_000 + seed + i, 2 * S) for i, c in enumerate(rng.integers(0, 10, n))]
+    rows = {}
+    for strat in strategies:
+        t0 = time.perf_counter()
+        outs = [pipe.outpaint(im[:, :S], right=S, strategy=strat, seed=i, output_type="np").image
+                for i, im in enumerate(tests)]
+        rows[strat] = {"s_per_image": round((time.perf_counter() - t0) / n, 3),
+                       "fd": round(frechet_distance(features(clf, small(outs)), f_real), 2)}
+        log.info("outpaint strategy %s: %s", strat, rows[strat])
+    return {"model": pipe.name, "n": n, "n_ref": n_ref, "canvas": f"{2 * S}x{2 * S} from {S}x{2 * S}", "seed": seed,
+            "strategies": rows}

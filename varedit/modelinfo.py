@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from .checkpoint import TensorInfo, WeightsError, peek
 from .classes import imagenet_classes
 from .options import SamplingOptions
-from .presets import VAE_FILE, Preset, get_preset, is_preset
+from .presets import VAE_FILE, Preset, resolve_model
 from .validation import check_class_names, check_sampling
 
 FORMAT = "varedit"          # the self-describing file format (models trained by varedit)
@@ -131,21 +131,13 @@ def model_info(model: str | os.PathLike[str], *, vae_path: str | os.PathLike[str
             mod.get("class_names"), mod["num_classes"], "manifest"), len(mod["patch_nums"]), mod["image_size"],
             SamplingOptions().replace(**(m.get("defaults") or {})), {"export": Path(onnx_dir)},
             details={"batch": m["batch"], "precision": m["precision"]})
-    p = Path(model)
-    if is_preset(str(model)) and not p.exists():
-        preset = get_preset(str(model))
-        if preset.bundled is not None:
-            if not preset.bundled.is_file():
-                raise WeightsError(f"the bundled {preset.name} model is missing from the installation "
-                                   f"({preset.bundled})")
-            return _from_varedit_file(preset.bundled, peek(preset.bundled), preset.name, "bundled",
-                                      preset.description)
-        return _from_preset(preset, weights_dir)
-    if p.is_dir():
-        raise WeightsError(f"{p} is a folder: give a preset name or a weights file (use --weights-dir for a folder of "
-                           f"official files, --onnx-dir for an ONNX export)")
-    if not p.exists() and not p.suffix:
-        get_preset(str(model))  # raises with a suggestion for a mistyped preset
+    target = resolve_model(model)
+    if isinstance(target, Preset):
+        if target.bundled is not None:
+            return _from_varedit_file(target.bundled, peek(target.bundled), target.name, "bundled",
+                                      target.description)
+        return _from_preset(target, weights_dir)
+    p = target
     obj = peek(p)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         return _from_varedit_file(p, obj, p.stem, "varedit file")

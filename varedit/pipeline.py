@@ -22,7 +22,7 @@ from .models.vqvae import VQVAE
 from .options import SamplingOptions
 from .editing.backend import TorchBackend
 from .tasks import EditResult, Editor, ProgressCallback
-from .presets import DEFAULT_MODEL, VAE_FILE, get_preset, is_preset
+from .presets import DEFAULT_MODEL, VAE_FILE, Preset, resolve_model
 from .registry import (WeightsError, check_self_describing, is_self_describing, load_file, load_official,
                        load_self_describing, read_weights)
 
@@ -52,10 +52,11 @@ class VarEditPipeline:
 
     def __init__(self, var: VAR, vae: VQVAE, *, device: str | torch.device = "cpu", name: str = "custom",
                  class_names: Sequence[Sequence[str]] | None = None, defaults: SamplingOptions | None = None,
-                 impl: str = "fast"):
+                 impl: str = "fast", precision: str = "fp32"):
         """``impl``: the sampler's ``fast`` path (default) or its ``eager`` reference, which follows the
         official code's structure (:func:`varedit.editing.sampler.masked_sample`); both choose the same
-        tokens."""
+        tokens.  ``precision``: ``fp32`` (default), or ``bf16``/``fp16`` autocast of the transformer on GPUs
+        (:class:`varedit.editing.backend.TorchBackend`)."""
         self.device = torch.device(device)
         self.var = var.to(self.device).eval()
         self.vae = vae.to(self.device).eval()
@@ -67,7 +68,8 @@ class VarEditPipeline:
         self.defaults = defaults or SamplingOptions()
         if self.device.type == "cuda":
             var.use_fused_attention(True)
-        self.editor = Editor(TorchBackend(self.var, self.vae, self.device, impl=impl), class_names=self.class_names,
+        self.editor = Editor(TorchBackend(self.var, self.vae, self.device, impl=impl, precision=precision),
+                             class_names=self.class_names,
                              defaults=self.defaults, model_name=name)
 
     # -- construction ------------------------------------------------------------------------------
@@ -75,9 +77,11 @@ class VarEditPipeline:
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device = "auto",
                         vae_path: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
                         num_heads: int | None = None, local_files_only: bool | None = None,
-                        patch_nums: Sequence[int] | None = None) -> "VarEditPipeline":
+                        patch_nums: Sequence[int] | None = None, impl: str = "fast",
+                        precision: str = "fp32") -> "VarEditPipeline":
         """Load a preset name (``demo``, ``var-d16`` ...), a self-describing varedit file, or an official
         VAR state dict (its VQVAE from ``vae_path`` or ``vae_ch160v4096z32.pth`` beside it).
+        ``impl`` and ``precision``: see :class:`VarEditPipeline`.
 
         ``patch_nums``: the scale list of an official file whose list cannot be inferred (the file holds
         only the number of scales and the sum of their squares, which several lists may share)."""
@@ -89,42 +93,36 @@ class VarEditPipeline:
                 raise TypeError(f"patch_nums must be a sequence of positive ints, not {patch_nums!r}")
             patch_nums = tuple(patch_nums)
         dev = pick_device(device)
-        p = Path(model)
-        if is_preset(str(model)) and not p.exists():
-            preset = get_preset(str(model))
-            if preset.bundled is not None:
-                if not preset.bundled.is_file():
-                    raise WeightsError(f"the bundled {preset.name} model is missing from the installation "
-                                       f"({preset.bundled})")
-                return cls._from_self_describing(preset.bundled, dev, preset.name)
+        run = {"impl": impl, "precision": precision}
+        target = resolve_model(model)
+        if isinstance(target, Preset):
+            if target.bundled is not None:
+                return cls._from_self_describing(target.bundled, dev, target.name, run=run)
             from .hub import resolve_files
-            files = resolve_files(preset, weights_dir=weights_dir, local_files_only=local_files_only)
-            var, vae = load_official(files[preset.var_file], files[preset.vae_file], preset=preset,
+            files = resolve_files(target, weights_dir=weights_dir, local_files_only=local_files_only)
+            var, vae = load_official(files[target.var_file], files[target.vae_file], preset=target,
                                      num_heads=num_heads, patch_nums=patch_nums, device=dev)
-            return cls(var, vae, device=dev, name=preset.name)
-        if p.is_dir():
-            raise WeightsError(f"{p} is a folder: give a preset name or a weights file (use --weights-dir for a "
-                               f"folder of official files)")
-        if not p.exists() and not p.suffix:
-            get_preset(str(model))  # raises with a suggestion for a mistyped preset
+            return cls(var, vae, device=dev, name=target.name, **run)
+        p = target
         obj = read_weights(p)
         if is_self_describing(obj):
-            return cls._from_self_describing(p, dev, p.stem, obj)
+            return cls._from_self_describing(p, dev, p.stem, obj, run=run)
         vae_file = Path(vae_path) if vae_path else p.parent / VAE_FILE
         if not vae_file.is_file():
             raise WeightsError(f"{p.name} needs its VQVAE: pass --vae PATH (looked for {vae_file})")
         var, vae = load_official(p, vae_file, num_heads=num_heads, patch_nums=patch_nums, device=dev)
-        return cls(var, vae, device=dev, name=p.stem)
+        return cls(var, vae, device=dev, name=p.stem, **run)
 
     @classmethod
     def _from_self_describing(cls, path: Path, dev: torch.device, name: str,
-                              obj: dict[str, Any] | None = None) -> "VarEditPipeline":
+                              obj: dict[str, Any] | None = None, run: dict[str, str] | None = None
+                              ) -> "VarEditPipeline":
         obj = obj if obj is not None else read_weights(path)
         var, vae = load_self_describing(obj, path.name, dev)
         if var is None or vae is None:
             raise WeightsError(f"{path.name} holds only the {'VQVAE' if var is None else 'VAR'}; a pipeline needs both")
         class_names, defaults = check_self_describing(obj, path.name)
-        return cls(var, vae, device=dev, name=name, class_names=class_names, defaults=defaults)
+        return cls(var, vae, device=dev, name=name, class_names=class_names, defaults=defaults, **(run or {}))
 
     @classmethod
     def from_files(cls, var_path: str | os.PathLike, vae_path: str | os.PathLike | None = None, *,

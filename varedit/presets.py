@@ -6,6 +6,7 @@ free of torch so that argument checks, ``varedit models list`` and downloads run
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,3 +92,21 @@ def get_preset(name: str) -> Preset:
     close = difflib.get_close_matches(key, list(PRESETS), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise WeightsError(f"unknown model {name!r}{hint}; presets: {', '.join(PRESETS)}")
+
+
+def resolve_model(model: str | os.PathLike[str]) -> "Preset | Path":
+    """What a model argument names: a :class:`Preset` (a bundled one is checked to be installed), or the
+    path of a weights file.  A folder, or a name that is neither a preset nor a file path, is a
+    WeightsError (a mistyped preset gets a suggestion)."""
+    p = Path(model)
+    if is_preset(str(model)) and not p.exists():
+        preset = get_preset(str(model))
+        if preset.bundled is not None and not preset.bundled.is_file():
+            raise WeightsError(f"the bundled {preset.name} model is missing from the installation ({preset.bundled})")
+        return preset
+    if p.is_dir():
+        raise WeightsError(f"{p} is a folder: give a preset name or a weights file (use --weights-dir for a folder "
+                           f"of official files, --onnx-dir for an ONNX export)")
+    if not p.exists() and not p.suffix:
+        get_preset(str(model))  # raises with a suggestion for a mistyped preset
+    return p

@@ -139,6 +139,12 @@ class Editor:
         self.max_windows = max_windows
         self.window_batch = check_int(window_batch, "window_batch", lo=1)
 
+    def with_backend(self, backend: Backend) -> "Editor":
+        """The same tasks and settings over another backend (e.g. a batching wrapper of this one)."""
+        return Editor(backend, class_names=self.class_names, defaults=self.defaults, model_name=self.model_name,
+                      edit_defaults=self.edit_defaults, auto_label_max_classes=self.auto_label_max_classes,
+                      max_windows=self.max_windows, window_batch=self.window_batch)
+
     @property
     def image_size(self) -> int:
         return self.backend.image_size

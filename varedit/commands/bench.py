@@ -49,6 +49,9 @@ def register(main: click.Group) -> None:
     @opt("--warmup", group="Task", type=click.IntRange(0, 100), default=1, show_default=True)
     @opt("--cli/--no-cli", group="Task", default=False, show_default=True,
          help="Also time one `varedit inpaint` call in a fresh process, phase by phase.")
+    @opt("--strategies", group="Task", type=click.IntRange(0, 10000), default=0, show_default=True,
+         help="Also measure outpaint's size strategies (crop, original) on this many canvases of twice the model "
+              "size: time and the eval's quality measure (FD).")
     @opt("--out", "-o", group="Output", type=click.Path(dir_okay=False), default=None,
          help="Write the JSON report here (default: stdout).")
     def bench(**kw: Any) -> None:
@@ -65,6 +68,11 @@ def register(main: click.Group) -> None:
                           batches=_ints(kw["batch"], "--batch"), device=kw["device"], threads=kw["threads"],
                           reps=kw["reps"], warmup=kw["warmup"], cli=kw["cli"])
         doc = run_bench(cfg, command=" ".join(["varedit"] + [shlex.quote(a) for a in sys.argv[1:]]))
+        if kw["strategies"]:
+            from ..benchmark import outpaint_strategies
+            doc["outpaint_strategies"] = outpaint_strategies(kw["model"], n=kw["strategies"])
+            for k, v in doc["outpaint_strategies"]["strategies"].items():
+                click.echo(f"outpaint {k}: {v['s_per_image']:.2f} s/image, FD {v['fd']:.1f}", err=True)
         for r in doc["results"]:
             agree = r["token_agreement_with_eager"]
             click.echo(f"{r['workload']:15s} {r['backend']:6s} b{r['batch']:<4d} {r['ms_per_image']:10.1f} ms/image "

@@ -6,6 +6,7 @@ milliseconds) and loads a model only when every input is known to be usable.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -72,6 +73,8 @@ def backend_options(f: Any) -> Any:
         opt("--onnx-dir", group="Model", type=click.Path(file_okay=False), default=None,
             help="Exported ONNX folder (with --backend onnx)."),
         opt("--threads", group="Model", type=click.IntRange(min=1), default=None, help="CPU threads (onnx backend)."),
+        opt("--precision", group="Model", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+            show_default=True, help="Transformer precision (torch backend): bf16/fp16 autocast for GPUs."),
     ]):
         f = o(f)
     return f
@@ -122,10 +125,11 @@ class ModelSpec:
     backend: str = "torch"
     onnx_dir: str | None = None
     threads: int | None = None
+    precision: str = "fp32"
 
     @classmethod
     def pop(cls, kw: dict[str, Any]) -> "ModelSpec":
-        keys = ("model", "vae_path", "weights_dir", "num_heads", "device", "backend", "onnx_dir", "threads")
+        keys = ("model", "vae_path", "weights_dir", "num_heads", "device", "backend", "onnx_dir", "threads", "precision")
         return cls(**{k: kw.pop(k) for k in keys if k in kw})
 
     def info(self) -> Any:
@@ -152,7 +156,16 @@ class ModelSpec:
     def pipeline(self) -> Any:
         from ..pipeline import VarEditPipeline
         return VarEditPipeline.from_pretrained(self.model, vae_path=self.vae_path, weights_dir=self.weights_dir,
-                                               num_heads=self.num_heads, device=self.device)
+                                               num_heads=self.num_heads, device=self._device(),
+                                               precision=self.precision)
+
+    def _device(self) -> str:
+        """Under torchrun each process takes the GPU of its LOCAL_RANK (when CUDA is asked for or auto)."""
+        local = os.environ.get("LOCAL_RANK")
+        if local is None or self.device == "cpu":
+            return self.device
+        import torch
+        return f"cuda:{int(local)}" if torch.cuda.is_available() else self.device
 
     def editor(self) -> Any:
         """The image-level tasks (:class:`varedit.tasks.Editor`) on the chosen backend."""

@@ -97,8 +97,8 @@ def _one_line(e: BaseException) -> str:
     return s or type(e).__name__
 
 
-def plan_outputs(out: str, jobs: list[Job], n: int, inputs: list[Path], *, overwrite: bool, skip_existing: bool
-                 ) -> Any:
+def plan_outputs(out: str, jobs: list[Job], n: int, inputs: list[Path], *, overwrite: bool, skip_existing: bool,
+                 own: list[Job] | None = None) -> Any:
     from .. import processing as P
     o = Path(out)
     single_file = is_image_name(o)
@@ -112,7 +112,7 @@ def plan_outputs(out: str, jobs: list[Job], n: int, inputs: list[Path], *, overw
     targets = {j.src: candidate_names(o if single_file else o / f"{j.src.stem}.png", n) for j in jobs}
     protected = [*inputs, *{j.mask for j in jobs if j.mask is not None}]
     return check_outputs(targets, protected, overwrite=overwrite, skip_existing=skip_existing,
-                         label={j.src: str(j.src) for j in jobs})
+                         label={j.src: str(j.src) for j in jobs}, own=None if own is None else {j.src for j in own})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,7 +140,8 @@ class _ScaleBar:
 
 class PhaseTimer:
     """Wall-clock seconds per phase of one command (``varedit bench`` reads them through the file named by
-    ``$VAREDIT_TIMINGS``): validate, load, read, label, tokenize, sample, decode, post, write."""
+    ``$VAREDIT_TIMINGS``): validate, load and edit (every job), and within edit the jobs' read, label,
+    tokenize, sample, decode, post and write (summed over jobs)."""
 
     def __init__(self) -> None:
         self.t = time.time()
@@ -161,44 +162,96 @@ class PhaseTimer:
             save_json({**self.phases, "end_time": time.time()}, path)
 
 
+def shard(jobs: list[Job]) -> list[Job]:
+    """Under ``torchrun`` (``RANK``/``WORLD_SIZE``), this process's share: every rank plans the same jobs
+    and takes every WORLD_SIZE-th one, so no output is written twice."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        log.info("rank %d of %d: %d of %d inputs", rank, world, len(jobs[rank::world]), len(jobs))
+    return jobs[rank::world]
+
+
 def run_jobs(task: str, jobs: list[Job], plan: Any, spec: ModelSpec, failures: list[str], total: int,
              call: Callable[[Any, Any, Path | None, Callable[..., None]], Any], max_windows: int,
-             timer: PhaseTimer) -> None:
+             timer: PhaseTimer, batch_size: int = 1) -> None:
+    """Edit every job not skipped (``batch_size`` images at once: their model calls are batched) and
+    write each result with its sidecar; failures of a batch run are collected, a single input raises."""
+    import threading
+
     from .. import __version__
     from .. import processing as P
     todo = [j for j in jobs if j.src not in plan.skip]
     for j in jobs:
         if j.src in plan.skip:
             log.info("skip %s (its outputs exist)", j.src)
-    if todo:
-        editor = spec.editor()
-        editor.max_windows = max_windows
-        timer.lap("load_s")
-        from tqdm import tqdm
-        for job in tqdm(todo, desc=task, unit="img", disable=len(todo) < 2, file=sys.stderr):
-            bar = _ScaleBar(job.src.name, enabled=len(todo) == 1 and sys.stderr.isatty())
-            try:
-                loaded = P.load_image(job.src)
-                timer.lap("read_s")
-                res = call(editor, loaded, job.mask, bar)
-                for k, v in res.timings.items():
+    if not todo:
+        timer.write()
+        report_failures(failures, total)
+        return
+    editor = spec.editor()
+    editor.max_windows = max_windows
+    timer.lap("load_s")
+    lock = threading.Lock()
+    from tqdm import tqdm
+    bar = tqdm(total=len(todo), desc=task, unit="img", disable=len(todo) < 2, file=sys.stderr)
+
+    def one(job: Job, ed: Any) -> None:
+        scale_bar = _ScaleBar(job.src.name, enabled=len(todo) == 1 and sys.stderr.isatty())
+        try:
+            t0 = time.perf_counter()
+            loaded = P.load_image(job.src)
+            t1 = time.perf_counter()
+            res = call(ed, loaded, job.mask, scale_bar)
+            t2 = time.perf_counter()
+            written = []
+            for i, (t, raw) in enumerate(zip(plan.paths(job.src), res.images)):
+                data = P.encode_image(raw, P.output_format(t), loaded.icc_profile)
+                side = {**res.settings, "input": str(job.src), "mask": str(job.mask) if job.mask else None,
+                        "candidate": i, "score": res.scores[i] if i < len(res.scores) else None,
+                        "output": str(t), "varedit_version": __version__}
+                write_result(data, t, side)
+                written.append(t)
+            with lock:
+                for k, v in (*res.timings.items(), ("read_s", t1 - t0), ("write_s", time.perf_counter() - t2)):
                     timer.add(k, v)
-                timer.lap("edit_s")
-                targets = plan.paths(job.src)
-                for i, (t, raw) in enumerate(zip(targets, res.images)):
-                    data = P.encode_image(raw, P.output_format(t), loaded.icc_profile)
-                    side = {**res.settings, "input": str(job.src), "mask": str(job.mask) if job.mask else None,
-                            "candidate": i, "score": res.scores[i] if i < len(res.scores) else None,
-                            "output": str(t), "varedit_version": __version__}
-                    write_result(data, t, side)
+                for t in written:
                     click.echo(str(t))
-                timer.lap("write_s")
-            except (ValueError, OSError, RuntimeError, MemoryError) as e:
-                if total == 1:
-                    raise
+        except (ValueError, OSError, RuntimeError, MemoryError) as e:
+            if total == 1:
+                raise
+            with lock:
                 failures.append(f"{job.src}: {_one_line(e)}")
-            finally:
-                bar.close()
+        finally:
+            scale_bar.close()
+            with lock:
+                bar.update(1)
+
+    workers = min(batch_size, len(todo))
+    if workers == 1:
+        for job in todo:
+            one(job, editor)
+    else:  # one thread per image of a batch; their model calls run together (varedit.editing.batching)
+        from ..editing.batching import BatchingBackend
+        batching = BatchingBackend(editor.backend, workers)
+        ed = editor.with_backend(batching)
+        queue = iter(todo)
+
+        def worker() -> None:
+            with batching.worker():
+                while True:
+                    with lock:
+                        job = next(queue, None)
+                    if job is None:
+                        return
+                    one(job, ed)
+
+        threads = [threading.Thread(target=worker, name=f"varedit-{i}") for i in range(workers)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    bar.close()
+    timer.lap("edit_s")
     timer.write()
     report_failures(failures, total)
 
@@ -218,9 +271,11 @@ def edit_command(task: str, kw: dict[str, Any], n: int, check: Callable[[Path, A
     jobs = prepare_jobs(inputs, check, mask, failures)
     if not jobs:
         report_failures(failures, len(inputs))
-    plan = plan_outputs(kw["out"], jobs, n, inputs, overwrite=kw["overwrite"], skip_existing=kw["skip_existing"])
+    plan = plan_outputs(kw["out"], jobs, n, inputs, overwrite=kw["overwrite"], skip_existing=kw["skip_existing"],
+                        own=shard(jobs))
     timer.lap("validate_s")
-    run_jobs(task, jobs, plan, spec, failures, len(inputs), call, kw["max_windows"], timer)
+    run_jobs(task, shard(jobs), plan, spec, failures, len(inputs), call, kw["max_windows"], timer,
+             kw.get("batch_size", 1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,6 +311,7 @@ def editing_options(f: Any) -> Any:
         opt("--harmonize/--no-harmonize", group="Editing", default=True, show_default=True,
             help="Remove the tokeniser's colour error from the fill (membrane correction)."),
         max_windows_option,
+        batch_size_option,
     ]):
         f = o(f)
     return f
@@ -263,6 +319,11 @@ def editing_options(f: Any) -> Any:
 
 max_windows_option = opt("--max-windows", group="Editing", type=click.IntRange(min=1), default=512, show_default=True,
                          help="Refuse jobs that need more model windows (sampling passes) per image.")
+
+
+batch_size_option = opt("--batch-size", group="Editing", type=click.IntRange(1, 256), default=1, show_default=True,
+                        help="Images edited at once (their model calls run as one batch; each image keeps its "
+                             "own random stream, so its result does not depend on the batch).")
 
 
 def _images_argument(f: Any) -> Any:
@@ -321,6 +382,12 @@ def parse_amount(value: str | None, name: str) -> int | float:
     if m.group(2) is not None:
         return float(m.group(2))
     return float(m.group(3)) / 100
+
+
+def _say_windows(src: Path, windows: list[Any], size: int) -> None:
+    """A large job says what it will take before it starts."""
+    if len(windows) > 8:
+        click.echo(f"{src.name}: {len(windows)} model windows of {size} px", err=True)
 
 
 def _keep_scales_check(keep: int | None) -> Callable[[Any], None]:
@@ -408,7 +475,7 @@ def register(main: click.Group) -> None:
                 l, _, t, _ = outpaint_pads(header.size, **amounts)
                 new_area = np.ones((size[1], size[0]), bool)
                 new_area[t:t + h, l:l + w] = False
-                plan_windows(kw["strategy"] or "auto", new_area, size, S, kw["max_windows"])
+                _say_windows(src, plan_windows(kw["strategy"] or "auto", new_area, size, S, kw["max_windows"]), S)
             return size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
@@ -452,6 +519,7 @@ def register(main: click.Group) -> None:
          help="Scales forced from the input (default: all but the last third; 0 samples every scale).")
     @opt("--no-back-project", group="Task", is_flag=True, help="Do not re-impose the input's low frequencies.")
     @max_windows_option
+    @batch_size_option
     @_images_argument
     @output_options
     @sampling_options
@@ -466,7 +534,7 @@ def register(main: click.Group) -> None:
             size = upscaled_size(header.size, kw["scale"])
             S = kw["model_info"].image_size
             if S:
-                plan_windows("original", None, size, S, kw["max_windows"])
+                _say_windows(src, plan_windows("original", None, size, S, kw["max_windows"]), S)
             return size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:

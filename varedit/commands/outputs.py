@@ -65,10 +65,13 @@ class OutputPlan:
 
 
 def check_outputs(targets: dict[Any, list[Path]], protected: Iterable[Path], *, overwrite: bool,
-                  skip_existing: bool, label: dict[Any, str] | None = None) -> OutputPlan:
+                  skip_existing: bool, label: dict[Any, str] | None = None, own: set[Any] | None = None
+                  ) -> OutputPlan:
     """Apply the rules above to planned ``targets`` (job key -> image paths); ``protected`` are the inputs
     and masks.  Raises ``click.ClickException`` (one line) for a collision, or for existing outputs
-    without ``--overwrite`` / ``--skip-existing``."""
+    without ``--overwrite`` / ``--skip-existing``.  ``own``: the jobs this process runs (a torchrun rank's
+    share): collisions are checked over all jobs, existing outputs over its own only (the other ranks
+    may be writing theirs)."""
     label = label or {}
     protected = [Path(p) for p in protected]
     seen: dict[Path, Any] = {}
@@ -88,6 +91,8 @@ def check_outputs(targets: dict[Any, list[Path]], protected: Iterable[Path], *, 
     plan = OutputPlan(targets)
     existing: list[Path] = []
     for key, paths in targets.items():
+        if own is not None and key not in own:
+            continue
         here = [f for t in paths for f in (t, sidecar(t)) if f.exists()]
         if skip_existing and here and all(t.exists() for t in paths):
             plan.skip.add(key)

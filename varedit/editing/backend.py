@@ -16,25 +16,35 @@ from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..options import SamplingOptions
 from .plan import CanvasPlan
+from .noise import portable_draws
 from .sampler import (IMPLS, Known, ScaleCallback, ScaleState, class_log_likelihood, decode_fhat, masked_sample,
                       new_generator)
 
 SAMPLERS = ("torch", "portable")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 
 class TorchBackend:
     """``sampler='torch'``: torch.multinomial from a torch.Generator (the official random stream);
     ``sampler='portable'``: inverse-CDF sampling from numpy PCG64 uniforms, identical to the ONNX runtime.
-    ``impl``: the sampler's ``fast`` path (default) or the ``eager`` reference (:func:`masked_sample`)."""
+    ``impl``: the sampler's ``fast`` path (default) or the ``eager`` reference (:func:`masked_sample`).
+    ``precision``: ``fp32`` (default, exact), or ``bf16`` / ``fp16`` autocast of the transformer (for GPUs;
+    the tokens may then differ from float32's where the model hesitates)."""
 
     name = "torch"
 
-    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch", impl: str = "fast"):
+    def __init__(self, var: VAR, vae: VQVAE, device: torch.device, sampler: str = "torch", impl: str = "fast",
+                 precision: str = "fp32"):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.var, self.vae, self.device, self.sampler, self.impl = var, vae, device, sampler, impl
+        self.precision = precision
+        self.amp_dtype = PRECISIONS[precision]
 
     @property
     def image_size(self) -> int:
@@ -93,7 +103,9 @@ class TorchBackend:
             callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False,
             timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sample a batch (one plan per row). Returns (images (B, S, S, 3) float32 in [0, 1], logprob (B,)).
-        ``timings`` (a dict) accumulates the seconds spent tokenising, sampling and decoding."""
+        ``stream``: one stream (:meth:`stream`) for all rows, or one per row (rows of independent images
+        batched together: rows sharing a stream draw from it together).  ``timings`` (a dict) accumulates
+        the seconds spent tokenising, sampling and decoding."""
         t0 = self._clock()
         B = len(plans)
         pns = self.patch_nums
@@ -124,7 +136,7 @@ class TorchBackend:
             known = Known(keep, idx_per_scale=idx)
         uniforms = None
         if self.sampler == "portable":
-            uniforms = [torch.from_numpy(stream.random((B, pn * pn), dtype=np.float32)) for pn in pns]
+            uniforms = [torch.from_numpy(u) for u in portable_draws(stream, B, pns)]
         cb: ScaleCallback | None = None
         if callback is not None:
             def cb(state: ScaleState) -> None:
@@ -134,7 +146,7 @@ class TorchBackend:
         o = opts.as_dict()
         t1 = self._clock()
         r = masked_sample(self.var, self.vae, label_B, known=known, generator=stream if uniforms is None else None,
-                          uniforms=uniforms, callback=cb, impl=self.impl, decode=False, **o)
+                          uniforms=uniforms, callback=cb, impl=self.impl, decode=False, amp_dtype=self.amp_dtype, **o)
         t2 = self._clock()
         out = decode_fhat(self.vae, r.fhat_per_scale[-1], self.impl).float().permute(0, 2, 3, 1).cpu().numpy()
         if timings is not None:

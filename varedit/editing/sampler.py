@@ -16,14 +16,14 @@ generator, and an all-known closed-loop edit reproduces the tokeniser bit for bi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
-from .noise import portable_uniforms
+from .noise import portable_uniforms, stream_groups
 
 ScaleCallback = Callable[["ScaleState"], None]
 IMPLS = ("fast", "eager")
@@ -91,10 +91,17 @@ def filter_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float =
     return logits_BlV
 
 
-def sample_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+# one generator for all rows, or one per row (rows sharing a generator object draw from it together:
+# :func:`varedit.editing.noise.stream_groups`)
+Generators = Union[torch.Generator, None, Sequence[torch.Generator]]
+
+
+def sample_tokens(logits_BlV: torch.Tensor, generator: Generators) -> torch.Tensor:
     B, l, V = logits_BlV.shape
-    probs = logits_BlV.softmax(dim=-1).view(-1, V)
-    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
+    probs = logits_BlV.softmax(dim=-1)
+    parts = [torch.multinomial(probs[a:b].reshape(-1, V), num_samples=1, replacement=True, generator=g).view(b - a, l)
+             for a, b, g in stream_groups(generator, B)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def sample_icdf(logits_BlV: torch.Tensor, u_Bl: torch.Tensor) -> torch.Tensor:
@@ -108,8 +115,9 @@ def sample_icdf(logits_BlV: torch.Tensor, u_Bl: torch.Tensor) -> torch.Tensor:
     return idx.clamp_max(logits_BlV.shape[-1] - 1)
 
 
-def gumbel_soft(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
-    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+def gumbel_soft(logits: torch.Tensor, tau: float, generator: Generators) -> torch.Tensor:
+    gumbels = torch.cat([-torch.empty_like(logits[a:b]).exponential_(generator=g).log()
+                         for a, b, g in stream_groups(generator, logits.shape[0])])
     return ((logits + gumbels) / tau).softmax(dim=-1)
 
 
@@ -149,13 +157,14 @@ def masked_sample(
     top_k: int = 0,
     top_p: float = 0.0,
     more_smooth: bool = False,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     guidance: str = "linear",
     callback: ScaleCallback | None = None,
     decode: bool = True,
     record_logits: bool = False,
     uniforms: list[torch.Tensor] | None = None,
     impl: str = "fast",
+    amp_dtype: torch.dtype | None = None,
 ) -> SampleResult:
     """Masked next-scale prediction.
 
@@ -167,7 +176,9 @@ def masked_sample(
         cfg, guidance: guidance scale and schedule ("linear" = official ramp from 0, "constant").
         top_k, top_p: sampling filters (top_k=1 is greedy); more_smooth: Gumbel-softmax blending of
             code embeddings (the official "more_smooth" option, for nicer pictures, not for metrics).
-        generator: the only source of randomness (CPU generator for CPU models).
+        generator: the only source of randomness (CPU generator for CPU models): one for all rows, or one
+            per row, rows sharing a generator object drawing from it together (batches of independent
+            images: each image's rows draw what they would draw alone).
         callback: called after each scale with a :class:`ScaleState` (progress, previews).
         decode: decode the final f_hat to an image.
         uniforms: per scale (B, pn*pn) uniforms in [0, 1): sample by inverse CDF from this noise
@@ -181,6 +192,9 @@ def masked_sample(
             both halves of the guidance formula; it decodes in channels-last memory order.  The
             arithmetic that picks tokens is the eager path's: in float32 both choose the same tokens
             (the golden tests run against both), and decoded images agree within 1e-4.
+        amp_dtype: run the transformer under autocast in this dtype (``torch.bfloat16`` or
+            ``torch.float16``: the speed of GPU tensor cores); the head's logits, guidance, filtering and
+            sampling stay float32.  None (default): float32 throughout, as the reference.
 
     Returns: a :class:`SampleResult`.
     """
@@ -217,7 +231,8 @@ def masked_sample(
         for si, pn in enumerate(pns):
             ratio = si / (SN - 1)
             cur_L += pn * pn
-            logits_rBlV = var.step(x_BlC, cond_BD, cond_in, ada)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits_rBlV = var.step(x_BlC, cond_BD, cond_in, ada).float()
             cond_BlV, uncond_BlV = (logits_rBlV, logits_rBlV) if null_only else (logits_rBlV[:B], logits_rBlV[B:])
             t = guidance_weight(cfg, si, SN, guidance)
             logits_BlV = (1 + t) * cond_BlV - t * uncond_BlV

@@ -99,7 +99,7 @@ VARIANTS = [
     Variant("default-closed-loop", dict(mode="default", closed_loop=True), group="defaults"),
     # coverage decides cells cut by the hole: the box's and the outpainted half's edges lie on the latent
     # grid, so it matters for strokes (and the box's coarse scales)
-    Variant("default-coverage-0.25", dict(mode="default", coverage=0.25), group="defaults", kinds=("strokes",)),
+    Variant("default-coverage-0.5", dict(mode="default", coverage=0.5), group="defaults", kinds=("strokes",)),
     Variant("default-coverage-1", dict(mode="default", coverage=1.0), group="defaults", kinds=("box", "strokes")),
     Variant("default-unconditional", dict(mode="default"), label="none", group="defaults"),
     Variant("default-cfg-1.5", dict(mode="default"), cfg=1.5, group="defaults"),
