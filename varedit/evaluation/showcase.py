@@ -58,7 +58,7 @@ def make_showcase(pipe: Any, out: Path, seed: int = 7) -> list[Path]:
     imgs = [Image.fromarray(render(c, 90_000 + c, S)) for c in range(min(4, pipe.num_classes))]
 
     def emit(name: str, row: Image.Image) -> None:
-        written.append(save_image(row, out / f"{name}.png"))
+        written.append(save_image(row, out / f"showcase_{name}.png"))  # the names README shows
 
     grid = []
     for c in range(min(pipe.num_classes, 10)):
@@ -93,6 +93,17 @@ def make_showcase(pipe: Any, out: Path, seed: int = 7) -> list[Path]:
                          ["input (half size)", "Lanczos 2x", "varedit 2x", "original"], height=128))
 
     from ..data.photos import photos_available
+    from ..data.synthetic import SyntheticShapes
+    from .realphoto import heldout_crops, reconstruct_with_pipeline
+    # the tokenizer alone: held-out shapes (the model card's set) and held-out photo crops, above their
+    # reconstructions
+    ds = SyntheticShapes(6, seed=424_242, size=S)
+    originals = [ds[i][0] for i in range(6)]
+    if photos_available():
+        originals += heldout_crops(4, S, seed=50_000)[0]
+    recon = reconstruct_with_pipeline(pipe, originals)
+    emit("reconstruct", _stack([_row([Image.fromarray(x) for x in originals], ["input"] * len(originals), height=96),
+                                _row([Image.fromarray(x) for x in recon], ["reconstruction"] * len(recon), height=96)]))
     if photos_available():
         written += make_real_showcase(pipe, out, seed)
     return written
