@@ -6,8 +6,9 @@
 // is regenerated with varedit's closed-loop method (make_plan(..., prefill="gray", closed_loop=True)):
 // the hole is filled with mid-grey before
 // encoding (no information leaks from the hole), per-scale keep maps come from area coverage (a latent
-// cell is hole when more than half of its pixels are, a cell of a coarser scale is regenerated when
-// more than half of it is hole; the 1x1 scale is kept whole, and the 1x1 and 2x2 scales read whole
+// cell is hole when more than three quarters of its pixels are, a cell of a coarser scale is regenerated
+// when more than three quarters of it is hole: COVERAGE below, varedit's default; the 1x1 scale is
+// kept whole, and the 1x1 and 2x2 scales read whole
 // cells of the filled image), known cells are re-quantised in a closed loop, and the result is pasted
 // back so every pixel outside the box is the input's. Noise: --noise FILE gives the sampler's uniforms
 // (float32, scale after scale, batch rows first), else a seeded xorshift generator.
@@ -47,6 +48,8 @@ const defaults = manifest.defaults || {};
 const cfg = defaults.cfg ?? 4.0;
 const topK = defaults.top_k ?? 900;
 const topP = defaults.top_p ?? 0.95;
+// area coverage rule, as varedit.editing.plan.COVERAGE: a cell is kept when at least this fraction is known
+const COVERAGE = 0.25;
 
 // ---- image and mask --------------------------------------------------------------------------------
 const png = PNG.sync.read(fs.readFileSync(input));
@@ -67,16 +70,16 @@ for (let b = 0; b < B; b++)
         img[((b * 3 + c) * S + y) * S + x] = Math.fround(Math.fround(v) * 2 - 1);
       }
 
-// latent hole: a cell is hole when more than half of its ds x ds pixels are in the box
+// latent hole: a cell is hole when more than 1 - COVERAGE of its ds x ds pixels are in the box
 const hole = new Uint8Array(h * h);
 const overlap = (a0, a1, b0, b1) => Math.max(0, Math.min(a1, b1) - Math.max(a0, b0));
 for (let i = 0; i < h; i++)
   for (let j = 0; j < h; j++) {
     const area = overlap(i * ds, (i + 1) * ds, y0, y1) * overlap(j * ds, (j + 1) * ds, x0, x1);
-    hole[i * h + j] = area / (ds * ds) > 0.5 + 1e-6 ? 1 : 0;
+    hole[i * h + j] = area / (ds * ds) > 1 - COVERAGE + 1e-6 ? 1 : 0;
   }
 
-// keep map per scale: a cell is kept when at least half of the latent cells under it (area pooling
+// keep map per scale: a cell is kept when at least COVERAGE of the latent cells under it (area pooling
 // bounds) are known; the closed loop then forces it from its known cells only, except at the coarse
 // scales (at most 4 tokens: 1x1 and 2x2), which read whole cells of the grey-filled image. Scales of
 // at most 3 tokens (the 1x1 global token) are kept whole
@@ -91,7 +94,7 @@ function keepMap(pn) {
       const xs = Math.floor((j * h) / pn), xe = Math.ceil(((j + 1) * h) / pn);
       let known = 0;
       for (let y = ys; y < ye; y++) for (let x = xs; x < xe; x++) known += 1 - hole[y * h + x];
-      out[i * pn + j] = known / ((ye - ys) * (xe - xs)) >= 0.5 - 1e-6 ? 1 : 0;
+      out[i * pn + j] = known / ((ye - ys) * (xe - xs)) >= COVERAGE - 1e-6 ? 1 : 0;
     }
   }
   return out;
