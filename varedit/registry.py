@@ -449,3 +449,47 @@ def file_info(path: str | os.PathLike) -> dict[str, Any]:
     else:
         raise WeightsError(f"{name} is neither a VAR nor a VQVAE state dict")
     return info
+
+
+def pack_models(var_path: str | os.PathLike, vae_path: str | os.PathLike, out: str | os.PathLike, *,
+                half: bool = False, description: str | None = None, allow_new_tokens: bool = False,
+                training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One self-describing file from the VAR (and meta: class names, sampling defaults) of ``var_path`` and
+    the VQVAE of ``vae_path`` (e.g. a decoder trained further with ``--decoder-only``).
+
+    The VAR was trained on the tokens of the VQVAE stored beside it in ``var_path``; unless
+    ``allow_new_tokens``, the new VQVAE must tokenise exactly as that one does (the same encoder,
+    quant_conv, codebook and residual convolutions), so only the decoder may differ.  Returns a summary.
+    """
+    src = read_weights(var_path)
+    if not is_self_describing(src) or "var" not in src:
+        raise WeightsError(f"{Path(var_path).name} is not a varedit file with a VAR (train var writes model.pt)")
+    var, old_vae = load_self_describing(src, Path(var_path).name)
+    new_obj = read_weights(vae_path)
+    if is_self_describing(new_obj):
+        if "vqvae" not in new_obj:
+            raise WeightsError(f"{Path(vae_path).name} holds no VQVAE")
+        _, vae = load_self_describing({k: v for k, v in new_obj.items() if k != "var"}, Path(vae_path).name)
+    else:
+        vae = build_vqvae(infer_vqvae_config(_state_dict(new_obj, Path(vae_path).name)),
+                          _state_dict(new_obj, Path(vae_path).name), Path(vae_path).name)
+    assert var is not None and vae is not None
+    var_vae_consistent(var.cfg, vae.cfg)
+    changed: list[str] = []
+    if old_vae is not None:
+        old_sd, new_sd = old_vae.state_dict(), vae.state_dict()
+        changed = [k for k in new_sd if not k.startswith(("decoder.", "post_quant_conv."))
+                   and "ema_vocab_hit" not in k  # usage statistics, not used to tokenise
+                   and not (k in old_sd and torch.equal(old_sd[k].float(), new_sd[k].float()))]
+        if changed and not allow_new_tokens:
+            raise WeightsError(f"{Path(vae_path).name} tokenises differently from the VQVAE the VAR was trained on "
+                               f"({len(changed)} tensors differ outside the decoder, e.g. {changed[0]}): train it with "
+                               f"--decoder-only, or pass allow_new_tokens")
+    meta = dict(src.get("meta", {}))
+    if description is not None:
+        meta["description"] = description
+    if training is not None:
+        meta["training"] = dict(training)
+    save_models(out, var=var, vae=vae, meta=meta, half=half)
+    return {"file": str(out), "bytes": Path(out).stat().st_size, "tokens_unchanged": not changed,
+            "var_from": str(var_path), "vqvae_from": str(vae_path)}

@@ -1,4 +1,4 @@
-"""``varedit models list|info|classes|download``: what the models are and where their files are.
+"""``varedit models list|info|classes|download|pack``: what the models are and where their files are.
 
 Everything except ``download`` is torch-free and offline: it reads the preset table, the files'
 structure (no tensor is loaded, so it is fast on multi-gigabyte files) and the local caches.
@@ -112,6 +112,25 @@ def register(main: click.Group) -> None:
         for i, names in enumerate(info.class_names):
             if q is None or any(q in n.lower() for n in names):
                 click.echo(f"{i:4d}  {', '.join(names)}")
+
+    @models.command("pack")
+    @click.option("--var", "var_file", type=click.Path(dir_okay=False, exists=True), required=True,
+                  help="A varedit file with the VAR (train var's model.pt): its VAR, class names and sampling defaults.")
+    @click.option("--vae", "vae_file", type=click.Path(dir_okay=False, exists=True), required=True,
+                  help="The VQVAE to pair it with (e.g. train vqvae --decoder-only's vqvae.pt).")
+    @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
+    @click.option("--half", is_flag=True, help="Store fp16 weights (half the size).")
+    @click.option("--description", default=None, help="The file's description (default: the VAR file's).")
+    @click.option("--allow-new-tokens", is_flag=True,
+                  help="Pack even if the VQVAE tokenises differently from the one the VAR was trained on.")
+    def models_pack(var_file: str, vae_file: str, out: str, half: bool, description: str | None,
+                    allow_new_tokens: bool) -> None:
+        """One model file from a VAR and a VQVAE whose tokens it was trained on (only the decoder may differ)."""
+        from ..registry import pack_models
+        r = pack_models(var_file, vae_file, out, half=half, description=description,
+                        allow_new_tokens=allow_new_tokens)
+        click.echo(f"{r['file']}: {r['bytes'] / 1e6:.1f} MB, tokens "
+                   + ("unchanged" if r["tokens_unchanged"] else "CHANGED (--allow-new-tokens)"))
 
     @models.command("download")
     @click.argument("name")

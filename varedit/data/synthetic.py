@@ -335,6 +335,11 @@ def render(class_idx: int, seed: int, size: int = 128) -> np.ndarray:
     Deterministic: identical ``(class_idx, seed, size)`` give identical pixels, and the
     same ``(class_idx, seed)`` at different sizes gives the same picture.
     """
+    return render_with_mask(class_idx, seed, size)[0]
+
+
+def render_with_mask(class_idx: int, seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render` and the object's coverage (size, size) float32 in [0, 1] (anti-aliased)."""
     _check_class(class_idx)
     _check_size(size)
     size = int(size)
@@ -362,7 +367,7 @@ def render(class_idx: int, seed: int, size: int = 128) -> np.ndarray:
     fg_img = fg.astype(np.float32) * shade[..., None]
 
     img = bg * (1.0 - mask) + fg_img * mask
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8), mask[..., 0].astype(np.float32)
 
 
 class SyntheticShapes:

