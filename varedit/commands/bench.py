@@ -48,8 +48,8 @@ def register(main: click.Group) -> None:
     @opt("--reps", group="Task", type=click.IntRange(1, 1000), default=3, show_default=True)
     @opt("--warmup", group="Task", type=click.IntRange(0, 100), default=1, show_default=True)
     @opt("--decode/--no-decode", group="Task", default=True, show_default=True,
-         help="Time the VQVAE decoder too; --no-decode times the transformer's sampling alone (inpaint and label "
-              "still encode their input).")
+         help="Time the VQVAE too; --no-decode times the transformer alone (inputs are tokenised once beforehand, "
+              "nothing is decoded).")
     @opt("--cli/--no-cli", group="Task", default=False, show_default=True,
          help="Also time one `varedit inpaint` call in a fresh process, phase by phase.")
     @opt("--strategies", group="Task", type=click.IntRange(0, 10000), default=0, show_default=True,
