@@ -5,7 +5,7 @@ import numpy as np
 
 from varedit.evaluation.classifier import train_classifier
 from varedit.evaluation.metrics import frechet_distance, kid, paired_se, psnr, ssim
-from varedit.evaluation.quality import combine_markdown, eval_mask, run_eval, select_variants, to_markdown
+from varedit.evaluation.quality import eval_mask, run_eval, select_variants, to_markdown
 
 
 def test_frechet_distance_properties():
