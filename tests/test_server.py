@@ -258,6 +258,16 @@ def test_stream_reports_every_scale_with_previews(client, photo, stroke):
     assert [d["preview"] for n, d in ev if n == "progress"] == [None] * SN and ev[-1][0] == "result"
 
 
+def test_upscale_streams_tile_previews(client, photo):
+    with client.stream("POST", "/api/v1/upscale?stream=true", json={"image": b64(png(photo)), "scale": 1.5,
+                                                                   "seed": 4}) as r:
+        events = sse(r.iter_lines())
+    steps = [d for n, d in events if n == "progress"]
+    assert events[-1][0] == "result" and steps and steps[-1]["step"] == steps[-1]["total"]
+    previews = [np.asarray(decode(d["preview"])) for d in steps]
+    assert all(p.ndim == 3 and p.shape[0] == S and p.shape[1] % S == 0 for p in previews)  # tiles side by side
+
+
 def test_stream_error_event(client, photo):
     with client.stream("POST", "/api/v1/upscale?stream=true", json={"image": b64(png(photo)), "scale": 16}) as r:
         assert r.status_code == 422  # refused before anything is queued: a plain 4xx, no stream

@@ -413,10 +413,12 @@ class Editor:
 
     def upscale(self, image: Any, *, scale: float = 2.0, keep_scales: int | None = None, seed: int | None = None,
                 label: int | str | None = None, back_project: bool = True, output_type: str = "pil",
-                callback: ProgressCallback | None = None, **sampling: Any) -> EditResult:
+                callback: ProgressCallback | None = None, preview: bool = False, **sampling: Any) -> EditResult:
         """Zero-shot restoration: Lanczos to the target size, then per model-size tile the first
         ``keep_scales`` scales are teacher-forced from the input and the finer scales sampled.
-        ``back_project`` makes the result's downsampled version match the input again."""
+        ``back_project`` makes the result's downsampled version match the input again.
+        ``callback(step, total, preview)`` is called after every scale of every batch of tiles; with
+        ``preview=True`` it gets the batch's tiles decoded so far ((tiles, S, S, 3) in [0, 1])."""
         scale = check_number(scale, "scale", lo=0, lo_open=True)
         check_output_type(output_type)
         loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
@@ -439,7 +441,7 @@ class Editor:
                 plans.append(make_plan(canvas, np.ones_like(cmask), self.backend.patch_nums, self.backend.downsample,
                                        mode="default", keep_first=k, grow_tokens=0))
             out, _ = self.backend.run(plans, [lab] * len(plans), opts, stream, callback=progress.step(),
-                                      timings=progress.timings)
+                                      preview=preview, timings=progress.timings)
             canvases.extend(out)
         rgb, _ = P.merge_windows(windows, canvases, (H, W, 3))
         if back_project:

@@ -315,7 +315,8 @@ class Tasks:
         label = None if p.label is None else self.ed.class_index(p.label)
         out = self._output_type(loaded)
         return lambda ed, cb: ed.upscale(loaded, scale=p.scale, keep_scales=p.keep_scales, seed=p.seed, label=label,
-                                         back_project=p.back_project, callback=cb, output_type=out, **p.sampling())
+                                         back_project=p.back_project, callback=cb, preview=preview, output_type=out,
+                                         **p.sampling())
 
     def generate(self, p: S.GenerateParams, files: dict[str, bytes], preview: bool) -> Prepared:
         if isinstance(p.class_, list):
