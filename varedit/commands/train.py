@@ -128,6 +128,33 @@ def _given(name: str) -> bool:
     return src not in (None, click.core.ParameterSource.DEFAULT)
 
 
+def _weights_path(value: str | None, part: str, option: str) -> str | None:
+    """A weights argument of training: a file as given, or a preset name (``demo``; an official preset's
+    ``part`` file, "var" or "vae", from the weights folder or the Hugging Face cache, downloaded when
+    allowed), so training starts from the same names the other commands take."""
+    if value is None:
+        return None
+    from ..presets import Preset, WeightsError, resolve_model
+    try:
+        found = resolve_model(value)
+        if not isinstance(found, Preset):
+            if not found.is_file():
+                raise WeightsError(f"weights file not found: {value}")
+            return str(found)
+        if found.bundled is not None:
+            return str(found.bundled)
+        from dataclasses import replace
+
+        from ..hub import resolve_files
+        name = found.var_file if part == "var" else found.vae_file
+        if name is None:
+            raise WeightsError(f"preset {found.name} has no {part} file")
+        only = replace(found, var_file=name if part == "var" else None, vae_file=name if part == "vae" else None)
+        return str(resolve_files(only)[name])  # only the file this option needs
+    except WeightsError as e:
+        raise click.BadParameter(str(e), param_hint=option) from None
+
+
 def _init_vqvae_config(path: str, pns: tuple[int, ...] | None) -> Any:
     from ..training.vqvae import load_vqvae_file
     return load_vqvae_file(path, pns).cfg
@@ -172,7 +199,8 @@ def register(main: click.Group) -> None:
                   help="Restart codes unused for this many steps (0: never).")
     @click.option("--dead-code-check-every", type=click.IntRange(min=1), default=50, show_default=True)
     @click.option("--init", type=click.Path(dir_okay=False), default=None,
-                  help="Start from this VQVAE (varedit file or official .pth); its architecture wins.")
+                  help="Start from this VQVAE (a preset such as demo, a varedit file or an official .pth); its "
+                       "architecture wins.")
     @click.option("--out", type=click.Path(dir_okay=False), default=None,
                   help="Final model file (default: RUN_DIR/vqvae.pt).")
     @click.option("--decoder-only", is_flag=True,
@@ -209,6 +237,7 @@ def register(main: click.Group) -> None:
             raise click.BadParameter("must be a multiple of 32", param_hint="--ch")
         model = VQVAEConfig(vocab_size=kw["vocab"], z_channels=kw["z_channels"], ch=kw["ch"], ch_mult=ch_mult,
                             num_res_blocks=kw["num_res_blocks"], v_patch_nums=pns)
+        kw["init"] = _weights_path(kw["init"], "vae", "--init")
         if kw["decoder_only"] and not kw["init"]:
             raise click.BadParameter("needs --init (the trained VQVAE whose decoder is trained)",
                                      param_hint="--decoder-only")
@@ -238,9 +267,10 @@ def register(main: click.Group) -> None:
     @train.command("var")
     @_common_options
     @click.option("--vae", "vae_path", type=click.Path(dir_okay=False), required=True,
-                  help="The frozen VQVAE: varedit file (vqvae.pt / model.pt) or official .pth.")
+                  help="The frozen VQVAE: a preset (demo, var-d16, ...), a varedit file (vqvae.pt / model.pt) or an "
+                       "official .pth.")
     @click.option("--init", type=click.Path(dir_okay=False), default=None,
-                  help="Fine-tune this VAR (official .pth state dict or varedit file).")
+                  help="Fine-tune this VAR (a preset, an official .pth state dict or a varedit file).")
     @click.option("--num-classes", type=click.IntRange(min=1), default=None,
                   help="Classes of the model (default: the data's); with --init the class embedding is resized.")
     @click.option("--freeze", multiple=True,
@@ -271,6 +301,8 @@ def register(main: click.Group) -> None:
         if kw["width"] % kw["heads"]:
             raise click.BadParameter(f"width {kw['width']} is not divisible by {kw['heads']} heads",
                                      param_hint="--heads")
+        kw["init"] = _weights_path(kw["init"], "var", "--init")
+        kw["vae_path"] = _weights_path(kw["vae_path"], "vae", "--vae")
         pns = _ints(kw["patch_nums"]) or PATCH_NUMS_256
         model = VARConfig(depth=kw["depth"], embed_dim=kw["width"], num_heads=kw["heads"],
                           cond_drop_rate=kw["cond_drop"], drop_path_rate=kw["drop_path"], patch_nums=pns)
