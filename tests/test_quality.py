@@ -335,6 +335,17 @@ def test_pack_a_decoder_trained_further_with_its_var(tmp_path):
     r = CliRunner().invoke(main, ["models", "pack", "--var", model, "--vae", full, "-o", str(tmp_path / "x.pt"),
                                   "--allow-new-tokens"])
     assert r.exit_code == 0 and "CHANGED" in r.output
+    # nothing is lost: never over an input (not even with --overwrite), an existing file only when asked
+    before = Path(model).read_bytes()
+    for extra in ([], ["--overwrite"]):
+        r = CliRunner().invoke(main, ["models", "pack", "--var", model, "--vae", dec, "-o", model] + extra)
+        assert r.exit_code == 1 and "would overwrite the input" in r.output and "Traceback" not in r.output
+    assert Path(model).read_bytes() == before
+    stamp = out.read_bytes()
+    r = CliRunner().invoke(main, ["models", "pack", "--var", model, "--vae", dec, "-o", str(out)])
+    assert r.exit_code == 1 and "exists: add --overwrite" in r.output and out.read_bytes() == stamp
+    r = CliRunner().invoke(main, ["models", "pack", "--var", model, "--vae", dec, "-o", str(out), "--overwrite"])
+    assert r.exit_code == 0, r.output
 
 
 def test_showcase_writes_the_files_readme_shows(tiny_pipeline, tmp_path):

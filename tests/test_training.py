@@ -295,15 +295,28 @@ def test_cli_training_starts_from_a_preset_name(tmp_path):
     (["train", "vqvae", "--init", "dmeo", "--synthetic", "8", "--run-dir", "RUN"], "did you mean 'demo'"),
     # an official preset names its files; offline and absent, the one file that option needs is named
     (["train", "var", "--vae", "var-d16", "--synthetic", "8", "--run-dir", "RUN"], "needs vae_ch160v4096z32.pth:"),
+    # the final file never replaces the model training starts from
+    (["train", "vqvae", "--init", "COPY", "--decoder-only", "--synthetic", "8", "--run-dir", "RUN", "--out", "COPY"],
+     "would overwrite the input"),
+    (["train", "var", "--vae", "COPY", "--init", "COPY", "--synthetic", "8", "--run-dir", "RUN", "--out-dir", "COPYDIR"],
+     "would overwrite the input"),
 ])
 def test_cli_bad_input_is_one_line_error(args, message, tmp_path, monkeypatch):
     from varedit.cli import main
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache, whatever this machine holds
     monkeypatch.delenv("VAREDIT_WEIGHTS", raising=False)
-    args = [str(tmp_path / "run") if a == "RUN" else a for a in args]
+    import shutil
+
+    from varedit.presets import DEMO_FILE
+    (tmp_path / "copy").mkdir()
+    copy = tmp_path / "copy" / "model.pt"  # a model file in a folder, as `train var` writes model.pt
+    shutil.copy(DEMO_FILE, copy)
+    swap = {"RUN": str(tmp_path / "run"), "COPY": str(copy), "COPYDIR": str(copy.parent)}
+    args = [swap.get(a, a) for a in args]
     r = CliRunner().invoke(main, args)
     assert r.exit_code != 0
     assert "Traceback" not in r.output and not isinstance(r.exception, (TypeError, AttributeError, KeyError))
     errors = [ln for ln in r.output.splitlines() if ln.startswith("Error")]
     assert len(errors) == 1 and message in errors[0], r.output
+    assert copy.read_bytes() == DEMO_FILE.read_bytes()

@@ -123,10 +123,13 @@ def register(main: click.Group) -> None:
     @click.option("--description", default=None, help="The file's description (default: the VAR file's).")
     @click.option("--allow-new-tokens", is_flag=True,
                   help="Pack even if the VQVAE tokenises differently from the one the VAR was trained on.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing --out file (never an input).")
     def models_pack(var_file: str, vae_file: str, out: str, half: bool, description: str | None,
-                    allow_new_tokens: bool) -> None:
+                    allow_new_tokens: bool, overwrite: bool) -> None:
         """One model file from a VAR and a VQVAE whose tokens it was trained on (only the decoder may differ)."""
         from ..registry import pack_models
+        from .outputs import check_file_output
+        check_file_output(Path(out), [var_file, vae_file], overwrite=overwrite, what="--out")
         r = pack_models(var_file, vae_file, out, half=half, description=description,
                         allow_new_tokens=allow_new_tokens)
         click.echo(f"{r['file']}: {r['bytes'] / 1e6:.1f} MB, tokens "

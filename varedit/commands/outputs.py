@@ -110,6 +110,17 @@ def check_outputs(targets: dict[Any, list[Path]], protected: Iterable[Path], *, 
     return plan
 
 
+def check_file_output(out: Path, inputs: Iterable[Path | str | None], *, overwrite: bool, what: str = "-o") -> None:
+    """One output file (a model, a report): never one of ``inputs`` (not even with ``--overwrite``), and
+    an existing file only with ``--overwrite``.  Raises ``click.ClickException`` (one line)."""
+    for src in inputs:
+        if src is not None and _same(Path(out), Path(src)):
+            raise click.ClickException(f"{what} {out} would overwrite the input {src}: choose another {what} "
+                                       f"(inputs are never overwritten)")
+    if Path(out).exists() and not overwrite:
+        raise click.ClickException(f"{out} exists: add --overwrite to replace it")
+
+
 def write_result(image_bytes: bytes, path: Path, settings: dict[str, Any]) -> None:
     """The image and its JSON sidecar as one atomic pair (the image appears last)."""
     from ..io import atomic_write_many

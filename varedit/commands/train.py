@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -238,6 +239,10 @@ def register(main: click.Group) -> None:
         model = VQVAEConfig(vocab_size=kw["vocab"], z_channels=kw["z_channels"], ch=kw["ch"], ch_mult=ch_mult,
                             num_res_blocks=kw["num_res_blocks"], v_patch_nums=pns)
         kw["init"] = _weights_path(kw["init"], "vae", "--init")
+        from .outputs import check_file_output
+        # the final file never replaces the model it starts from (a re-run or --resume may replace its own)
+        check_file_output(Path(kw["out"] or Path(kw["run_dir"]) / "vqvae.pt"), [kw["init"]], overwrite=True,
+                          what="--out")
         if kw["decoder_only"] and not kw["init"]:
             raise click.BadParameter("needs --init (the trained VQVAE whose decoder is trained)",
                                      param_hint="--decoder-only")
@@ -303,6 +308,10 @@ def register(main: click.Group) -> None:
                                      param_hint="--heads")
         kw["init"] = _weights_path(kw["init"], "var", "--init")
         kw["vae_path"] = _weights_path(kw["vae_path"], "vae", "--vae")
+        from .outputs import check_file_output
+        out_dir = Path(kw["out_dir"] or kw["run_dir"])
+        for name in ("var.pt", "model.pt"):
+            check_file_output(out_dir / name, [kw["init"], kw["vae_path"]], overwrite=True, what="--out-dir")
         pns = _ints(kw["patch_nums"]) or PATCH_NUMS_256
         model = VARConfig(depth=kw["depth"], embed_dim=kw["width"], num_heads=kw["heads"],
                           cond_drop_rate=kw["cond_drop"], drop_path_rate=kw["drop_path"], patch_nums=pns)
