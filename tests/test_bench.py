@@ -54,6 +54,11 @@ def test_cli_writes_json(tmp_path):
     doc = json.loads((tmp_path / "n.json").read_text())
     assert doc["settings"]["decode"] is False and len(doc["results"]) == 4
     assert all(r["token_agreement_with_eager"] == 1.0 for r in doc["results"])
+    # an existing file is replaced only with --overwrite, checked before anything is measured
+    stamp = (tmp_path / "b.json").read_bytes()
+    res = CliRunner().invoke(main, ["bench", "--random", "1", "--workloads", "generate", "-o", str(tmp_path / "b.json")])
+    assert res.exit_code == 1 and "exists: add --overwrite" in res.output
+    assert (tmp_path / "b.json").read_bytes() == stamp
     res = CliRunner().invoke(main, ["bench", "--backends", "eager,tpu"])
     assert res.exit_code == 2 and "tpu" in res.output
 

@@ -57,11 +57,18 @@ def register(main: click.Group) -> None:
               "size: time and the eval's quality measure (FD).")
     @opt("--out", "-o", group="Output", type=click.Path(dir_okay=False), default=None,
          help="Write the JSON report here (default: stdout).")
+    @opt("--overwrite", group="Output", is_flag=True, help="Replace an existing --out file.")
     def bench(**kw: Any) -> None:
         """Images/s and ms/image per workload, backend and batch, token agreement between backends, and
         optionally the time breakdown of one CLI call; writes JSON."""
+        from pathlib import Path
+
         from ..benchmark import BACKENDS, WORKLOADS, BenchConfig, RandomModel, run_bench
         from ..io import save_json
+        from .outputs import check_file_output
+        if kw["out"]:  # before minutes of measuring; never over the model measured
+            check_file_output(Path(kw["out"]), [kw["model"] if kw["random_depth"] is None else None],
+                              overwrite=kw["overwrite"])
         model: Any = kw["model"]
         if kw["random_depth"] is not None:
             model = RandomModel(depth=kw["random_depth"], patch_nums=_ints(kw["scales"], "--scales"),
