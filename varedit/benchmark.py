@@ -81,6 +81,7 @@ class BenchConfig:
     seed: int = 0
     cli: bool = False
     decode: bool = True  # False: the transformer alone (inputs tokenised beforehand, nothing decoded)
+    precision: str = "fp32"  # torch backends: fp32 (exact), or bf16 / fp16 autocast of the transformer
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,8 +186,9 @@ class _Workloads:
         from .editing.sampler import Known, class_log_likelihood, masked_sample
         var, vae, dev = self.var, self.vae, self.device
         u = [torch.from_numpy(x).to(dev) for x in self.u]
+        amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.precision]
         kw = dict(cfg=self.cfg.cfg, top_k=self.cfg.top_k, top_p=self.cfg.top_p, uniforms=u, impl=impl,
-                  decode=self.cfg.decode)
+                  decode=self.cfg.decode, amp_dtype=amp)
         with torch.no_grad():
             if name == "generate":
                 r = masked_sample(var, vae, torch.from_numpy(self.labels).to(dev), **kw)
@@ -237,6 +239,8 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
     """Run every (workload, backend, batch) of ``cfg``; the JSON document described in the module doc."""
     import torch
 
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
     unknown = [w for w in cfg.workloads if w not in WORKLOADS] + [b for b in cfg.backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown workloads or backends {unknown}; workloads {WORKLOADS}, backends {BACKENDS}")
@@ -279,7 +283,7 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
                    else _cpu_name(), "threads": torch.get_num_threads()},
         "model": {"name": name, **desc},
         "settings": {"cfg": cfg.cfg, "top_k": cfg.top_k, "top_p": cfg.top_p, "reps": cfg.reps, "warmup": cfg.warmup,
-                     "seed": cfg.seed, "decode": cfg.decode},
+                     "seed": cfg.seed, "decode": cfg.decode, "precision": cfg.precision},
         "results": results,
         "speedups": speedups(results),
     }

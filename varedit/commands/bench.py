@@ -47,6 +47,8 @@ def register(main: click.Group) -> None:
     @opt("--threads", group="Task", type=click.IntRange(min=1), default=None, help="CPU threads (torch and onnx).")
     @opt("--reps", group="Task", type=click.IntRange(1, 1000), default=3, show_default=True)
     @opt("--warmup", group="Task", type=click.IntRange(0, 100), default=1, show_default=True)
+    @opt("--precision", group="Task", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+         help="Torch backends: fp32 (exact), or bf16 / fp16 autocast of the transformer (for GPUs).")
     @opt("--decode/--no-decode", group="Task", default=True, show_default=True,
          help="Time the VQVAE too; --no-decode times the transformer alone (inputs are tokenised once beforehand, "
               "nothing is decoded).")
@@ -77,7 +79,7 @@ def register(main: click.Group) -> None:
                           backends=_names(kw["backends"], BACKENDS, "--backends"),
                           batches=_ints(kw["batch"], "--batch"), device=kw["device"], threads=kw["threads"],
                           reps=kw["reps"], warmup=kw["warmup"], cli=kw["cli"],
-                          decode=kw["decode"])
+                          decode=kw["decode"], precision=kw["precision"])
         doc = run_bench(cfg, command=" ".join(["varedit"] + [shlex.quote(a) for a in sys.argv[1:]]))
         if kw["strategies"]:
             from ..benchmark import outpaint_strategies
