@@ -1,8 +1,10 @@
 """Latency of one call: what a command imports before it needs it (timings live in `varedit bench`)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +35,29 @@ def test_prefill_choices_match_the_fills():
     from varedit.commands.edit import PREFILL_CHOICES
     from varedit.processing import FILL_METHODS
     assert PREFILL_CHOICES == FILL_METHODS
+
+
+def _console(argv: list[str], cwd) -> subprocess.CompletedProcess:
+    """The installed ``varedit`` script's entry point (``varedit.cli:run``) in a fresh process."""
+    code = f"import sys\nsys.argv = ['varedit'] + {argv!r}\nfrom varedit.cli import run\nrun()\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_fast_exit_keeps_outputs_and_exit_status(tmp_path):
+    """Editing commands leave with os._exit once their outputs are written: the image and its sidecar are
+    complete, stdout is flushed, and the exit status is the command's (0, 1 for an error, 2 for usage)."""
+    import json
+
+    from PIL import Image
+    r = _console(["generate", "--class", "circle", "--n", "2", "--seed", "3", "-o", "g/"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    written = sorted((tmp_path / "g").iterdir())
+    assert [p.name for p in written] == ["circle_3_000.json", "circle_3_000.png", "circle_3_001.json",
+                                         "circle_3_001.png"]
+    assert json.loads(written[0].read_text())["seed"] == 3 and Image.open(written[1]).size == (128, 128)
+    assert r.stdout.split() == [str(Path("g") / "circle_3_000.png"), str(Path("g") / "circle_3_001.png")]
+    r = _console(["generate", "--class", "circle", "--seed", "3", "-o", "g/"], tmp_path)
+    assert r.returncode == 1 and r.stderr.strip().startswith("Error:") and "exists" in r.stderr
+    r = _console(["generate", "--bogus"], tmp_path)
+    assert r.returncode == 2 and "No such option" in r.stderr

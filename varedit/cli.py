@@ -75,5 +75,39 @@ def _register_subcommands() -> None:
 
 _register_subcommands()
 
+# commands that write their outputs (atomically) and hold no workers or servers when they return
+FAST_EXIT_COMMANDS = frozenset({"generate", "inpaint", "outpaint", "edit", "upscale", "remove"})
+
+
+def _command_name(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def run() -> None:
+    """The console entry point: ``main``, then, for the editing commands, a fast exit.
+
+    Tearing down torch's modules when the interpreter exits takes about 0.3 s (measured on this 2-core
+    machine: 1.41 s against 1.13 s for a script that imports torch and multiplies two matrices), a seventh
+    of an inpaint from the shell. When an editing command has returned, every output is written and
+    closed (atomic replace), so the process flushes its streams and logging and leaves with ``os._exit``
+    and the same status. Other commands (training with data workers, the server, torchrun ranks) and
+    processes that never imported torch exit normally.
+    """
+    try:
+        main()  # standalone mode: always ends in SystemExit
+    except SystemExit as e:
+        if not ("torch" in sys.modules and not os.environ.get("WORLD_SIZE")
+                and _command_name(sys.argv[1:]) in FAST_EXIT_COMMANDS and isinstance(e.code, (int, type(None)))):
+            raise
+        code = e.code or 0
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be said
+                pass
+        logging.shutdown()
+        os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
