@@ -57,6 +57,14 @@ def test_output_never_replaces_a_mask(runner, files):
     assert one_line_error(res, "would overwrite the input") and (d / "base.png").read_bytes() == before
 
 
+def test_dash_output_is_refused_not_a_folder(runner, files, monkeypatch):
+    monkeypatch.chdir(files)  # where a folder named '-' would appear
+    res = run(runner, "inpaint", files / "base.png", "--box", "1,1,20,20", "-o", "-")
+    assert one_line_error(res, "standard output") and not (files / "-").exists()
+    res = run(runner, "generate", "--class", "circle", "-o", "-")
+    assert one_line_error(res, "standard output") and not (files / "-").exists()
+
+
 def test_same_stem_inputs_are_refused_before_work(runner, files):
     Image.open(files / "base.png").save(files / "pic.png")
     Image.open(files / "base.png").save(files / "pic.jpg")

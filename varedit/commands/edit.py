@@ -21,7 +21,8 @@ import click
 
 from .common import (GroupedCommand, ModelSpec, backend_options, check_class, model_options, opt, pop_sampling,
                      sampling_options)
-from .outputs import IMAGE_SUFFIXES, candidate_names, check_outputs, is_image_name, report_failures, write_result
+from .outputs import (IMAGE_SUFFIXES, candidate_names, check_not_stdout, check_outputs, is_image_name,
+                      report_failures, write_result)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def _one_line(e: BaseException) -> str:
 def plan_outputs(out: str, jobs: list[Job], n: int, inputs: list[Path], *, overwrite: bool, skip_existing: bool,
                  own: list[Job] | None = None) -> Any:
     from .. import processing as P
+    check_not_stdout(out)
     o = Path(out)
     single_file = is_image_name(o)
     if single_file and len(inputs) > 1:

@@ -9,7 +9,7 @@ import click
 
 from .common import GroupedCommand, ModelSpec, backend_options, check_class, model_options, opt, pop_sampling, \
     sampling_options
-from .outputs import candidate_names, check_outputs, is_image_name, write_result
+from .outputs import candidate_names, check_not_stdout, check_outputs, is_image_name, write_result
 
 MAX_IMAGES = 100_000  # images are written as they come (memory does not grow); this bounds the time asked for
 
@@ -36,6 +36,7 @@ def register(main: click.Group) -> None:
         sampling = pop_sampling(kw)
         info = spec.info()
         label = check_class(kw["class_"], info, ("none",))
+        check_not_stdout(kw["out"])
         o, n = Path(kw["out"]), kw["n"]
         if is_image_name(o):
             output_format(o)

@@ -110,6 +110,14 @@ def check_outputs(targets: dict[Any, list[Path]], protected: Iterable[Path], *, 
     return plan
 
 
+def check_not_stdout(out: str | Path) -> None:
+    """``-o -`` reads as standard output in most tools; here every image comes with a JSON sidecar, so it
+    is refused in one line rather than becoming a folder named ``-``."""
+    if str(out) == "-":
+        raise click.ClickException("-o - (standard output) is not supported: every image is written with a JSON "
+                                   "sidecar; give an image file name or a folder")
+
+
 def check_file_output(out: Path, inputs: Iterable[Path | str | None], *, overwrite: bool, what: str = "-o") -> None:
     """One output file (a model, a report): never one of ``inputs`` (not even with ``--overwrite``), and
     an existing file only with ``--overwrite``.  Raises ``click.ClickException`` (one line)."""
