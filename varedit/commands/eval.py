@@ -72,7 +72,7 @@ def register(main: click.Group) -> None:
         """Measure generation, inpainting and upscaling quality on held-out synthetic images, judged by an
         independent pretrained network (EfficientNet-Lite0) and by the project's own shape classifier."""
         from ..evaluation.quality import combine_markdown, run_eval, to_markdown, write_report
-        from ..io import atomic_write_with
+        from ..io import atomic_write_bytes
         if combine:
             results = []
             for d in combine:
@@ -81,9 +81,9 @@ def register(main: click.Group) -> None:
                     results.append(json.loads(f.read_text()))
                 except (OSError, ValueError) as e:
                     raise click.ClickException(f"cannot read the report {f}: {e}") from None
-            md = combine_markdown(results).encode()
-            atomic_write_with(Path(out) / "eval.md", lambda fh: fh.write(md))
-            click.echo(md.decode())
+            md = combine_markdown(results)
+            atomic_write_bytes(Path(out) / "eval.md", md.encode())
+            click.echo(md)
             return
         from .common import load_pipeline
         from ..evaluation.classifier import load_classifier, save_classifier, train_classifier as train
@@ -128,7 +128,7 @@ def _real_or_reconstruction(real: bool, model: str, vae_path: str | None, weight
     """``--real`` (the real-photo benchmark) or ``--reconstruction`` (the tokenizer alone)."""
     from .common import load_pipeline
     from ..data.photos import INSTALL_HINT as PHOTOS_HINT, photos_available
-    from ..io import atomic_write_with, save_json
+    from ..evaluation.quality import save_report
     if real and reconstruction_flag():
         raise click.UsageError("--real and --reconstruction are separate runs: give one")
     if not photos_available():
@@ -146,8 +146,7 @@ def _real_or_reconstruction(real: bool, model: str, vae_path: str | None, weight
         rep = reconstruction_report(lambda ims: reconstruct_with_pipeline(pipe, ims), pipe.image_size, judge=the_judge,
                                     n_shapes=n if given("n") else 200, n_photos=n if given("n") else 64)
         md = reconstruction_markdown({pipe.name: rep})
-        save_json(rep, Path(out) / "reconstruction.json")
-        atomic_write_with(Path(out) / "reconstruction.md", lambda f: f.write(md.encode()))
+        save_report(rep, out, "reconstruction", md)
         click.echo(md)
         return
     from ..evaluation.realphoto import real_markdown, run_real_eval, write_real_report

@@ -305,15 +305,7 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
             if skey not in sampled:  # variants that differ only after decoding reuse the same samples
                 sampled[skey] = _sample(pipe, v, kw, imgs, ms, labels, inferred, recon, seed, batch)
             outs, lps, drifts = sampled[skey]
-            filled = []
-            c = v.candidates
-            for i in range(n):
-                pick = int(np.argmax(lps[i * c:(i + 1) * c])) if v.rank else 0
-                o = outs[i * c + pick]
-                if v.harmonize:  # as the Editor does: the canvas is the whole image here
-                    o = P.harmonize(o, imgs[i].astype(np.float32) / 255, ms[i])
-                filled.append(P.compose(imgs[i], o, P.feather(ms[i], v.feather * feather_px)))
-            score(v.name, filled, known_drift=float(np.mean(drifts)))
+            score(v.name, finish_fills(v, outs, lps, imgs, ms, feather_px), known_drift=float(np.mean(drifts)))
         res["inpainting"][kind] = rows
         if checkpoint is not None:
             checkpoint(res)
@@ -328,6 +320,21 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
         res["upscale"] = _upscale_eval(pipe, imgs[: min(n, n_upscale)], scorer.own_fd, seed, upscale_keeps, say)
     res["seconds"] = round(time.time() - t0, 1)
     return res
+
+
+def finish_fills(v: Variant, outs: list[np.ndarray], lps: Sequence[float], imgs: list[np.ndarray],
+                 ms: list[np.ndarray], feather_px: float) -> list[np.ndarray]:
+    """A variant's filled images from its samples (``v.candidates`` per image, in image order): the most
+    likely candidate when it ranks (else the first), harmonized as the Editor does (the canvas is the
+    whole image here), pasted back with the variant's feather."""
+    filled, c = [], v.candidates
+    for i in range(len(imgs)):
+        pick = int(np.argmax(lps[i * c:(i + 1) * c])) if v.rank else 0
+        o = outs[i * c + pick]
+        if v.harmonize:
+            o = P.harmonize(o, imgs[i].astype(np.float32) / 255, ms[i])
+        filled.append(P.compose(imgs[i], o, P.feather(ms[i], v.feather * feather_px)))
+    return filled
 
 
 def _reconstruct(backend: Any, x01: np.ndarray, opts: Any) -> np.ndarray:
@@ -615,9 +622,12 @@ def combine_markdown(results: list[dict[str, Any]], baseline: str = "default") -
     return "\n".join(L) + "\n"
 
 
+def save_report(res: dict[str, Any], out_dir: str | Path, stem: str, markdown: str) -> None:
+    """A report as ``stem.json`` (the data) and ``stem.md`` (its tables), each written atomically."""
+    from ..io import atomic_write_bytes, save_json
+    save_json(res, Path(out_dir) / f"{stem}.json")
+    atomic_write_bytes(Path(out_dir) / f"{stem}.md", markdown.encode())
+
+
 def write_report(res: dict[str, Any], out_dir: str | Path) -> None:
-    from ..io import atomic_write_with, save_json
-    out = Path(out_dir)
-    save_json(res, out / "eval.json")
-    md = to_markdown(res).encode()
-    atomic_write_with(out / "eval.md", lambda f: f.write(md))
+    save_report(res, out_dir, "eval", to_markdown(res))

@@ -27,11 +27,10 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from .. import processing as P
 from ..data.photos import HELDOUT, load_photo, photo_info, random_crop
 from ..editing.plan import make_plan
 from .metrics import kid, psnr, ssim
-from .quality import TASK_PREFILL, _kid, _reconstruct, _sample, _u8, eval_mask, select_variants
+from .quality import TASK_PREFILL, _kid, _reconstruct, _sample, _u8, eval_mask, finish_fills, save_report, select_variants
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +176,7 @@ def run_real_eval(pipe: Any, *, judge: Any, n: int = 64, n_ref: int = 256, seed:
             if skey not in sampled:
                 sampled[skey] = _sample(pipe, v, kw, imgs, ms, dummy_labels, inferred, recon, seed, batch)
             outs, lps, drifts = sampled[skey]
-            filled = []
-            c = v.candidates
-            for i in range(n):
-                pick = int(np.argmax(lps[i * c:(i + 1) * c])) if v.rank else 0
-                o = outs[i * c + pick]
-                if v.harmonize:
-                    o = P.harmonize(o, imgs[i].astype(np.float32) / 255, ms[i])
-                filled.append(P.compose(imgs[i], o, P.feather(ms[i], v.feather * feather_px)))
-            score(v.name, filled, known_drift=float(np.mean(drifts)))
+            score(v.name, finish_fills(v, outs, lps, imgs, ms, feather_px), known_drift=float(np.mean(drifts)))
         res["inpainting"][kind] = rows
         if checkpoint is not None:
             checkpoint(res)
@@ -247,11 +238,7 @@ def real_markdown(res: dict[str, Any]) -> str:
 
 
 def write_real_report(res: dict[str, Any], out_dir: str | Path) -> None:
-    from ..io import atomic_write_with, save_json
-    out = Path(out_dir)
-    save_json(res, out / "real.json")
-    md = real_markdown(res).encode()
-    atomic_write_with(out / "real.md", lambda f: f.write(md))
+    save_report(res, out_dir, "real", real_markdown(res))
 
 
 # --------------------------------------------------------------------------------------------------
