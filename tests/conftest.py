@@ -30,6 +30,15 @@ def pytest_collection_modifyitems(config, items):
                 it.add_marker(skip_slow)
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """One torch thread for the test, restored after it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     if not (GOLDEN_DIR / "config.json").is_file():

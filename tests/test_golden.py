@@ -13,12 +13,8 @@ from varedit.editing.sampler import masked_sample, new_generator
 TOK = dict(rtol=0, atol=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the reference was made with one thread
-    yield
-    torch.set_num_threads(n)
+# the reference was made with one thread (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_config_matches_models(golden_models, golden_config, golden_cases):

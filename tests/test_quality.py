@@ -30,12 +30,8 @@ except ImportError:
 needs_msssim = pytest.mark.skipif(not HAS_MSSSIM, reason="pytorch-msssim missing")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# timings and results independent of the machine's core count (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,8 @@ TINY_VQ = VQVAEConfig(vocab_size=64, z_channels=16, ch=32, ch_mult=(1, 1, 2), nu
 TINY_VAR = VARConfig(depth=2, embed_dim=64, num_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# timings and results independent of the machine's core count (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def vq_cfg(run_dir: Path, steps: int, **train: object) -> VQVAETrainConfig:
