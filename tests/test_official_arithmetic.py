@@ -140,3 +140,36 @@ def test_attention_is_torchs_sdpa_as_in_the_official_code():
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=0.0, scale=1)
             want = at.proj(o.transpose(1, 2).reshape(B, L, C))
             assert torch.equal(at(x, attn_bias=bias), want)
+
+
+def test_fast_top_k_top_p_filter_is_the_reference_bit_for_bit():
+    """The fast path finds the nucleus among the sorted top-k instead of sorting the vocabulary; the
+    result must be the official filter's exactly, also with ties (rounded logits) and extreme k / p."""
+    from varedit.editing.sampler import filter_top_k_top_p_, filter_top_k_top_p_fast_
+    g = torch.Generator().manual_seed(0)
+    for trial in range(120):
+        l, V = int(torch.randint(1, 120, (1,), generator=g)), int(torch.randint(2, 600, (1,), generator=g))
+        x = torch.randn(3, l, V, generator=g) * float(torch.rand(1, generator=g) * 8 + 0.05)
+        if trial % 3 == 0:
+            x = x.round(decimals=int(trial % 2))  # many ties, also at the k-th value and the nucleus edge
+        k = int(torch.randint(0, V + 1, (1,), generator=g))
+        p = [0.0, 1.0, float(torch.rand(1, generator=g))][trial % 3]
+        ref = filter_top_k_top_p_(x.clone(), k, p)
+        assert torch.equal(filter_top_k_top_p_fast_(x.clone(), k, p), ref), (trial, k, p)
+
+
+def test_fast_filter_takes_the_reference_path_where_tie_order_decides():
+    """Two equal logits on either side of the nucleus' edge: which one survives depends on the order a
+    sort gives them. The fast filter must then do what the reference does, not follow its own top-k order."""
+    from varedit.editing.sampler import filter_top_k_top_p_, filter_top_k_top_p_fast_
+    # kept probabilities after top-4: 0.47, 0.21, 0.21, 0.11; top-p 0.6 puts the edge between the 0.21s
+    x = torch.tensor([[[0.2, 0.45, 0.05, 0.2, 0.1]]]).log()
+    ref = filter_top_k_top_p_(x.clone(), 4, 0.6)
+    assert int(torch.isfinite(ref).sum()) == 2 and bool(torch.isfinite(ref[..., 0]) ^ torch.isfinite(ref[..., 3]))
+    for rows in (x, torch.cat([x, torch.randn(1, 1, 5)], dim=1)):  # alone, and beside a row without ties
+        assert torch.equal(filter_top_k_top_p_fast_(rows.clone(), 4, 0.6), filter_top_k_top_p_(rows.clone(), 4, 0.6))
+    # a value tied with the k-th beyond the first k: the reference keeps every one of them
+    y = torch.tensor([[[3.0, 1.0, 1.0, 1.0, 0.0]]])
+    ref = filter_top_k_top_p_(y.clone(), 2, 0.99)
+    assert int(torch.isfinite(ref).sum()) == 4
+    assert torch.equal(filter_top_k_top_p_fast_(y.clone(), 2, 0.99), ref)

@@ -91,6 +91,39 @@ def filter_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float =
     return logits_BlV
 
 
+def filter_top_k_top_p_fast_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """:func:`filter_top_k_top_p_` without sorting the whole vocabulary, bit for bit the same result.
+
+    With both filters on, the reference sorts all V logits to find the nucleus although everything
+    outside the top-k is already -inf; that sort was about a tenth of a sampling pass on a CPU.  Here
+    the top-k come sorted from ``topk`` and are laid out as the reference's sorted vector is (V - k
+    entries of -inf, then the k values ascending), so softmax and cumsum reduce in the same order and
+    round the same.  Two cases depend on how ties are ordered, and their rows take the reference path:
+    a value tied with the k-th beyond the first k (the reference keeps it too), and two equal values
+    on either side of the nucleus' edge (``sort`` may put either one first).  Ties elsewhere cannot
+    change the result: equal values add up the same in either order.
+    """
+    V = logits_BlV.shape[-1]
+    if not (0 < top_k < V and top_p > 0):
+        return filter_top_k_top_p_(logits_BlV, top_k, top_p)
+    vals, idx = logits_BlV.topk(top_k, largest=True, sorted=True, dim=-1)  # descending
+    over_k = (logits_BlV >= vals[..., -1:]).sum(dim=-1) > top_k
+    vals_asc, idx_asc = vals.flip(-1), idx.flip(-1)
+    sorted_like = torch.full_like(logits_BlV, -torch.inf)
+    sorted_like[..., V - top_k:] = vals_asc
+    remove = sorted_like.softmax(dim=-1).cumsum_(dim=-1)[..., V - top_k:] <= (1 - top_p)
+    remove[..., -1:] = False
+    edge = remove[..., :-1] & ~remove[..., 1:]            # last removed entry, followed by a kept one
+    tied_edge = (edge & (vals_asc[..., :-1] == vals_asc[..., 1:])).any(dim=-1)
+    redo = over_k | tied_edge
+    ref = logits_BlV[redo].clone() if bool(redo.any()) else None
+    logits_BlV.fill_(-torch.inf)
+    logits_BlV.scatter_(-1, idx_asc, vals_asc.masked_fill(remove, -torch.inf))
+    if ref is not None:
+        logits_BlV[redo] = filter_top_k_top_p_(ref, top_k, top_p)
+    return logits_BlV
+
+
 # one generator for all rows, or one per row (rows sharing a generator object draw from it together:
 # :func:`varedit.editing.noise.stream_groups`)
 Generators = Union[torch.Generator, None, Sequence[torch.Generator]]
@@ -186,7 +219,8 @@ def masked_sample(
         impl: ``"eager"`` follows the official code's structure and is the reference: the AdaLN
             projections are recomputed at every scale, the KV cache grows by concatenation, the
             null-class rows are always computed.  ``"fast"`` (the default) computes the AdaLN
-            projections once per generation, writes keys and values into a preallocated cache, and when
+            projections once per generation, writes keys and values into a preallocated cache, finds the
+            top-p nucleus among the top-k instead of sorting the vocabulary (bit for bit the same), and when
             every label is the null class (an unconditional fill, where guidance contrasts the null
             class with itself) runs the transformer on B rows instead of 2B, feeding the same logits to
             both halves of the guidance formula; it decodes in channels-last memory order.  The
@@ -239,7 +273,7 @@ def masked_sample(
             if record_logits:
                 out_logits.append(logits_BlV.clone())
             logprobs_BlV = logits_BlV.log_softmax(dim=-1)
-            filter_top_k_top_p_(logits_BlV, top_k, top_p)
+            (filter_top_k_top_p_fast_ if fast else filter_top_k_top_p_)(logits_BlV, top_k, top_p)
             if uniforms is not None:
                 idx_Bl = sample_icdf(logits_BlV, uniforms[si].to(device))
             else:
@@ -356,7 +390,7 @@ def new_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple
 __all__ = [
     "Known", "ScaleState", "SampleResult", "masked_sample", "class_log_likelihood", "official_keep_per_scale",
     "decode_fhat", "IMPLS",
-    "filter_top_k_top_p_", "guidance_weight", "new_generator", "sample_icdf",
+    "filter_top_k_top_p_", "filter_top_k_top_p_fast_", "guidance_weight", "new_generator", "sample_icdf",
     "portable_uniforms",
 ]
 
