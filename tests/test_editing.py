@@ -331,6 +331,29 @@ def test_edit_with_class_and_unknown_class(editor, photo):
         editor.edit(photo, (20, 20, 80, 80), "not-a-class", seed=0)
 
 
+def test_class_edits_regenerate_every_cell_the_box_touches(editor, photo, monkeypatch):
+    """Fills keep the cells that are mostly known (coverage 0.25); a class edit regenerates every latent
+    cell the box touches (coverage 1), so the coarse scales can lay out the new object. The coverage is
+    an option, recorded in the sidecar settings; an edit with a fill's coverage is that fill."""
+    plans_seen = []
+    run = editor.backend.run
+    monkeypatch.setattr(editor.backend, "run", lambda plans, *a, **k: plans_seen.append(plans) or run(plans, *a, **k))
+    box = (21, 19, 77, 75)  # off the token grid: partly covered cells at the box's edges
+    r_edit = editor.edit(photo, box, 3, seed=0, output_type="np")
+    r_fill = editor.inpaint(photo, box=box, label=3, seed=0, output_type="np")
+    assert r_edit.settings["coverage"] == 1.0 and r_fill.settings["coverage"] == 0.25
+    free_edit = [int((~k).sum()) for k in plans_seen[0][0].keep_maps]
+    free_fill = [int((~k).sum()) for k in plans_seen[1][0].keep_maps]
+    assert all(e >= f for e, f in zip(free_edit, free_fill)) and free_edit[-1] > free_fill[-1]
+    assert plans_seen[0][0].hole_latent.sum() > plans_seen[1][0].hole_latent.sum()
+    as_fill = editor.edit(photo, box, 3, seed=0, coverage=0.25, output_type="np")
+    assert np.array_equal(as_fill.images[0], r_fill.images[0])
+    assert editor.inpaint(photo, box=box, mode="official", seed=0).settings["coverage"] is None
+    for bad in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="coverage"):
+            editor.edit(photo, box, 3, seed=0, coverage=bad)
+
+
 def test_box_outside_and_bad_mask(editor, photo):
     with pytest.raises(ValueError, match="outside"):
         editor.inpaint(photo, box=(500, 500, 600, 600))

@@ -226,7 +226,7 @@ def test_box_sidecar_reproduces_the_output(runner, files):
     assert side["box"] == [20, 10, 60, 50] and side["input"].endswith("base.png")
     from varedit import VarEditPipeline
     pipe = VarEditPipeline.from_pretrained(side["model"], device="cpu")
-    keys = ("strategy", "mode", "n", "rank", "keep_scales", "grow_tokens", "feather", "prefill", "harmonize",
+    keys = ("strategy", "mode", "n", "rank", "keep_scales", "grow_tokens", "feather", "prefill", "coverage", "harmonize",
             "paste_back", "cfg", "top_k", "top_p", "more_smooth", "guidance", "seed", "invert", "threshold")
     again = pipe.inpaint(side["input"], box=tuple(side["box"]), label=side["label"],
                          **{k: side[k] for k in keys}, output_type="np")

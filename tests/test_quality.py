@@ -304,6 +304,52 @@ def test_class_edit_eval_boxes_the_object_and_reads_the_edit(tiny_pipeline):
     r = class_edit_eval(tiny_pipeline, clf, 6, seed=3, data_seed=5)
     assert r["n"] == 6 and 0 <= r["success"] <= 1 and 0 < r["box_area_mean"] <= 1
     assert r["success"] + r["still_original_class"] <= 1  # a target is never the image's own class
+    assert set(r["rows"]) == {"default"} and r["rows"]["default"]["success"] == r["success"]
+
+
+def test_class_edit_rows_are_measured_on_the_same_edits_with_the_judge(tiny_pipeline):
+    """Every variant edits the same images, boxes and targets; with a judge each row gets the probe's
+    reading and a KID; the report prints one table row per variant."""
+    from types import SimpleNamespace
+    from varedit.data.synthetic import SyntheticShapes
+    from varedit.evaluation.classifier import train_classifier
+    from varedit.evaluation.edits import class_edit_eval
+    from varedit.evaluation.judge import LinearProbe
+    from varedit.evaluation.quality import to_markdown
+
+    class ColourJudge:  # a stand-in network: colour statistics of a 4x4 grid as the features
+        def features(self, images, maps=False):
+            f = [np.asarray(im, np.float32).reshape(4, im.shape[0] // 4, 4, im.shape[1] // 4, 3).mean(axis=(1, 3)).ravel()
+                 for im in images]
+            return SimpleNamespace(pooled=np.stack(f), maps=[])
+
+    judge = ColourJudge()
+    ds = SyntheticShapes(40, seed=9, size=tiny_pipeline.image_size)
+    probe = LinearProbe.fit(judge.features([ds[i][0] for i in range(40)]).pooled, [ds[i][1] for i in range(40)], 10)
+    j_ref = judge.features([ds[i][0] for i in range(40)]).pooled
+    clf, _ = train_classifier(n=100, steps=5, batch=16)
+    seen = []
+    edit = tiny_pipeline.edit
+
+    class Spy:
+        image_size, num_classes = tiny_pipeline.image_size, tiny_pipeline.num_classes
+
+        def edit(self, img, box, target, **kw):
+            seen.append((box, target, kw.get("coverage")))
+            return edit(img, box, target, **kw)
+
+    r = class_edit_eval(Spy(), clf, 8, seed=3, data_seed=5, judge=judge, probe=probe, j_ref=j_ref, kid_groups=2,
+                        variants={"default": {}, "fill-coverage": {"coverage": 0.25}})
+    assert list(r["rows"]) == ["default", "fill-coverage"]
+    assert [s[:2] for s in seen[:8]] == [s[:2] for s in seen[8:]]  # the same edits for both rows
+    assert {s[2] for s in seen[:8]} == {None} and {s[2] for s in seen[8:]} == {0.25}
+    for row in r["rows"].values():
+        assert 0 <= row["judge_success"] <= 1 and np.isfinite(row["kid"]) and row["kid_se"] >= 0
+    assert r["rows"]["fill-coverage"]["settings"] == {"coverage": 0.25}
+    text = to_markdown({"n": 1, "n_ref": 1, "seed": 0, "model": "tiny", "image_size": 64, "inpainting": {},
+                          "anchors": {"originals_fd": 0.0, "vqvae_recon_fd": 0.0, "vqvae_recon_psnr": 0.0,
+                                      "classifier_acc_originals": 1.0}, "class_edit": r})
+    assert "| fill-coverage | coverage 0.25 |" in text and "| default | defaults |" in text
 
 
 def test_pack_a_decoder_trained_further_with_its_var(tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import processing as P
 from .classes import resolve_class
-from .editing.plan import MODES, CanvasPlan, make_plan
+from .editing.plan import COVERAGE, MODES, CanvasPlan, make_plan
 from .options import SamplingOptions
 from .validation import check_class_names, check_int, check_number, check_seed
 
@@ -44,6 +44,14 @@ EDIT_CFG = 3.0
 # streaks across, and the push-pull membrane measured better there (README, "Measured quality")
 INPAINT_PREFILL = "ns"
 OUTPAINT_PREFILL = "pushpull"
+# the keep-map coverage (editing.plan.make_plan) per task: a fill keeps every latent cell that is mostly
+# known (0.25: a cell is regenerated when more than three quarters of it is hole); a class edit asks for
+# a new object in the box, so every cell the box touches is regenerated (1.0) and the coarse scales can
+# lay it out: on 2 x 100 edits of the demo model the asked class was read 31% / 37% of the time instead
+# of 16% / 24% (own classifier), 19% / 14% instead of 12% / 12% (the independent judge's probe), KID
+# 143 / 147 instead of 170 / 169 (README, "Measured quality": class edits)
+EDIT_COVERAGE = 1.0
+TASK_COVERAGE = {"inpaint": COVERAGE, "outpaint": COVERAGE, "edit": EDIT_COVERAGE}
 ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
 # limits on what one call may ask for (README, "Limits"): candidates, and candidates x pixels (each
 # candidate is a full-size float working copy: 400 MP is about 4.8 GB)
@@ -166,7 +174,8 @@ class Editor:
     def _regenerate(self, loaded: P.LoadedImage, mask: np.ndarray, label: int, *, strategy: str, mode: str,
                     n: int, seed: int, opts: SamplingOptions, keep_scales: int, grow_tokens: int, prefill: str,
                     callback: ProgressCallback | None, preview: bool = False, harmonize: bool = True,
-                    timings: dict[str, float] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+                    timings: dict[str, float] | None = None, coverage: float = COVERAGE
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
         """n candidate RGB images (float [0,1], full size) regenerated inside ``mask``; and their scores.
         ``timings`` receives the backend's phase timings."""
         windows = self._windows(strategy, mask, loaded.size)
@@ -175,7 +184,7 @@ class Editor:
             progress.timings = timings
         stream = self.backend.stream(seed)
         work = [loaded.rgb.copy() for _ in range(n)]
-        plan_kw = dict(mode=mode, keep_first=keep_scales, grow_tokens=grow_tokens, prefill=prefill)
+        plan_kw = dict(mode=mode, keep_first=keep_scales, grow_tokens=grow_tokens, prefill=prefill, coverage=coverage)
         remaining = mask.copy()
         scores = np.zeros(n)
         for win in windows:
@@ -233,7 +242,7 @@ class Editor:
                 strategy: str = "crop", mode: str = "default", n: int = 1, rank: bool = True,
                 seed: int | None = None, keep_scales: int = 0, grow_tokens: int = 0, feather: float | None = None,
                 prefill: str = INPAINT_PREFILL, harmonize: bool = True, paste_back: bool = True,
-                output_type: str = "pil",
+                coverage: float | None = None, output_type: str = "pil",
                 callback: ProgressCallback | None = None, preview: bool = False, _task: str = "inpaint",
                 **sampling: Any) -> EditResult:
         """Regenerate the masked region (white / 255 / True = regenerate).
@@ -250,6 +259,9 @@ class Editor:
         ``harmonize`` removes the tokeniser's colour error from the fill (:func:`processing.harmonize`).
         ``prefill``: how the hole is filled from known pixels before tokenising (a
         :func:`processing.prefill_hole` method; default Navier-Stokes, ``INPAINT_PREFILL``).
+        ``coverage`` (default mode): a latent cell is regenerated when more than ``1 - coverage`` of it
+        is hole, in (0, 1]; None = the task's measured default (``TASK_COVERAGE``: 0.25 for fills, 1 for
+        class edits, where every cell the box touches is regenerated).
         """
         check_output_type(output_type)
         loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
@@ -257,9 +269,9 @@ class Editor:
         where = {"box": list(box)} if box is not None else {}
         return self._edit_masked(loaded, m, label=label, strategy=strategy, mode=mode, n=n, rank=rank, seed=seed,
                                  keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather, prefill=prefill,
-                                 harmonize=harmonize, paste_back=paste_back, output_type=output_type, callback=callback,
-                                 preview=preview, task=_task, extra={**where, "invert": invert, "threshold": threshold},
-                                 **sampling)
+                                 harmonize=harmonize, paste_back=paste_back, coverage=coverage, output_type=output_type,
+                                 callback=callback, preview=preview, task=_task,
+                                 extra={**where, "invert": invert, "threshold": threshold}, **sampling)
 
     def infer_label(self, image: Any, mask: Any = None, *, box: Sequence[float] | None = None,
                     strategy: str = "crop") -> LabelGuess:
@@ -348,7 +360,7 @@ class Editor:
                      n: int, rank: bool, seed: int | None, keep_scales: int, grow_tokens: int, feather: float | None,
                      prefill: str, harmonize: bool, paste_back: bool, output_type: str,
                      callback: ProgressCallback | None, task: str,
-                     preview: bool = False,
+                     preview: bool = False, coverage: float | None = None,
                      edited_alpha: np.ndarray | None = None, extra: dict[str, Any] | None = None,
                      **sampling: Any) -> EditResult:
         if prefill not in P.FILL_METHODS and prefill != "none":
@@ -363,14 +375,19 @@ class Editor:
         opts = self.edit_defaults.replace(**sampling)
         seed = draw_seed(seed)
         feather = self.feather_px(loaded.size) if feather is None else check_number(feather, "feather", lo=0)
+        coverage = (TASK_COVERAGE.get(task, COVERAGE) if coverage is None
+                    else check_number(coverage, "coverage", lo=0, lo_open=True, hi=1))
         t0 = time.perf_counter()
         lab, label_info = self._resolve_label(label, loaded, m, strategy)
         timings = {"label_s": time.perf_counter() - t0}
-        # the official mode encodes the canvas as it is: no prefill (the sidecar must say what was done)
+        # the official mode encodes the canvas as it is: no prefill, no coverage rule (the sidecar must say
+        # what was done)
         used_prefill = None if mode == "official" else prefill
+        used_coverage = None if mode == "official" else coverage
         settings = self._settings(task, seed=seed, label=lab, **label_info, strategy=strategy, mode=mode, n=n, rank=rank,
                                   keep_scales=keep_scales, grow_tokens=grow_tokens, feather=feather,
-                                  prefill=used_prefill, harmonize=harmonize, paste_back=paste_back, **opts.as_dict(),
+                                  prefill=used_prefill, coverage=used_coverage, harmonize=harmonize,
+                                  paste_back=paste_back, **opts.as_dict(),
                                   **(extra or {}))
         if not m.any():
             log.warning("the mask is empty: nothing to regenerate, returning the input unchanged")
@@ -380,7 +397,8 @@ class Editor:
         cands, scores = self._regenerate(loaded, m, lab, strategy=strategy, mode=mode, n=n, seed=seed, opts=opts,
                                          timings=timings,
                                          keep_scales=keep_scales, grow_tokens=grow_tokens, prefill=prefill,
-                                         callback=callback, preview=preview, harmonize=harmonize)
+                                         callback=callback, preview=preview, harmonize=harmonize,
+                                         coverage=coverage)
         t1 = time.perf_counter()
         outs, sc = self._finish(loaded, cands, scores, m, rank=rank, feather=feather, paste_back=paste_back,
                                 output_type=output_type, edited_alpha=edited_alpha)
@@ -400,7 +418,8 @@ class Editor:
         alpha = None if ext.alpha is None else np.ones(new_area.shape, np.float32)
         n, rank = kw.pop("n", 1), kw.pop("rank", True)
         defaults = dict(label="auto", mode="default", seed=None, keep_scales=0, grow_tokens=0, feather=None,
-                        prefill=OUTPAINT_PREFILL, harmonize=True, paste_back=True, output_type="pil", callback=None)
+                        prefill=OUTPAINT_PREFILL, harmonize=True, paste_back=True, coverage=None, output_type="pil",
+                        callback=None)
         defaults.update({k: kw.pop(k) for k in list(kw) if k in defaults})
         return self._edit_masked(ext, new_area, strategy=strategy, n=n, rank=rank, task="outpaint",
                                  edited_alpha=alpha, extra=dict(left=left, right=right, top=top, bottom=bottom,

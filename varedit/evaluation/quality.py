@@ -242,9 +242,15 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
         res["generation"] = {"recognised": float((predict(classifier, gen) == np.array(gen_lab)).mean()),
                              "fd": scorer.own_fd(gen), "per_class": n_gen_per_class, **pipe.defaults.as_dict()}
         say(f"generation {res['generation']}")
-    if n_edit > 0:  # class edits: the asked class inside the box, read by the own classifier
+    if n_edit > 0:  # class edits: the asked class inside the box, read by the own classifier and the judge
+        from ..tasks import COVERAGE
         from .edits import class_edit_eval
-        res["class_edit"] = class_edit_eval(pipe, classifier, n_edit, seed=seed, data_seed=seed + 4, say=say)
+        variants: dict[str, dict[str, Any]] = {"default": {}}
+        if any(v.group != "core" for v in select_variants(ablations)):  # the default's coverage vs the fills' rule
+            variants["fill-coverage"] = {"coverage": COVERAGE}
+        res["class_edit"] = class_edit_eval(pipe, classifier, n_edit, seed=seed, data_seed=seed + 4, say=say,
+                                            judge=judge, probe=probe, j_ref=j_ref, variants=variants,
+                                            kid_groups=kid_groups)
 
     # inpainting
     res["editing_sampling"] = pipe.editor.edit_defaults.as_dict()
@@ -485,6 +491,15 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"{100 * ce['box_area_mean']:.0f}% of the image on average): **{100 * ce['success']:.1f}%** of {ce['n']} "
               f"are read as the asked class by the own classifier ({100 * ce['still_original_class']:.1f}% still as "
               f"the original class).", ""]
+        rows = ce.get("rows", {})
+        if len(rows) > 1 or any("judge_success" in r for r in rows.values()):
+            L += ["| class edit | settings | asked class (own) | asked class (judge's probe) | KID x1e3 | still original (own) |",
+                  "|---|---|---|---|---|---|"]
+            for name, r in rows.items():
+                st = ", ".join(f"{k} {v}" for k, v in r.get("settings", {}).items()) or "defaults"
+                L.append(f"| {name} | {st} | {_pct(r['success'])} | {_pct(r.get('judge_success'))} | {_kid(r)} "
+                         f"| {_pct(r['still_original_class'])} |")
+            L.append("")
     e = res.get("editing_sampling")
     if e:
         L += [f"Inpainting rows: cfg {e['cfg']}, top-k {e['top_k']}, top-p {e['top_p']}, guided by the class inferred "

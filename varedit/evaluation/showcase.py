@@ -79,12 +79,16 @@ def make_showcase(pipe: Any, out: Path, seed: int = 7) -> list[Path]:
           imgs[1], pipe.outpaint(imgs[1], left=S // 4, right=S // 4, top=S // 4, bottom=S // 4, seed=seed).image]
     emit("outpaint", _row(op, ["input", "right +50%", "input", "all sides +25%"], height=128))
 
-    ebox = (S // 5, S // 5, 4 * S // 5, 4 * S // 5)
+    # the box a user draws: around the object, with a margin (as `varedit eval` measures edits)
+    from ..data.synthetic import render_with_mask
+    from .edits import object_box
     ed = []
     labs = []
-    for im, target in ((imgs[0], min(3, pipe.num_classes - 1)), (imgs[1], min(9, pipe.num_classes - 1))):
-        ed += [im, pipe.edit(im, ebox, target, seed=seed, n=4).image]
-        labs += ["input", f"edit -> {names[target]}"]
+    for c, target in ((0, min(3, pipe.num_classes - 1)), (1, min(9, pipe.num_classes - 1))):
+        im, cov = render_with_mask(c, 90_000 + c, S)
+        ebox = object_box(cov, S // 8)
+        ed += [_mark(Image.fromarray(im), box_mask((S, S), ebox)), pipe.edit(im, ebox, target, seed=seed).image]
+        labs += ["input, box", f"edit -> {names[target]}"]
     emit("edit", _row(ed, labs, height=128))
 
     small = imgs[2].resize((S // 2, S // 2), Image.BOX)
