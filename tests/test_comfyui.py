@@ -226,6 +226,7 @@ def test_class_edit_box_or_mask(demo, images):
                              **EDITING)
     rows = json.loads(info)
     assert [r["label"] for r in rows] == [9, 9] and rows[0]["task"] == "edit"
+    assert rows[0]["coverage"] == 1.0  # a class edit's plan (every touched cell regenerated), as in the CLI
     assert torch.equal(mask, box_mask(2, 40, 90, 30, 100))
     far = far_from_box(S, S, 40, 90, 30, 100, 8.0)
     assert torch.equal(out[:, far], images[:, far])

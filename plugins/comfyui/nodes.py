@@ -360,11 +360,11 @@ class ClassEdit(VarEditNode):
             raise ValueError("the mask is empty: nothing to edit (MASK 1 = regenerate)")
         opts = _edit_kwargs(kw)
         bar = comfy_progress_bar(len(images))
-        results = [m.editor.inpaint(img, mk, label=cls_idx, seed=_seed(kw["seed"], i),
-                                    callback=progress_callback(bar, i, len(images)), **opts)
+        # Editor.edit with the region as a mask: the class edit's own plan (every token cell the region
+        # touches is regenerated), as the CLI's and the server's edits
+        results = [m.editor.edit(img, None, cls_idx, mask=mk, seed=_seed(kw["seed"], i),
+                                 callback=progress_callback(bar, i, len(images)), **opts)
                    for i, (img, mk) in enumerate(zip(images, masks))]
-        for r in results:
-            r.settings["task"] = "edit"
         return _edit_outputs(results, masks)
 
 
