@@ -34,3 +34,27 @@ def test_gpu_check_runs_every_step_and_summarises(tmp_path):
     assert {r["batch"] for r in summary["bench"]["bench_d30"]["rows"]} == {2}
     # the checkout is left as it was: nothing written outside OUT
     assert not (REPO / "gpu-out").exists()
+
+
+def test_gpu_train_demo_trains_packs_and_fits_one_call(tmp_path):
+    """`.ci/gpu-train-demo` (demo v3 in one device call) at toy sizes: probe, continue from the probe's
+    checkpoint for the measured step count, pack a loadable fp16 model; its limits fit one call."""
+    env = {**os.environ, "GPU_TRAIN_SMALL": "1", "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
+    r = subprocess.run([str(REPO / ".ci" / "gpu-train-demo")], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == ["env", "vq_probe", "vq_train", "var_probe", "var_train", "pack"]
+    assert all(s["rc"] == 0 and s["seconds"] <= s["limit"] for s in steps), steps
+    assert sum(s["limit"] for s in steps) <= 570
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["small"] is True and summary["steps_chosen"]["vq"] > 2 and summary["steps_chosen"]["var"] > 2
+    for kind in ("vq", "var"):  # the full run continued the probe (its metrics start at the probe's steps)
+        rows = [json.loads(x) for x in (out / "runs" / kind / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        assert max(r["step"] for r in rows) == summary["steps_chosen"][kind]
+    from varedit.registry import load_file
+    var, vae = load_file(out / "demo_v3.pt")
+    assert var.cfg.depth == 1 and tuple(vae.patch_nums) == (1, 2, 4)
+    assert not list(out.rglob("ckpt_*.pt"))  # checkpoints stay behind
+    assert not (REPO / "gpu-out").exists()
