@@ -54,15 +54,15 @@ class OnnxBackend:
 
     @property
     def can_score_labels(self) -> bool:
-        return self.model.has_cell_logprob
+        return self.model.has_cell_logprob or self.model.has_scorer
 
     def score_labels(self, plans: Sequence[CanvasPlan]) -> np.ndarray:
         """(B, num_classes) log-likelihood of each plan's known cells under every class, as the torch
-        backend's (one sampler run per class with every cell forced)."""
+        backend's (the export's scorer graph; older exports: one sampler run per class)."""
         x = np.ascontiguousarray(np.stack([p.encode_rgb for p in plans]).transpose(0, 3, 1, 2)) * 2 - 1
-        f, _ = self.model.tokenize(x.astype(np.float32))
+        f, toks = self.model.tokenize(x.astype(np.float32))
         keep = [np.concatenate([p.keep_maps[s] for p in plans]) for s in range(len(self.patch_nums))]
-        return self.model.class_log_likelihood(f, keep)
+        return self.model.class_log_likelihood(f, keep, tokens=toks)
 
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
             callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False,

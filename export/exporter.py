@@ -1,4 +1,4 @@
-"""Export a VAR + VQVAE pair to three ONNX graphs and a manifest (this module needs torch).
+"""Export a VAR + VQVAE pair to four ONNX graphs and a manifest (this module needs torch).
 
 Graphs (all with a fixed batch ``B``, the one the export was made for)::
 
@@ -8,6 +8,8 @@ Graphs (all with a fixed batch ``B``, the one the export was made for)::
                     -> tokens_s (B,pn_s^2) int64, f_hat (B,Cvae,h,w), logprob (B,),
                        cell_logprob_s (B,pn_s^2) (each cell's token log-probability: label inference)
     decoder.onnx    f_hat (B,Cvae,h,w) -> image (B,3,H,W) in [0,1]
+    scorer.onnx     label (R,), tokens_s (R,pn_s^2) -> cell_logprob_s (R,pn_s^2): label inference's
+                    teacher-forced pass, R = B x min(classes, 16) (class, image) rows at once
 
 Design choices and what each buys:
 
@@ -74,6 +76,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 23
 # above this many bytes of weights in one graph, weights go to an external data file (protobuf's 2 GB limit)
 EXTERNAL_DATA_BYTES = 1_500_000_000
+SCORER_CLASSES = 16  # classes scored in one run of the scorer graph (per image of the export's batch)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +174,7 @@ class _Quant(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# the three graphs as modules
+# the graphs as modules
 # --------------------------------------------------------------------------------------------------
 class TokenizerGraph(nn.Module):
     """image in [-1, 1] -> (f, tokens per scale): ``vae.encode`` then ``f_to_idx_and_fhat``."""
@@ -339,6 +342,48 @@ class SamplerGraph(nn.Module):
         return (*tokens, f_hat, logp_sum / logp_cnt.clamp_min(1), *cell_lps), logits_rec
 
 
+class ScorerGraph(SamplerGraph):
+    """Label inference's teacher-forced pass: log p(token | class, coarser scales) of every cell, for
+    ``rows`` (class, image) pairs at once, unguided.
+
+    The same blocks, KV cache and f_hat arithmetic as :class:`SamplerGraph` with every cell given, so its
+    numbers are the sampler's with every cell forced and guidance [1, 0] (what label inference ran before
+    this graph existed: one sampler run per class, each with the null class's rows computed for nothing).
+    """
+
+    def forward(self, label: torch.Tensor, tokens: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        R, q, dt = self.batch, self.quant, self.dtype
+        cond_BD = self.class_emb(label)
+        cond_in = self.shared_ada_lin(cond_BD).to(dt)
+        ada = [blk.ada_params(cond_in) for blk in self.blocks]
+        x = (cond_BD.unsqueeze(1).expand(R, self.first_l, -1) + self.pos_start.expand(R, self.first_l, -1)
+             + self.lvl_pos[:, :self.first_l])
+        f_hat = torch.zeros(R, self.Cvae, self.pns[-1], self.pns[-1])
+        kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
+        cell_lps = []
+        cur = 0
+        for si, pn in enumerate(self.pns):
+            cur += pn * pn
+            h = x.to(dt)
+            for b in range(len(self.blocks)):
+                h = self._block(b, h, ada[b], kv)
+            logits = self.head(self.head_nm(h.float(), cond_BD).float()).float()
+            idx = tokens[si]
+            cell_lps.append(torch.gather(logits.log_softmax(dim=-1), -1, idx.unsqueeze(-1)).squeeze(-1))
+            if si != self.SN - 1:
+                f_hat = f_hat + q.contribution(si, q.embed(idx, pn))
+                nxt = q.area(f_hat, si + 1) if si + 1 != self.SN - 1 else f_hat
+                x = self.word_embed(nxt.reshape(R, self.Cvae, -1).transpose(1, 2)) \
+                    + self.lvl_pos[:, cur:cur + self.pns[si + 1] ** 2]
+        return tuple(cell_lps)
+
+
+def scorer_rows(batch: int, num_classes: int) -> int:
+    """Rows of the scorer graph: every class of one batch of images at once, at most 16 classes (a
+    thousand-class model is scored in chunks: memory grows with rows x tokens x vocabulary)."""
+    return batch * min(num_classes, SCORER_CLASSES)
+
+
 # --------------------------------------------------------------------------------------------------
 # graph interfaces (names, shapes, dtypes, meaning): the manifest's and the runtime's contract
 # --------------------------------------------------------------------------------------------------
@@ -346,8 +391,8 @@ def _io(name: str, shape: Sequence[int], dtype: str, meaning: str) -> dict[str, 
     return {"name": name, "shape": [int(s) for s in shape], "dtype": dtype, "meaning": meaning}
 
 
-def graph_interfaces(B: int, pns: Sequence[int], Cvae: int, image_size: int, V: int, num_classes: int
-                     ) -> dict[str, dict[str, Any]]:
+def graph_interfaces(B: int, pns: Sequence[int], Cvae: int, image_size: int, V: int, num_classes: int,
+                     scorer: bool = True) -> dict[str, dict[str, Any]]:
     HW, SN = pns[-1], len(pns)
     img = [B, 3, image_size, image_size]
     lat = [B, Cvae, HW, HW]
@@ -378,7 +423,7 @@ def graph_interfaces(B: int, pns: Sequence[int], Cvae: int, image_size: int, V: 
                        f"closed loop, scale {s}: weight of each latent cell when area-pooling the residual "
                        f"(1 = read, 0 = hole; all ones = plain area pooling). The last scale does not pool.")
                    for s in range(SN - 1)]
-    return {
+    graphs: dict[str, dict[str, Any]] = {
         "tokenizer": {"file": "tokenizer.onnx",
                       "inputs": [_io("image", img, "float32", "RGB image in [-1, 1], NCHW")],
                       "outputs": [_io("f", lat, "float32", "continuous latent before quantisation")] + tok_out},
@@ -396,6 +441,17 @@ def graph_interfaces(B: int, pns: Sequence[int], Cvae: int, image_size: int, V: 
                     "inputs": [_io("f_hat", lat, "float32", "latent (sampler output f_hat)")],
                     "outputs": [_io("image", img, "float32", "RGB image in [0, 1], NCHW")]},
     }
+    if scorer:
+        R = scorer_rows(B, num_classes)
+        graphs["scorer"] = {
+            "file": "scorer.onnx", "rows": R,
+            "inputs": [_io("label", [R], "int64", f"class index per row in [0, {num_classes}]")] + [
+                _io(f"tokens_{s}", [R, pn * pn], "int64", f"scale {s}: the image's tokens (tokenizer output)")
+                for s, pn in enumerate(pns)],
+            "outputs": [_io(f"cell_logprob_{s}", [R, pn * pn], "float32",
+                            f"scale {s}: log-probability of each cell's token under the row's class, teacher-forced "
+                            f"and unguided (label inference sums it over the known cells)") for s, pn in enumerate(pns)]}
+    return graphs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -469,7 +525,8 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
                 class_names: Sequence[Sequence[str] | str] | None = None, optimize: bool = False,
                 check_threads: int | None = None, check_images: int = 2,
                 defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Export ``var`` + ``vae`` to ``out_dir`` (tokenizer.onnx, sampler.onnx, decoder.onnx, manifest.json).
+    """Export ``var`` + ``vae`` to ``out_dir`` (tokenizer.onnx, sampler.onnx, decoder.onnx, scorer.onnx,
+    manifest.json).
 
     Args:
         batch: the fixed batch size of every graph (the runtime pads / chunks to it).
@@ -508,11 +565,12 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
         "tokenizer": TokenizerGraph(vae, quant, dtype).eval(),
         "sampler": SamplerGraph(var, quant, batch, dtype).eval(),
         "decoder": DecoderGraph(vae, dtype).eval(),
+        "scorer": ScorerGraph(var, quant, ifaces["scorer"]["rows"], dtype).eval(),
     }
     times: dict[str, float] = {}
     for g, module in modules.items():
         ex = _example_inputs(ifaces[g])
-        args = _sampler_args(ex, SN) if g == "sampler" else tuple(ex)
+        args = _sampler_args(ex, SN) if g == "sampler" else (ex[0], ex[1:]) if g == "scorer" else tuple(ex)
         times[g] = round(_export_graph(module, args, out / ifaces[g]["file"], ifaces[g], opset, optimize), 2)
         if check:
             _check_model(out / ifaces[g]["file"])
@@ -561,7 +619,8 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
 # --------------------------------------------------------------------------------------------------
 # validation: onnxruntime (CPU) against torch
 # --------------------------------------------------------------------------------------------------
-FP32_TOL = {"f": 1e-4, "f_hat": 1e-4, "image": 1e-4, "logprob": 1e-4}
+# score: a sum of log-probabilities over up to L cells (each within about 1e-5)
+FP32_TOL = {"f": 1e-4, "f_hat": 1e-4, "image": 1e-4, "logprob": 1e-4, "score": 1e-2}
 # fp16 bounds for the tiny and the released models (measured drift is far below; see the report)
 FP16_TOL = {"f": 5e-2, "image": 5e-2, "logits_rel": 2e-2}
 
@@ -651,6 +710,14 @@ def validate_export(var: VAR, vae: VQVAE, out_dir: Path, manifest: dict[str, Any
                     # the transformer's drift, along torch's fp32 tokens (the same for every task: forced)
                     res["logits_max_abs"], res["logits_max_rel"] = _fp16_logit_drift(
                         var, vae, manifest, labels, u, cfg, top_k, top_p, tok_t2)
+        # scorer: label inference (every class, the tokenizer's tokens, known cells = the inpaint's)
+        if "scorer" in manifest["graphs"]:
+            from varedit.editing.sampler import class_log_likelihood
+            keep_t = [torch.from_numpy(k) for k in keep_off]
+            ref_sc = class_log_likelihood(var, vae, [torch.from_numpy(t) for t in tok_t], keep_t).numpy()
+            got_sc = rt.class_log_likelihood(f_t, keep_off, tokens=tok_t)
+            res["scorer"] = {"score_max_abs": float(np.abs(got_sc - ref_sc).max()),
+                             "argmax_agreement": float((got_sc.argmax(1) == ref_sc.argmax(1)).mean())}
         # decoder, on the torch f_hat so that only the decoder is compared
         img_o = rt.decode(f_hat_gen.numpy())
         img_t = vae.fhat_to_img(f_hat_gen).add(1).mul(0.5).numpy()
@@ -707,6 +774,8 @@ def _judge(res: dict[str, Any], fp16: bool) -> list[str]:
                 bad.append(f"{c}: logprob differs by {r['logprob_max_abs']:.2e}")
         if res["decoder"]["image_max_abs"] > FP32_TOL["image"]:
             bad.append(f"decoded image differs by {res['decoder']['image_max_abs']:.2e}")
+        if "scorer" in res and res["scorer"]["score_max_abs"] > FP32_TOL["score"]:
+            bad.append(f"label scores differ by {res['scorer']['score_max_abs']:.2e}")
     else:
         if res["tokenizer"]["f_max_abs"] > FP16_TOL["f"]:
             bad.append(f"fp16 latent f drifts by {res['tokenizer']['f_max_abs']:.2e}")
@@ -718,4 +787,5 @@ def _judge(res: dict[str, Any], fp16: bool) -> list[str]:
 
 
 __all__ = ["export_onnx", "validate_export", "graph_interfaces", "TokenizerGraph", "SamplerGraph", "DecoderGraph",
+           "ScorerGraph", "scorer_rows",
            "DEFAULT_OPSET", "FP32_TOL", "FP16_TOL"]

@@ -501,10 +501,49 @@ def test_class_log_likelihood_matches_torch(rt, golden_models, image):
     assert (got.argmax(1) == want.argmax(1)).all()
 
 
+def test_the_scorer_graph_scores_as_the_sampler_does_in_one_run_per_chunk(rt, fp32_dir, golden_models, image):
+    """Label inference through the scorer graph (all classes of an image teacher-forced at once) gives the
+    sampler path's numbers; auto picks the sampler on a cold start (its session is needed anyway) and the
+    scorer once a session is open; an export made before the scorer still scores with the sampler."""
+    from varedit.editing.sampler import class_log_likelihood
+    var, vae = golden_models
+    rng = np.random.default_rng(1)
+    keep = [rng.random((image.shape[0], pn * pn)) < 0.6 for pn in rt.patch_nums]
+    f, toks = rt.tokenize(image)
+    by_scorer = rt.class_log_likelihood(f, keep, tokens=toks, use_scorer=True)
+    by_sampler = rt.class_log_likelihood(f, keep, tokens=toks, use_scorer=False)
+    np.testing.assert_allclose(by_scorer, by_sampler, atol=1e-4, rtol=0)
+    with torch.no_grad():
+        want = class_log_likelihood(var, vae, [torch.from_numpy(t) for t in toks],
+                                    [torch.from_numpy(k) for k in keep]).numpy()
+    np.testing.assert_allclose(by_scorer, want, atol=2e-3, rtol=1e-5)
+    assert rt.manifest["graphs"]["scorer"]["rows"] == BATCH * min(rt.num_classes, 16)
+    cold = OnnxVAR.from_dir(fp32_dir, providers="cpu", spinning=False, verify=False)
+    cold.class_log_likelihood(f, keep, tokens=toks)
+    assert "sampler" in cold._sessions and "scorer" not in cold._sessions  # one graph opened, not two
+    cold.class_log_likelihood(f, keep, tokens=toks)
+    assert "scorer" in cold._sessions  # warm: the scorer from now on
+
+
+def test_a_scorer_with_other_rows_than_its_file_is_refused(copy_dir):
+    m = json.loads((copy_dir / "manifest.json").read_text())
+    for bad in (0, "4", 1 << 20):
+        m["graphs"]["scorer"]["rows"] = bad
+        (copy_dir / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(OnnxRuntimeError, match="scorer.rows"):
+            OnnxVAR.from_dir(copy_dir, providers="cpu")
+    m["graphs"]["scorer"]["rows"] = 3  # a plausible number that is not the file's
+    (copy_dir / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(OnnxRuntimeError, match="different exports"):
+        OnnxVAR.from_dir(copy_dir, providers="cpu").session("scorer")
+
+
 def test_an_export_without_cell_logprobs_fills_unconditionally(copy_dir):
     m = json.loads((copy_dir / "manifest.json").read_text())
     outs = m["graphs"]["sampler"]["outputs"]
     m["graphs"]["sampler"]["outputs"] = [o for o in outs if not o["name"].startswith("cell_logprob_")]
+    del m["graphs"]["scorer"]  # nor the scorer graph: what an export made before label inference says
+    m["files"] = {k: v for k, v in m["files"].items() if v.get("graph") != "scorer"}
     (copy_dir / "manifest.json").write_text(json.dumps(m))  # what an older export's manifest says
     old = OnnxVAR.from_dir(copy_dir, providers="cpu", spinning=False)
     ed = old.editor()

@@ -219,8 +219,8 @@ class _Workloads:
                 self._onnx_tokens = (f, toks)
         else:
             f, toks = self._onnx_tokens
-        if name == "label":
-            rt.class_log_likelihood(f, self.keep)
+        if name == "label":  # as the onnx backend scores: the scorer graph once its sessions are warm
+            rt.class_log_likelihood(f, self.keep, tokens=toks)
             return None
         lab = self.labels if name == "inpaint" else np.full_like(self.labels, rt.num_classes)
         out = rt.sample(lab, self.keep, known_tokens=toks, **kw)
