@@ -190,6 +190,11 @@ def verify_files(model_dir: str | Path, manifest: dict[str, Any], checksums: boo
 # --------------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------------
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a`` padded to ``rows`` rows with copies of its last row (valid inputs, dropped after the run)."""
+    return a if a.shape[0] == rows else np.concatenate([a, np.repeat(a[-1:], rows - a.shape[0], axis=0)])
+
+
 class SampleOutput(NamedTuple):
     tokens: list[np.ndarray]   # per scale (N, pn^2) int64, forced cells included
     f_hat: np.ndarray          # (N, Cvae, h, w) float32: decode it for the image
@@ -514,9 +519,8 @@ class OnnxVAR:
         out = np.zeros(N * C, np.float64)
         for s in range(0, N * C, R):
             e = min(s + R, N * C)
-            pad = lambda a: a if a.shape[0] == R else np.concatenate([a, np.repeat(a[-1:], R - a.shape[0], 0)])  # noqa: E731
-            feeds = {"label": pad(cls_i[s:e].astype(np.int64))}
-            feeds.update({f"tokens_{k}": pad(tokens[k][img_i[s:e]]) for k in range(SN)})
+            feeds = {"label": _pad_rows(cls_i[s:e].astype(np.int64), R)}
+            feeds.update({f"tokens_{k}": _pad_rows(tokens[k][img_i[s:e]], R) for k in range(SN)})
             res = sess.run(feeds)
             out[s:e] = sum((res[f"cell_logprob_{k}"][: e - s].astype(np.float64) * keep[k][img_i[s:e]]).sum(axis=1)
                            for k in range(SN))
