@@ -144,6 +144,8 @@ def test_outputs_never_overwrite_inputs(runner, cli_model, images):
     (["edit", "{img}", "--box", "1,2,3", "-c", "1", "-o", "{out}"], "4 numbers"),
     (["edit", "{img}", "--box", "500,500,600,600", "-c", "1", "-o", "{out}"], "outside"),
     (["edit", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
+    (["edit", "{img}", "-c", "1", "-o", "{out}"], "--box or --mask"),
+    (["edit", "{img}", "--box", "1,1,30,30", "--mask", "{img}", "-c", "1", "-o", "{out}"], "--box or --mask"),
     (["inpaint", "{img}", "-o", "{out}"], "no mask"),
     (["inpaint", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),
     (["outpaint", "{img}", "--right", "10", "-c", "99", "-o", "{out}"], "class"),
@@ -156,6 +158,28 @@ def test_bad_input_one_line(runner, cli_model, images, tmp_path, args, needle):
     res = runner.invoke(main, argv)
     assert _one_line_error(res), res.output
     assert needle in res.output
+
+
+def test_edit_takes_a_mask_or_a_folder_of_masks(runner, cli_model, images, tmp_path):
+    """`edit --mask`: the region painted instead of boxed (a file for all inputs, or a folder paired by stem);
+    a rectangular mask redraws exactly what the same --box does, with the edit's own plan."""
+    img = images / "in" / "im0.png"
+    m = np.zeros((100, 140), np.uint8)
+    m[20:70, 30:100] = 255
+    Image.fromarray(m).save(tmp_path / "rect.png")
+    common = ["-c", "1", "--seed", "2", "-m", str(cli_model)]
+    res = runner.invoke(main, ["edit", str(img), "--mask", str(tmp_path / "rect.png"), "-o", str(tmp_path / "a.png"),
+                               *common])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["edit", str(img), "--box", "30,20,100,70", "-o", str(tmp_path / "b.png"), *common])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+    side = json.loads((tmp_path / "a.json").read_text())
+    assert side["task"] == "edit" and side["coverage"] == 1.0 and side["mask"].endswith("rect.png")
+    res = runner.invoke(main, ["edit", str(images / "in"), "--mask", str(images / "masks"), "-o",
+                               str(tmp_path / "folder"), *common])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "folder").glob("*.png")) == ["im0.png", "im1.png"]
 
 
 def test_outpaint_and_upscale_cli(runner, cli_model, golden_config, images, tmp_path):

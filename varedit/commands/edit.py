@@ -490,28 +490,37 @@ def register(main: click.Group) -> None:
                      _class_check(kw["class_"], LABEL_KEYWORDS, _keep_scales_check(kw["keep_scales"])))
 
     @main.command(cls=GroupedCommand)
-    @opt("--box", group="Task", type=str, required=True, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
+    @opt("--box", group="Task", type=str, default=None,
+         help="Region x0,y0,x1,y1 (pixels, or fractions 0-1); or give --mask.")
+    @opt("--mask", group="Task", type=click.Path(), default=None,
+         help="Or the region as a mask file for all inputs, or a folder of masks paired by file stem "
+              "(white = redraw).")
+    @opt("--invert", group="Task", is_flag=True, help="Invert the mask (black = redraw).")
     @opt("--class", "-c", "class_", group="Task", required=True, help="Target class index or name.")
     @prefill_option
     @_common
     def edit(**kw: Any) -> None:
-        """Class-conditional edit: regenerate a box as another class."""
+        """Class-conditional edit: redraw a box (or a masked region) as another class."""
         s = {**pop_sampling(kw), **({"prefill": kw["prefill"]} if kw["prefill"] else {})}
         box, n = parse_box(kw["box"]), kw["n"]
+        if (box is None) == (kw["mask"] is None):
+            raise click.UsageError("give the region to redraw: --box or --mask (one of them)")
 
         def check(src: Path, header: Any) -> tuple[int, int]:
             from ..processing import box_pixels
             from ..tasks import check_candidates
-            box_pixels(header.size, box)
+            if box is not None:
+                box_pixels(header.size, box)
             check_candidates(n, header.size)
             return header.size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
-            return ed.edit(loaded, box, kw["class_"], n=n, rank=not kw["no_rank"], mode=kw["mode"],
+            return ed.edit(loaded, box, kw["class_"], mask=None if mask is None else str(mask), invert=kw["invert"],
+                           n=n, rank=not kw["no_rank"], mode=kw["mode"],
                            strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"], feather=kw["feather"],
                            harmonize=kw["harmonize"], seed=kw["seed"], output_type="np", callback=bar, **s)
 
-        edit_command("edit", kw, n, check, call, None,
+        edit_command("edit", kw, n, check, call, kw["mask"],
                      _class_check(kw["class_"], (), _keep_scales_check(kw["keep_scales"])))
 
     @main.command(cls=GroupedCommand)
