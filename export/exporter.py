@@ -9,7 +9,7 @@ Graphs (all with a fixed batch ``B``, the one the export was made for)::
                        cell_logprob_s (B,pn_s^2) (each cell's token log-probability: label inference)
     decoder.onnx    f_hat (B,Cvae,h,w) -> image (B,3,H,W) in [0,1]
     scorer.onnx     label (R,), tokens_s (R,pn_s^2) -> cell_logprob_s (R,pn_s^2): label inference's
-                    teacher-forced pass, R = B x min(classes, 16) (class, image) rows at once
+                    teacher-forced pass, R = min(B x min(classes, 16), 64) (class, image) rows at once
 
 Design choices and what each buys:
 
@@ -77,6 +77,7 @@ DEFAULT_OPSET = 23
 # above this many bytes of weights in one graph, weights go to an external data file (protobuf's 2 GB limit)
 EXTERNAL_DATA_BYTES = 1_500_000_000
 SCORER_CLASSES = 16  # classes scored in one run of the scorer graph (per image of the export's batch)
+SCORER_MAX_ROWS = 64  # and rows per run at most: each row holds L x V logits (11 MB at 256 px, vocab 4096)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,9 +380,10 @@ class ScorerGraph(SamplerGraph):
 
 
 def scorer_rows(batch: int, num_classes: int) -> int:
-    """Rows of the scorer graph: every class of one batch of images at once, at most 16 classes (a
-    thousand-class model is scored in chunks: memory grows with rows x tokens x vocabulary)."""
-    return batch * min(num_classes, SCORER_CLASSES)
+    """Rows of the scorer graph: every class of one batch of images at once, at most 16 classes per image
+    and 64 rows (a thousand-class model, or a large batch, is scored in chunks: memory grows with rows x
+    tokens x vocabulary)."""
+    return min(batch * min(num_classes, SCORER_CLASSES), SCORER_MAX_ROWS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -524,7 +526,7 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
                 opset: int = DEFAULT_OPSET, check: bool = True, name: str = "model",
                 class_names: Sequence[Sequence[str] | str] | None = None, optimize: bool = False,
                 check_threads: int | None = None, check_images: int = 2,
-                defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+                defaults: dict[str, Any] | None = None, scorer: bool = True) -> dict[str, Any]:
     """Export ``var`` + ``vae`` to ``out_dir`` (tokenizer.onnx, sampler.onnx, decoder.onnx, scorer.onnx,
     manifest.json).
 
@@ -536,6 +538,8 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
             ``RuntimeError`` if the export does not reproduce torch (fp32: same tokens; fp16: drift bounds).
         name, class_names: recorded in the manifest.
         defaults: the model's default sampling settings (cfg, top_k, top_p, guidance), recorded in the manifest.
+        scorer: also export the scorer graph (label inference in one run per chunk of classes; without it
+            the runtime scores with the sampler, one run per class).
         optimize: run the exporter's graph optimiser (slower export; onnxruntime optimises at load anyway).
         check_threads, check_images: onnxruntime threads and number of images of the parity run (it runs
             torch on the CPU too: about 3 generations and one tokenisation / decoding per image).
@@ -558,15 +562,16 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
     pns = tuple(var.patch_nums)
     SN = len(pns)
     image_size = vae.image_size
-    ifaces = graph_interfaces(batch, pns, var.Cvae, image_size, var.V, var.num_classes)
+    ifaces = graph_interfaces(batch, pns, var.Cvae, image_size, var.V, var.num_classes, scorer=scorer)
 
     quant = _Quant(vae).eval()
     modules: dict[str, nn.Module] = {
         "tokenizer": TokenizerGraph(vae, quant, dtype).eval(),
         "sampler": SamplerGraph(var, quant, batch, dtype).eval(),
         "decoder": DecoderGraph(vae, dtype).eval(),
-        "scorer": ScorerGraph(var, quant, ifaces["scorer"]["rows"], dtype).eval(),
     }
+    if scorer:
+        modules["scorer"] = ScorerGraph(var, quant, ifaces["scorer"]["rows"], dtype).eval()
     times: dict[str, float] = {}
     for g, module in modules.items():
         ex = _example_inputs(ifaces[g])

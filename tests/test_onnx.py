@@ -517,7 +517,9 @@ def test_the_scorer_graph_scores_as_the_sampler_does_in_one_run_per_chunk(rt, fp
         want = class_log_likelihood(var, vae, [torch.from_numpy(t) for t in toks],
                                     [torch.from_numpy(k) for k in keep]).numpy()
     np.testing.assert_allclose(by_scorer, want, atol=2e-3, rtol=1e-5)
-    assert rt.manifest["graphs"]["scorer"]["rows"] == BATCH * min(rt.num_classes, 16)
+    from varedit_onnx.exporter import scorer_rows
+    assert rt.manifest["graphs"]["scorer"]["rows"] == scorer_rows(BATCH, rt.num_classes) == BATCH * min(rt.num_classes, 16)
+    assert scorer_rows(64, 1000) == 64 and scorer_rows(1, 10) == 10  # bounded memory for large models
     cold = OnnxVAR.from_dir(fp32_dir, providers="cpu", spinning=False, verify=False)
     cold.class_log_likelihood(f, keep, tokens=toks)
     assert "sampler" in cold._sessions and "scorer" not in cold._sessions  # one graph opened, not two

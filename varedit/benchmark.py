@@ -310,7 +310,8 @@ def _export(var: Any, vae: Any, out: Path, batch: int, cfg: BenchConfig, name: s
     from varedit_onnx.exporter import export_onnx
     from varedit_onnx.runtime import OnnxVAR
     t0 = time.perf_counter()
-    export_onnx(var.cpu(), vae.cpu(), out, batch=batch, check=False, name=name)
+    # the scorer graph only when label inference is measured (an export of a large model takes a while)
+    export_onnx(var.cpu(), vae.cpu(), out, batch=batch, check=False, name=name, scorer="label" in cfg.workloads)
     var.to(cfg.device)
     vae.to(cfg.device)
     log.info("exported %s for batch %d in %.0f s", name, batch, time.perf_counter() - t0)
