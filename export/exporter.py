@@ -263,6 +263,31 @@ class SamplerGraph(nn.Module):
         h = blk.ln_wo_grad(x).mul(scale2.add(1)).add(shift2)
         return x + blk.ffn(h).mul(gamma2)
 
+    def _start(self, labels: torch.Tensor, rows: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """The rows' class embedding, every block's AdaLN parameters (once per run, not per scale) and the
+        first scale's input."""
+        cond_BD = self.class_emb(labels)
+        cond_in = self.shared_ada_lin(cond_BD).to(self.dtype)
+        ada = [blk.ada_params(cond_in) for blk in self.blocks]
+        x = (cond_BD.unsqueeze(1).expand(rows, self.first_l, -1) + self.pos_start.expand(rows, self.first_l, -1)
+             + self.lvl_pos[:, :self.first_l])
+        return cond_BD, ada, x
+
+    def _scale_logits(self, x: torch.Tensor, cond_BD: torch.Tensor, ada: list[torch.Tensor],
+                      kv: list[tuple[torch.Tensor, torch.Tensor] | None]) -> torch.Tensor:
+        """One scale through every block (extending the KV cache) and the head: fp32 logits."""
+        h = x.to(self.dtype)
+        for b in range(len(self.blocks)):
+            h = self._block(b, h, ada[b], kv)
+        return self.head(self.head_nm(h.float(), cond_BD).float()).float()
+
+    def _next_input(self, f_hat: torch.Tensor, si: int, cur: int, rows: int) -> torch.Tensor:
+        """The input of scale si + 1: f_hat area-pooled to its grid (area to the same size is exact, so the
+        last scale takes f_hat as it is), projected, plus its level and position embeddings."""
+        nxt = self.quant.area(f_hat, si + 1) if si + 1 != self.SN - 1 else f_hat
+        return self.word_embed(nxt.reshape(rows, self.Cvae, -1).transpose(1, 2)) \
+            + self.lvl_pos[:, cur:cur + self.pns[si + 1] ** 2]
+
     # -- sampling (fp32) -----------------------------------------------------------------------
     def _filter(self, logits: torch.Tensor, top_k: torch.Tensor, top_p_thr: torch.Tensor) -> torch.Tensor:
         """``filter_top_k_top_p_`` with tensor settings, from one descending sort."""
@@ -296,13 +321,9 @@ class SamplerGraph(nn.Module):
             uniform: list[torch.Tensor], pool_w: list[torch.Tensor], record_logits: bool = False
             ) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
         """The graph's body; ``record_logits`` (torch only, never exported) also returns the guided logits."""
-        B, q, dt = self.batch, self.quant, self.dtype
+        B, q = self.batch, self.quant
         label2 = torch.cat((label, torch.full_like(label, self.num_classes)))  # rows [B:] are the null class
-        cond_BD = self.class_emb(label2)
-        cond_in = self.shared_ada_lin(cond_BD).to(dt)
-        ada = [blk.ada_params(cond_in) for blk in self.blocks]  # once per generation, not per scale
-        x = (cond_BD.unsqueeze(1).expand(2 * B, self.first_l, -1) + self.pos_start.expand(2 * B, self.first_l, -1)
-             + self.lvl_pos[:, :self.first_l])
+        cond_BD, ada, x = self._start(label2, 2 * B)
         f_hat = torch.zeros_like(f_known)
         f_rest = f_known
         kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
@@ -312,10 +333,7 @@ class SamplerGraph(nn.Module):
         cur = 0
         for si, pn in enumerate(self.pns):
             cur += pn * pn
-            h = x.to(dt)
-            for b in range(len(self.blocks)):
-                h = self._block(b, h, ada[b], kv)
-            logits2 = self.head(self.head_nm(h.float(), cond_BD).float()).float()
+            logits2 = self._scale_logits(x, cond_BD, ada, kv)
             logits = logits2[:B] * guidance[si, 0] - logits2[B:] * guidance[si, 1]
             if record_logits:
                 logits_rec.append(logits)
@@ -336,10 +354,7 @@ class SamplerGraph(nn.Module):
             f_rest = f_rest - contrib
             tokens.append(idx)
             if si != self.SN - 1:
-                nxt = q.area(f_hat, si + 1) if si + 1 != self.SN - 1 else f_hat  # area to the same size is exact
-                nxt_BlC = nxt.reshape(B, self.Cvae, -1).transpose(1, 2)
-                x = self.word_embed(nxt_BlC) + self.lvl_pos[:, cur:cur + self.pns[si + 1] ** 2]
-                x = x.repeat(2, 1, 1)
+                x = self._next_input(f_hat, si, cur, B).repeat(2, 1, 1)
         return (*tokens, f_hat, logp_sum / logp_cnt.clamp_min(1), *cell_lps), logits_rec
 
 
@@ -353,29 +368,20 @@ class ScorerGraph(SamplerGraph):
     """
 
     def forward(self, label: torch.Tensor, tokens: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        R, q, dt = self.batch, self.quant, self.dtype
-        cond_BD = self.class_emb(label)
-        cond_in = self.shared_ada_lin(cond_BD).to(dt)
-        ada = [blk.ada_params(cond_in) for blk in self.blocks]
-        x = (cond_BD.unsqueeze(1).expand(R, self.first_l, -1) + self.pos_start.expand(R, self.first_l, -1)
-             + self.lvl_pos[:, :self.first_l])
+        R, q = self.batch, self.quant
+        cond_BD, ada, x = self._start(label, R)
         f_hat = torch.zeros(R, self.Cvae, self.pns[-1], self.pns[-1])
         kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
         cell_lps = []
         cur = 0
         for si, pn in enumerate(self.pns):
             cur += pn * pn
-            h = x.to(dt)
-            for b in range(len(self.blocks)):
-                h = self._block(b, h, ada[b], kv)
-            logits = self.head(self.head_nm(h.float(), cond_BD).float()).float()
+            logits = self._scale_logits(x, cond_BD, ada, kv)
             idx = tokens[si]
             cell_lps.append(torch.gather(logits.log_softmax(dim=-1), -1, idx.unsqueeze(-1)).squeeze(-1))
             if si != self.SN - 1:
                 f_hat = f_hat + q.contribution(si, q.embed(idx, pn))
-                nxt = q.area(f_hat, si + 1) if si + 1 != self.SN - 1 else f_hat
-                x = self.word_embed(nxt.reshape(R, self.Cvae, -1).transpose(1, 2)) \
-                    + self.lvl_pos[:, cur:cur + self.pns[si + 1] ** 2]
+                x = self._next_input(f_hat, si, cur, R)
         return tuple(cell_lps)
 
 

@@ -341,10 +341,7 @@ class OnnxVAR:
 
     def _fit(self, a: np.ndarray, s: int, e: int) -> np.ndarray:
         """Rows s:e, padded to the export's batch with copies of the last row (valid inputs, dropped after)."""
-        part = a[s:e]
-        if part.shape[0] < self.batch:
-            part = np.concatenate([part, np.repeat(part[-1:], self.batch - part.shape[0], axis=0)])
-        return np.ascontiguousarray(part)
+        return np.ascontiguousarray(_pad_rows(a[s:e], self.batch))
 
     # -- tensor-level API ----------------------------------------------------------------------
     def tokenize(self, img: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
