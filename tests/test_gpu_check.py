@@ -11,13 +11,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_runs_every_step_and_summarises(tmp_path):
-    env = {**os.environ, "GPU_CHECK_SMALL": "1", "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
-    r = subprocess.run([str(REPO / ".ci" / "gpu-check")], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=600)
+def _run_small(script: str, flag: str, tmp_path: Path) -> tuple[Path, list[dict]]:
+    """Run ``.ci/<script>`` at toy sizes (``flag=1``) into tmp_path/out: the output folder and its steps."""
+    env = {**os.environ, flag: "1", "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
+    r = subprocess.run([str(REPO / ".ci" / script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "out"
-    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    return out, [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+
+
+def test_gpu_check_runs_every_step_and_summarises(tmp_path):
+    out, steps = _run_small("gpu-check", "GPU_CHECK_SMALL", tmp_path)
     assert [s["step"] for s in steps] == ["env", "gpu_tests", "train_vqvae", "train_var", "bench_d16",
                                           "bench_d16_bf16", "bench_d30"]
     assert all(s["rc"] == 0 and s["seconds"] <= s["limit"] for s in steps), steps
@@ -39,12 +43,7 @@ def test_gpu_check_runs_every_step_and_summarises(tmp_path):
 def test_gpu_train_demo_trains_packs_and_fits_one_call(tmp_path):
     """`.ci/gpu-train-demo` (demo v3 in one device call) at toy sizes: probe, continue from the probe's
     checkpoint for the measured step count, pack a loadable fp16 model; its limits fit one call."""
-    env = {**os.environ, "GPU_TRAIN_SMALL": "1", "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
-    r = subprocess.run([str(REPO / ".ci" / "gpu-train-demo")], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = tmp_path / "out"
-    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    out, steps = _run_small("gpu-train-demo", "GPU_TRAIN_SMALL", tmp_path)
     assert [s["step"] for s in steps] == ["env", "vq_probe", "vq_train", "var_probe", "var_train", "pack"]
     assert all(s["rc"] == 0 and s["seconds"] <= s["limit"] for s in steps), steps
     assert sum(s["limit"] for s in steps) <= 570
