@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from varedit.evaluation.classifier import train_classifier
-from varedit.evaluation.metrics import frechet_distance, kid, paired_se, psnr, ssim
+from varedit.evaluation.metrics import frechet_distance, kid, outside_change, paired_se, psnr, ring_labels, ssim
 from varedit.evaluation.quality import eval_mask, run_eval, select_variants, to_markdown
 
 
@@ -18,6 +18,28 @@ def test_frechet_distance_properties():
     assert 7 < frechet_distance(a, c) < 9  # mean shift of 1 in 8 dims
     x = np.zeros((4, 4))
     assert psnr(x, x) == float("inf") and abs(psnr(x, x + 255) - 0) < 1e-9
+
+
+def test_outside_change_bands_have_the_known_answer():
+    # the mask is the left 10 columns; column x (>= 10) lies x - 9 px from it and changes by x - 9 levels in
+    # the green channel only, so each band's mean and max are known; the mask's own pixels change by 255
+    before = np.zeros((20, 40, 3), np.uint8)
+    after = before.copy()
+    mask = np.zeros((20, 40), bool)
+    mask[:, :10] = True
+    after[:, :10] = 255
+    after[:, 10:, 1] = np.arange(1, 31, dtype=np.uint8)
+    ch = outside_change(before, after, mask)
+    assert list(ch) == ring_labels() == ["0-4", "4-8", "8-16", "16-32", ">32"]
+    expect = {"0-4": (2.5, 4, 4), "4-8": (6.5, 8, 4), "8-16": (12.5, 16, 8), "16-32": (23.5, 30, 14)}
+    for band, (mean, mx, cols) in expect.items():
+        assert ch[band] == {"mean": mean, "max": mx, "pixels": 20 * cols}, band
+    assert ch[">32"]["pixels"] == 0 and np.isnan(ch[">32"]["mean"])
+    # nothing changed outside: zeros; an empty mask puts every pixel in the last band
+    assert all(v["max"] == 0 for v in outside_change(before, np.where(mask[..., None], after, before), mask).values()
+               if v["pixels"])
+    assert outside_change(before, after, np.zeros_like(mask))[">32"]["pixels"] == 800
+    assert outside_change(before[..., 0], after[..., 1], mask, edges=(1,))[">1"]["max"] == 30
 
 
 def test_masks():

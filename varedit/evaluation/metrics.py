@@ -94,3 +94,48 @@ def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     sxx, syy, sxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
     smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
     return float(smap[np.asarray(mask, bool)].mean() if mask is not None else smap.mean())
+
+
+RING_EDGES = (4, 8, 16, 32)  # px: the bands (0, 4], (4, 8], (8, 16], (16, 32] and (32, inf) outside a mask
+
+
+def ring_labels(edges: tuple[float, ...] = RING_EDGES) -> list[str]:
+    """The band names of :func:`outside_change`: ``"0-4"``, ``"4-8"``, ..., ``">32"``."""
+    bounds = [0, *edges]
+    return [f"{a:g}-{b:g}" for a, b in zip(bounds, bounds[1:])] + [f">{edges[-1]:g}"]
+
+
+def outside_change(before: np.ndarray, after: np.ndarray, mask: np.ndarray,
+                   edges: tuple[float, ...] = RING_EDGES) -> dict[str, dict[str, float]]:
+    """How much and how far an edit changed the picture outside its mask.
+
+    Every pixel outside ``mask`` (True = edited region) falls in the band of its Euclidean distance ``d``
+    to the nearest mask pixel (the distance :func:`varedit.processing.feather` uses): ``(0, e1]``,
+    ``(e1, e2]``, ..., ``(e_last, inf)``.  A pixel's change is the largest absolute difference over its
+    channels, in the images' own levels (0-255 for uint8).  Returns, per band (:func:`ring_labels`), the
+    mean and the max change and the number of pixels; a band without pixels has ``nan`` mean and max.
+    An empty mask puts every pixel in the last band.
+    """
+    a, b = np.asarray(before), np.asarray(after)
+    if a.shape != b.shape:
+        raise ValueError(f"before {a.shape} and after {b.shape} differ in shape")
+    m = np.asarray(mask, bool)
+    if m.shape != a.shape[:2]:
+        raise ValueError(f"mask {m.shape} does not match the image {a.shape[:2]}")
+    if list(edges) != sorted(edges) or not edges or edges[0] <= 0:
+        raise ValueError(f"edges must be positive and increasing, got {edges}")
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    if diff.ndim == 3:
+        diff = diff.max(axis=2)
+    if m.any():
+        d = cv2.distanceTransform(np.where(m, 0, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    else:
+        d = np.full(m.shape, np.inf, np.float32)
+    bounds = [0.0, *map(float, edges), np.inf]
+    out: dict[str, dict[str, float]] = {}
+    for label, lo, hi in zip(ring_labels(edges), bounds, bounds[1:]):
+        sel = ~m & (d > lo) & (d <= hi)
+        v = diff[sel]
+        out[label] = {"mean": float(v.mean()) if v.size else float("nan"),
+                      "max": float(v.max()) if v.size else float("nan"), "pixels": int(v.size)}
+    return out
