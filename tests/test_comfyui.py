@@ -171,6 +171,9 @@ def test_gray_and_rgba_images_keep_their_channels(demo, images):
     (dict(mask=torch.ones(1, 1, S, S)), ValueError, "MASK [B, H, W]"),
     (dict(mask=torch.zeros(1, S, S)), ValueError, "mask is empty"),
     (dict(mask=torch.full((1, S, S), 0.4)), ValueError, "mask is empty"),     # soft mask under the threshold
+    (dict(mask=torch.zeros(1, 64, 64)), ValueError, "mask is empty: paint"),  # LoadImage's placeholder (no alpha)
+    (dict(mask=torch.zeros(64, 64)), ValueError, "mask is empty: paint"),
+    (dict(mask=torch.full((1, 64, 64), float("nan"))), ValueError, "NaN"),
     (dict(label="zebra"), ValueError, "unknown class 'zebra'"),
     (dict(label="42"), ValueError, "out of range"),
     (dict(model="demo"), TypeError, "Model Loader"),
@@ -183,6 +186,28 @@ def test_bad_inputs_are_clear_errors(demo, kw, err, text):
     with pytest.raises(err) as e:
         run("VarEditInpaint", **{**base, **kw})
     assert text in str(e.value) and "\n" not in str(e.value)
+
+
+def test_comfyui_placeholder_mask_is_reported_as_empty_by_every_node(demo, images):
+    """LoadImage of an image without alpha gives zeros [1, 64, 64] whatever the image's size: every node that
+    takes a mask says the mask is empty (not that it has the wrong size), before any work."""
+    placeholder = torch.zeros(1, 64, 64)
+    calls = {
+        "VarEditInpaint": dict(label="auto", **SAMPLING, **EDITING),
+        "VarEditClassEdit": dict(class_name="heart", x=0, y=0, width=0, height=0, **SAMPLING, **EDITING),
+        "VarEditInferLabel": {},
+    }
+    for name, kw in calls.items():
+        with pytest.raises(ValueError) as e:
+            run(name, model=demo, image=images, mask=placeholder, **kw)
+        msg = str(e.value)
+        assert msg.startswith("the mask is empty") and "mask editor" in msg and "resize" not in msg, (name, msg)
+        assert "\n" not in msg
+    # a painted mask of the wrong size is still a size error
+    painted = placeholder.clone()
+    painted[:, 10:20, 10:20] = 1
+    with pytest.raises(ValueError, match="64x64 but the image is 128x128"):
+        run("VarEditInpaint", model=demo, image=images, mask=painted, **calls["VarEditInpaint"])
 
 
 def test_mask_2d_applies_to_the_whole_batch_and_is_thresholded(demo, images):

@@ -51,6 +51,10 @@ def mask_batch(mask: Any, n: int, hw: tuple[int, int], what: str = "mask") -> li
     A mask batch of 1 applies to every image; another batch size than ``n`` or 1, or another size
     than the images' ``hw``, is a ``ValueError`` (nothing is resized silently). A value counts as
     edit above :data:`MASK_THRESHOLD`.
+
+    A mask with nothing to edit anywhere is reported as empty before its size is compared: ComfyUI's
+    LoadImage gives an image without alpha a placeholder mask of zeros ``[1, 64, 64]``, whatever the
+    image's size, and "resize the mask" would send the user the wrong way.
     """
     import torch
     if not isinstance(mask, torch.Tensor):
@@ -61,15 +65,18 @@ def mask_batch(mask: Any, n: int, hw: tuple[int, int], what: str = "mask") -> li
     if m.ndim != 3:
         raise ValueError(f"{what} must be a ComfyUI MASK [B, H, W] or [H, W], got shape {_shape(mask)}")
     mb, mh, mw = _shape(m)
+    arr = m.detach().to("cpu", torch.float32).numpy()
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    edit = arr > MASK_THRESHOLD
+    if not edit.any():
+        raise ValueError(f"the {what} is empty: paint the region to regenerate in the mask editor (or connect a "
+                         f"mask whose region is 1)")
     if (mh, mw) != tuple(hw):
         raise ValueError(f"{what} is {mw}x{mh} but the image is {hw[1]}x{hw[0]} (width x height); "
                          "resize the mask to the image first")
     if mb not in (1, n):
         raise ValueError(f"{what} has a batch of {mb} but the image batch has {n}; give 1 mask or {n}")
-    arr = m.detach().to("cpu", torch.float32).numpy()
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{what} contains NaN or infinite values")
-    edit = arr > MASK_THRESHOLD
     return [edit[0 if mb == 1 else i] for i in range(n)]
 
 

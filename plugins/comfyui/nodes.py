@@ -273,10 +273,7 @@ class Inpaint(VarEditNode):
     def compute(cls, **kw: Any) -> tuple[Any, ...]:
         m = _check_model(kw["model"])
         images = convert.image_batch(kw["image"])
-        masks = convert.mask_batch(kw["mask"], len(images), images[0].shape[:2])
-        if not any(mk.any() for mk in masks):
-            raise ValueError("the mask is empty: nothing to inpaint (MASK 1 = regenerate; invert it if the "
-                             "region is 0)")
+        masks = convert.mask_batch(kw["mask"], len(images), images[0].shape[:2])  # an empty mask: one clear error
         label = m.editor.check_label(kw["label"])  # an unknown class fails before any work
         opts = _edit_kwargs(kw)
         bar = comfy_progress_bar(len(images))
@@ -443,9 +440,10 @@ class InferLabel(VarEditNode):
         idxs: list[int] = []
         probs: list[float] = []
         posts: list[str] = []
-        for img, mk in zip(images, masks):
+        for i, (img, mk) in enumerate(zip(images, masks)):
             if not mk.any():
-                raise ValueError("the mask is empty: the class is inferred around a hole (MASK 1 = hole)")
+                raise ValueError(f"the mask of image {i} is empty: the class is inferred around a hole (MASK 1 = "
+                                 f"hole); paint it in the mask editor")
             if mk.all():
                 raise ValueError("the mask covers the whole image: nothing is known to infer a class from")
             g = m.editor.infer_label(img, mk)
