@@ -10,9 +10,9 @@ const MASKED = ["inpaint", "outpaint", "edit"];
 const TITLES = { inpaint: "Inpaint", outpaint: "Outpaint", edit: "Edit", upscale: "Upscale", generate: "Generate" };
 
 const state = { model: null, task: "inpaint", running: null, run: null, selected: 0, runs: [] };
-const stats = { previews: 0, progress: 0, results: 0 };
+const stats = { previews: 0, previewsShown: 0, progress: 0, results: 0 };
 const history = new History();
-const stage = new Stage($("stage"), onStageChange);
+const stage = new Stage($("stage"), onStageChange, { insetTop: () => $("toolbar").offsetHeight });
 const canvases = new WeakMap(); // blob -> decoded canvas
 let urls = []; // object URLs of the gallery, revoked when it is redrawn
 
@@ -238,6 +238,7 @@ function progressUI(on) {
     $("progress").hidden = false;
     $("progress-bar").value = 0;
     $("progress-text").textContent = "sending…";
+    $("preview").hidden = true;
     $("preview-caption").textContent = "";
   }
 }
@@ -272,15 +273,20 @@ async function run(job) {
           $("progress-text").textContent = `scale ${si + 1} of ${SN} (${pn}×${pn} tokens)` + (d.total > SN ? ` · step ${d.step}/${d.total}` : "");
           if (d.preview) {
             stats.previews += 1;
-            $("preview").src = `data:image/png;base64,${d.preview}`;
-            $("preview").hidden = false;
-            $("preview-caption").textContent = `the model's canvas after scale ${si + 1}: coarse to fine`;
+            // the first scale is one token: its decoded canvas is noise, not yet the picture
+            if (si >= 1) {
+              stats.previewsShown += 1;
+              $("preview").src = `data:image/png;base64,${d.preview}`;
+              $("preview").hidden = false;
+              $("preview-caption").textContent = `coarse to fine: scale ${si + 1} of ${SN}`;
+            }
           }
         }
       },
     });
     $("progress-bar").value = 1;
     $("progress-text").textContent = "done";
+    $("progress").hidden = true; // the candidates take the room
     stats.results += 1;
     if (job.task !== "generate" && $("seed-random").checked) $("seed").value = String(res.seed);
     const record = {

@@ -64,8 +64,10 @@ function distanceTo(src, w, h) {
 }
 
 export class Stage {
-  constructor(canvas, onChange = () => {}) {
+  // insetTop(): CSS pixels at the canvas's top covered by a toolbar (the fitted image stays below them)
+  constructor(canvas, onChange = () => {}, { insetTop = () => 40 } = {}) {
     this.el = canvas;
+    this.insetTop = insetTop;
     this.ctx = canvas.getContext("2d");
     this.onChange = onChange;
     this.image = null; // canvas with the working image
@@ -86,6 +88,7 @@ export class Stage {
     this.pointer = null;
     this.drag = null;
     this.raf = 0;
+    this.autoFit = true; // the view follows the canvas's size until the user zooms or pans
     this.bind();
     new ResizeObserver(() => this.resize()).observe(canvas);
     this.resize();
@@ -329,7 +332,7 @@ export class Stage {
     if (this.el.width !== w || this.el.height !== h) {
       this.el.width = w;
       this.el.height = h;
-      if (!this.fitted) this.fit();
+      if (!this.fitted || this.autoFit) this.fit(); // a fitted view stays fitted when the canvas resizes
       this.requestRender();
     }
   }
@@ -346,9 +349,12 @@ export class Stage {
     const W = this.el.clientWidth, H = this.el.clientHeight;
     if (!b || !W || !H) { this.fitted = false; return; }
     const margin = this.task === "outpaint" ? 0.7 : 0.86;
-    const s = Math.min(16, (W * margin) / b.w, ((H - 50) * margin) / b.h);
-    this.view = { s, x: (W - b.w * s) / 2 - b.x * s, y: (H + 30 - b.h * s) / 2 - b.y * s };
+    const top = this.insetTop() + 8, bottom = 24; // under the toolbar, above the status line
+    const avail = Math.max(1, H - top - bottom);
+    const s = Math.min(16, (W * margin) / b.w, (avail * margin) / b.h);
+    this.view = { s, x: (W - b.w * s) / 2 - b.x * s, y: top + (avail - b.h * s) / 2 - b.y * s };
     this.fitted = true;
+    this.autoFit = true;
     this.changed("view");
   }
 
@@ -357,6 +363,7 @@ export class Stage {
     const s = Math.min(64, Math.max(0.02, v.s * factor));
     const k = s / v.s;
     this.view = { s, x: sx - (sx - v.x) * k, y: sy - (sy - v.y) * k };
+    this.autoFit = false;
     this.changed("view");
   }
 
@@ -453,6 +460,7 @@ export class Stage {
     if (d) {
       if (d.kind === "pan") {
         this.view = { ...d.view, x: d.view.x + p.x - d.start.x, y: d.view.y + p.y - d.start.y };
+        this.autoFit = false;
         this.onChange("view");
       } else if (d.kind === "paint") {
         const q = this.toImage(p);
