@@ -231,6 +231,11 @@ class Editor:
     def feather_px(self, wh: tuple[int, int]) -> float:
         """Default feather: half a token in image pixels (a token covers more pixels when the image is
         larger than the canvas): hides the decoder's seam without eating much context."""
+        return self.half_token_px(wh)
+
+    def half_token_px(self, wh: tuple[int, int]) -> float:
+        """Half a token in the pixels of an image of size ``wh`` (a token covers more pixels when the image
+        is larger than the canvas)."""
         return 0.5 * self.backend.downsample * max(1.0, max(wh) / self.image_size)
 
     def _settings(self, task: str, **kw: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,7 +27,7 @@ def register(main: click.Group) -> None:
     from .common import model_options
 
     @main.command("eval")
-    @model_options
+    @model_options(env=False)  # the demo's synthetic domain: named explicitly, never $VAREDIT_MODEL
     @click.option("--n", type=click.IntRange(min=20), default=200, show_default=True, help="Held-out test images.")
     @click.option("--n-ref", type=click.IntRange(min=50), default=1000, show_default=True, help="Reference images.")
     @click.option("--per-class", type=click.IntRange(min=1), default=20, show_default=True,
@@ -48,6 +49,12 @@ def register(main: click.Group) -> None:
                   help="The real-photo benchmark instead: held-out crops of CC0 / public-domain photos "
                        "(needs `pip install \"varedit[photos]\"`), judged by the independent judge beside PSNR / "
                        "SSIM in and around the hole; --n crops (default 64), --n-ref reference crops (default 256).")
+    @click.option("--feather", "feathers", default=None, metavar="LIST",
+                  help="With --real: measure the paste-back feather instead, on whole held-out photos of 512 px and "
+                       "more (object-sized boxes and painted strokes, harmonize on and off): each edit pasted back "
+                       "with every width in LIST, comma-separated output pixels or 'token' (half a token), e.g. "
+                       "0,4,8,16,token; --n edits per mask kind (default 48); writes feather.md / feather.json and "
+                       "example strips.")
     @click.option("--reconstruction", is_flag=True,
                   help="Only the tokenizer's reconstruction (PSNR, SSIM, judge distance) of held-out shapes and "
                        "held-out photo crops.")
@@ -68,7 +75,7 @@ def register(main: click.Group) -> None:
                  n: int, n_ref: int, per_class: int, seed: int, classifier: str | None, train_classifier: bool,
                  judge: str, ablations: str, no_ablations: bool, masks: tuple[str, ...], no_generation: bool,
                  n_upscale: int, n_strategy: int, n_probe: int, combine: tuple[str, ...], out: str, real: bool,
-                 reconstruction: bool, n_edit: int) -> None:
+                 reconstruction: bool, n_edit: int, feathers: str | None) -> None:
         """Measure generation, inpainting and upscaling quality on held-out synthetic images, judged by an
         independent pretrained network (EfficientNet-Lite0) and by the project's own shape classifier."""
         from ..evaluation.quality import combine_markdown, run_eval, to_markdown, write_report
@@ -89,12 +96,14 @@ def register(main: click.Group) -> None:
         from ..evaluation.classifier import load_classifier, save_classifier, train_classifier as train
         the_judge = None
         if judge == "efficientnet":
-            from ..evaluation.judge import INSTALL_HINT, EfficientNetJudge, judge_available
-            if not judge_available():
-                raise click.ClickException(f"{INSTALL_HINT}; or run with --judge none")
+            from .._optional import EXTRAS, require
+            require(EXTRAS["eval"].modules, "the independent judge of varedit eval", otherwise="or run with --judge none")
+            from ..evaluation.judge import EfficientNetJudge
+        if feathers is not None and not real:
+            raise click.UsageError("--feather is a --real study: give --real too")
         if real or reconstruction:
             _real_or_reconstruction(real, model, vae_path, weights_dir, num_heads, device, judge, n, n_ref, seed,
-                                    "none" if no_ablations else ablations, masks, out)
+                                    "none" if no_ablations else ablations, masks, out, feathers)
             return
         if masks is None:
             masks = MASKS
@@ -124,13 +133,23 @@ def reconstruction_flag() -> bool:
 
 def _real_or_reconstruction(real: bool, model: str, vae_path: str | None, weights_dir: str | None,
                             num_heads: int | None, device: str, judge: str, n: int, n_ref: int, seed: int,
-                            ablations: str, masks: tuple[str, ...] | None, out: str) -> None:
+                            ablations: str, masks: tuple[str, ...] | None, out: str, feathers: str | None = None
+                            ) -> None:
     """``--real`` (the real-photo benchmark) or ``--reconstruction`` (the tokenizer alone)."""
     from .common import load_pipeline
     from ..data.photos import INSTALL_HINT as PHOTOS_HINT, photos_available
     from ..evaluation.quality import save_report
     if real and reconstruction_flag():
         raise click.UsageError("--real and --reconstruction are separate runs: give one")
+    specs = None
+    if feathers is not None:
+        from ..evaluation.realphoto import FEATHER_MASKS, parse_feathers
+        try:
+            specs = parse_feathers(feathers)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--feather") from None
+        if masks is not None and not set(masks) <= set(FEATHER_MASKS):
+            raise click.BadParameter(f"with --feather: choose from {', '.join(FEATHER_MASKS)}", param_hint="--masks")
     if not photos_available():
         raise click.ClickException(PHOTOS_HINT)
     ctx = click.get_current_context()
@@ -149,9 +168,42 @@ def _real_or_reconstruction(real: bool, model: str, vae_path: str | None, weight
         save_report(rep, out, "reconstruction", md)
         click.echo(md)
         return
+    if specs is not None:
+        _feather_study(pipe, the_judge, specs, n if given("n") else 48, n_ref if given("n_ref") else 256,
+                       seed if given("seed") else 60_000, masks, out)
+        return
     from ..evaluation.realphoto import real_markdown, run_real_eval, write_real_report
     res = run_real_eval(pipe, judge=the_judge, n=n if given("n") else 64, n_ref=n_ref if given("n_ref") else 256,
                         seed=seed if given("seed") else 50_000, ablations=ablations, masks=masks or REAL_MASKS,
                         progress=say, checkpoint=lambda r: write_real_report(r, out))
     write_real_report(res, out)
     click.echo(real_markdown(res))
+
+
+def _feather_study(pipe: Any, judge: Any, specs: list[str], n: int, n_ref: int, seed: int,
+                   masks: tuple[str, ...] | None, out: str) -> None:
+    """``--real --feather LIST``: the paste-back feather measured on whole photos (feather.md / .json and
+    example strips in feather_examples/)."""
+    import io
+
+    from PIL import Image
+
+    from ..evaluation.quality import save_report
+    from ..evaluation.realphoto import FEATHER_MASKS, feather_markdown, run_feather_study
+    from ..io import atomic_write_many
+
+    def save(r: dict[str, Any]) -> None:
+        save_report({k: v for k, v in r.items() if k != "examples"}, out, "feather", feather_markdown(r))
+
+    res = run_feather_study(pipe, judge=judge, feathers=specs, n=n, n_ref=n_ref, seed=seed,
+                            masks=masks or FEATHER_MASKS, examples=2, progress=lambda s: click.echo(s, err=True),
+                            checkpoint=save)
+    save(res)
+    files = []
+    for kind, strips in res.get("examples", {}).items():
+        for i, strip in enumerate(strips):
+            buf = io.BytesIO()
+            Image.fromarray(strip).save(buf, format="PNG")
+            files.append((Path(out) / "feather_examples" / f"{kind}_{i}.png", buf.getvalue()))
+    atomic_write_many(files)
+    click.echo(feather_markdown(res))

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..data.photos import HELDOUT, load_photo, photo_info, random_crop
 from ..editing.plan import make_plan
-from .metrics import kid, psnr, ssim
+from .metrics import RING_EDGES, kid, outside_change, paired_se, psnr, ssim
 from .quality import TASK_PREFILL, _kid, _reconstruct, _sample, _u8, eval_mask, finish_fills, save_report, select_variants
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,292 @@ def run_real_eval(pipe: Any, *, judge: Any, n: int = 64, n_ref: int = 256, seed:
             checkpoint(res)
     res["seconds"] = round(time.time() - t0, 1)
     return res
+
+
+# --------------------------------------------------------------------------------------------------
+# the paste-back feather on whole photos (``varedit eval --real --feather LIST``)
+# --------------------------------------------------------------------------------------------------
+FEATHER_PHOTOS = ("astronaut", "coffee", "rocket")  # the held-out photos whose longer side is >= 512 px
+FEATHER_MASKS = ("objects", "strokes")
+FEATHER_SPECS = ("0", "4", "8", "16", "token")
+
+
+def photo_mask(kind: str, hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A mask the size of a whole photo, where a user would draw it over an object: ``objects``, a box of
+    25-50% of each side anywhere inside; ``strokes``, two or three painted brush strokes (round brush of
+    2.5-6% of the longer side) inside such a box."""
+    h, w = hw
+    bw, bh = int(rng.integers(w // 4, w // 2 + 1)), int(rng.integers(h // 4, h // 2 + 1))
+    x, y = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+    m = np.zeros((h, w), np.uint8)
+    if kind == "objects":
+        m[y:y + bh, x:x + bw] = 1
+    elif kind == "strokes":
+        brush = int(rng.integers(max(2, max(h, w) // 40), max(3, max(h, w) // 16) + 1))
+        r = brush // 2
+        for _ in range(int(rng.integers(2, 4))):
+            pts = [(int(rng.integers(x + r, max(x + r + 1, x + bw - r))), int(rng.integers(y + r, max(y + r + 1, y + bh - r))))
+                   for _ in range(int(rng.integers(2, 5)))]
+            for a, b in zip(pts, pts[1:]):
+                cv2.line(m, a, b, 1, brush)
+            for p in pts:
+                cv2.circle(m, p, r, 1, -1)
+    else:
+        raise ValueError(f"unknown mask kind {kind!r}; choose from {', '.join(FEATHER_MASKS)}")
+    return m.astype(bool)
+
+
+def parse_feathers(specs: str | Sequence[str]) -> list[str]:
+    """Feather widths to compare: pixels of the output (``"0"``, ``"4.5"``) or ``"token"`` (half a token in
+    the image's pixels: the rule before the feather was measured), without repeats."""
+    items = [x.strip().lower() for x in (specs.split(",") if isinstance(specs, str) else specs) if str(x).strip()]
+    out: list[str] = []
+    for x in items:
+        if x != "token":
+            try:
+                v = float(x)
+            except ValueError:
+                raise ValueError(f"feather {x!r}: give pixels (a number >= 0) or 'token'") from None
+            if not np.isfinite(v) or v < 0 or v > 1e4:
+                raise ValueError(f"feather {x!r}: give pixels (a number >= 0) or 'token'")
+            x = f"{v:g}"
+        if x not in out:
+            out.append(x)
+    if not out:
+        raise ValueError("no feather to measure")
+    return out
+
+
+def _feather_value(spec: str, editor: Any, wh: tuple[int, int]) -> float:
+    return float(editor.half_token_px(wh)) if spec == "token" else float(spec)
+
+
+def summarize_outside(changes: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per band of :func:`outside_change` over many images: the mean change (mean over images ± standard
+    error), the largest change (mean of each image's max ± standard error) and the worst image's max."""
+    out: dict[str, dict[str, float]] = {}
+    for band in changes[0]:
+        means = np.array([c[band]["mean"] for c in changes if c[band]["pixels"]], np.float64)
+        maxes = np.array([c[band]["max"] for c in changes if c[band]["pixels"]], np.float64)
+        se = (lambda v: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"))  # noqa: E731
+        out[band] = {"mean": float(means.mean()) if len(means) else float("nan"), "mean_se": se(means),
+                     "max_mean": float(maxes.mean()) if len(maxes) else float("nan"), "max_mean_se": se(maxes),
+                     "worst": float(maxes.max()) if len(maxes) else float("nan"), "images": int(len(means))}
+    return out
+
+
+JUDGE_SIDE = 224  # the judge's input
+
+
+def _border_patch(mask: np.ndarray, rng: np.random.Generator, side: int = JUDGE_SIDE) -> tuple[slice, slice]:
+    """A square of ``side`` image pixels (less on a smaller image) centred on a random point of the mask's
+    border (its pixels next to an unmasked one), kept inside the image."""
+    h, w = mask.shape
+    s = min(side, h, w)
+    m8 = mask.astype(np.uint8)
+    edge = mask & ~cv2.erode(m8, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE).astype(bool)
+    ys, xs = np.nonzero(edge if edge.any() else mask)
+    k = int(rng.integers(len(ys)))
+    y0 = min(max(int(ys[k]) - s // 2, 0), h - s)
+    x0 = min(max(int(xs[k]) - s // 2, 0), w - s)
+    return slice(y0, y0 + s), slice(x0, x0 + s)
+
+
+def _native_crops(img: np.ndarray, n: int, rng: np.random.Generator, side: int = JUDGE_SIDE) -> list[np.ndarray]:
+    h, w = img.shape[:2]
+    s = min(side, h, w)
+    out = []
+    for _ in range(n):
+        y0, x0 = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        out.append(_to_judge(img[y0:y0 + s, x0:x0 + s]))
+    return out
+
+
+def _to_judge(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x)
+    if x.shape[:2] == (JUDGE_SIDE, JUDGE_SIDE):
+        return x
+    return cv2.resize(x, (JUDGE_SIDE, JUDGE_SIDE), interpolation=cv2.INTER_AREA)
+
+
+FEATHER_VIEWS = ("region", "border")
+
+
+def run_feather_study(pipe: Any, *, judge: Any, feathers: Sequence[str] = FEATHER_SPECS, n: int = 48,
+                      n_ref: int = 256, seed: int = 60_000, masks: Sequence[str] = FEATHER_MASKS,
+                      photos: Sequence[tuple[str, np.ndarray]] | None = None, edges: tuple[float, ...] = RING_EDGES,
+                      kid_groups: int = 8, examples: int = 0, progress: Callable[[str], None] | None = None,
+                      checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The paste-back feather on whole photos, at the sizes people edit.
+
+    ``n`` edits per mask kind (:func:`photo_mask`) on the photos in turn (default: the held-out photos of
+    512 px and more, at their own size), each made once with harmonize on and once off (same seed, so the
+    same tokens) without paste-back, then pasted back with every feather of ``feathers``
+    (:func:`parse_feathers`): the images, masks and seeds are the same for every feather.  Per feather:
+    how much the picture changed outside the mask, by distance (:func:`summarize_outside`), and, with a
+    judge, two views of each edit: ``region``, the Editor's crop window (the mask's bounding box with half
+    its side of context all round: every changed pixel) area-resized to the judge's 224 px, and
+    ``border``, a 224 px patch at the image's own resolution centred on a point of the mask's border
+    (what a viewer sees at 100%).  Per view: the paired perceptual distance to the same view of the
+    original and the KID to ``n_ref`` views of the same photos (whole-photo crops resized, native
+    patches), each with its difference to the ``token`` feather (or the first one) and the paired
+    standard error.  ``examples``: the first few edits of each kind are kept as strips of their region,
+    the original then each feather with harmonize on (``res["examples"][kind]``: uint8 arrays, not part
+    of the report)."""
+    from .. import processing as P
+    from .judge import paired_distance
+    t0 = time.time()
+    say = progress or (lambda s: log.info(s))
+    specs = parse_feathers(feathers)
+    base = "token" if "token" in specs else specs[0]
+    for k in masks:
+        if k not in FEATHER_MASKS:
+            raise ValueError(f"unknown mask kind {k!r}; choose from {', '.join(FEATHER_MASKS)}")
+    if photos is None:
+        photos = [(p, load_photo(p)) for p in FEATHER_PHOTOS]
+    if not photos:
+        raise ValueError("no photos")
+    S, editor = pipe.image_size, pipe.editor
+    j_ref: dict[str, np.ndarray] = {}
+    if judge is not None:
+        rng_ref = np.random.default_rng([seed, 1])
+        j_ref["region"] = judge.features([random_crop(photos[i % len(photos)][1], JUDGE_SIDE, rng_ref, min_frac=0.35)
+                                          for i in range(n_ref)]).pooled
+        j_ref["border"] = judge.features([c for i in range(len(photos)) for c in _native_crops(
+            photos[i][1], n_ref // len(photos) + (i < n_ref % len(photos)), rng_ref)]).pooled
+    res: dict[str, Any] = {
+        "n": n, "seed": seed, "model": pipe.name, "image_size": S, "feathers": specs, "baseline": base,
+        "edges": list(edges), "n_ref": n_ref,
+        "photos": [{"name": p, "size": [int(im.shape[1]), int(im.shape[0])],
+                    "token_px": float(editor.half_token_px((im.shape[1], im.shape[0])))} for p, im in photos],
+        "feather": {}}
+    if judge is not None:
+        from .judge import describe
+        res["judge"] = {**describe(), "kid_groups": kid_groups, "views": list(FEATHER_VIEWS)}
+    examples_out: dict[str, list[np.ndarray]] = {}
+    edit_s: list[float] = []
+    for ki, kind in enumerate(masks):
+        imgs, ms, views = [], [], []
+        for i in range(n):
+            im = photos[i % len(photos)][1]
+            m = photo_mask(kind, im.shape[:2], np.random.default_rng([seed, ki, i]))
+            imgs.append(im)
+            ms.append(m)
+            views.append({"region": P.plan_crop(m, (im.shape[1], im.shape[0]), S).slices,
+                          "border": _border_patch(m, np.random.default_rng([seed, ki, i, 1]))})
+
+        def judged(xs: list[np.ndarray], view: str) -> Any:
+            return judge.features([_to_judge(x[v[view]]) for x, v in zip(xs, views)], maps=True)
+
+        j_orig = {v: judged(imgs, v) for v in FEATHER_VIEWS} if judge is not None else {}
+        rows: list[dict[str, Any]] = []
+        for harmonize in (True, False):
+            decoded = []
+            for i, (im, m) in enumerate(zip(imgs, ms)):
+                t1 = time.perf_counter()
+                r = editor.inpaint(im, m, seed=seed + i, harmonize=harmonize, paste_back=False, output_type="np")
+                edit_s.append(time.perf_counter() - t1)
+                decoded.append(np.asarray(r.images[0], np.float32) / 255)
+            say(f"feather {kind}: {n} edits, harmonize {'on' if harmonize else 'off'}")
+            per: dict[str, dict[str, Any]] = {}
+            for spec in specs:
+                fpx = [_feather_value(spec, editor, (im.shape[1], im.shape[0])) for im in imgs]
+                outs = [P.compose(im, d, P.feather(m, f)) for im, d, m, f in zip(imgs, decoded, ms, fpx)]
+                row: dict[str, Any] = {"harmonize": harmonize, "feather": spec, "feather_px": [min(fpx), max(fpx)],
+                                       "outside": summarize_outside([outside_change(im, o, m, edges)
+                                                                     for im, o, m in zip(imgs, outs, ms)])}
+                if judge is not None:
+                    row["judge"] = {}
+                    for view in FEATHER_VIEWS:
+                        jf = judged(outs, view)
+                        k, se, loo = kid(jf.pooled, j_ref[view], groups=kid_groups)
+                        pd = paired_distance(jf, j_orig[view])
+                        row["judge"][view] = dict(kid=k, kid_se=se, kid_loo=loo, paired=float(pd.mean()),
+                                                  paired_se=float(pd.std(ddof=1) / np.sqrt(len(pd))),
+                                                  paired_i=[round(float(x), 5) for x in pd])
+                per[spec] = row
+                say(f"feather {kind} harmonize {'on' if harmonize else 'off'} {spec}: "
+                    + ", ".join(f"{b} {v['mean']:.2f}/{v['max_mean']:.1f}" for b, v in row["outside"].items())
+                    + "".join(f", {v} paired {j['paired']:.4f} KID {1e3 * j['kid']:.2f}"
+                              for v, j in row.get("judge", {}).items()))
+            if judge is not None:
+                for row in per.values():
+                    for view, j in row["judge"].items():
+                        b = per[base]["judge"][view]
+                        d = np.asarray(j["paired_i"]) - np.asarray(b["paired_i"])
+                        j.update(d_paired=float(d.mean()), d_paired_se=float(d.std(ddof=1) / np.sqrt(len(d))),
+                                 d_kid=j["kid"] - b["kid"], d_kid_se=paired_se(j["kid_loo"], b["kid_loo"]))
+            if harmonize and examples:
+                for i in range(min(examples, n)):
+                    wh = (imgs[i].shape[1], imgs[i].shape[0])
+                    tiles = [imgs[i][views[i]["region"]]] + [P.compose(imgs[i], decoded[i], P.feather(
+                        ms[i], _feather_value(sp, editor, wh)))[views[i]["region"]] for sp in specs]
+                    examples_out.setdefault(kind, []).append(np.concatenate(tiles, axis=1))
+            rows.extend(per.values())
+        res["feather"][kind] = rows
+        res["edit_seconds"] = round(float(np.mean(edit_s)), 3)
+        if checkpoint is not None:
+            checkpoint(res)
+    res["seconds"] = round(time.time() - t0, 1)
+    if examples:
+        res["examples"] = examples_out
+    return res
+
+
+def _pm(v: float, se: float, fmt: str = ".2f") -> str:
+    return f"{v:{fmt}}" + (f" ± {se:{fmt.lstrip('+')}}" if np.isfinite(se) else "")
+
+
+def feather_markdown(res: dict[str, Any]) -> str:
+    jd = "judge" in res
+    ph = ", ".join(f"{p['name']} ({p['size'][0]}x{p['size'][1]}, half a token = {p['token_px']:g} px)"
+                   for p in res["photos"])
+    L = [f"Model `{res['model']}` ({res['image_size']} px canvas), {res['n']} edits per mask kind (seed {res['seed']}) "
+         f"on {ph}; every edit made once with harmonize on and once off, then pasted back with each feather "
+         f"(same images, masks and seeds). Mean edit time {res.get('edit_seconds', float('nan')):.2f} s.", ""]
+    if jd:
+        j = res["judge"]
+        L += [f"Judge: {j['network']} ({j['weights']}), two views of each edit: *region* = the mask's bounding box "
+              f"with half its side of context all round, resized to 224 px; *border* = a 224 px patch at the "
+              f"photo's own resolution centred on a point of the mask's border. paired = perceptual distance to "
+              f"the same view of the original (± s.e.); KID x1e3 to {res['n_ref']} views of the same photos "
+              f"(± jackknife s.e., {j['kid_groups']} groups); Δ = difference to the `{res['baseline']}` feather, "
+              f"paired by edit (± s.e.). Lower is better.", ""]
+    L += ["Change outside the mask, by distance from it (0-255 levels, a pixel's largest channel change): the "
+          "band's mean (± s.e. over edits) / the band's max (mean over edits ± s.e.; the worst edit in "
+          "brackets).", ""]
+    bands = list(next(iter(res["feather"].values()))[0]["outside"])
+
+    def fp(r: dict[str, Any]) -> list[str]:
+        lo, hi = r["feather_px"]
+        px = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+        return ["on" if r["harmonize"] else "off", px + (" (half a token)" if r["feather"] == "token" else "")]
+
+    for kind, rows in res["feather"].items():
+        L += [f"**{kind}**", ""]
+        if jd:
+            views = res["judge"]["views"]
+            head = "| harmonize | feather px |" + "".join(f" {v} paired | Δ | {v} KID x1e3 | Δ |" for v in views)
+            L += [head, "|" + "---|" * (head.count("|") - 1)]
+            for r in rows:
+                cells = fp(r)
+                for v in views:
+                    j = r["judge"][v]
+                    cells += [_pm(j["paired"], j["paired_se"], ".4f"), _pm(j["d_paired"], j["d_paired_se"], "+.4f"),
+                              _pm(1e3 * j["kid"], 1e3 * j["kid_se"]), _pm(1e3 * j["d_kid"], 1e3 * j["d_kid_se"], "+.2f")]
+                L.append("| " + " | ".join(cells) + " |")
+            L.append("")
+        head = "| harmonize | feather px |" + "".join(f" {b} px |" for b in bands)
+        L += [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in rows:
+            cells = fp(r)
+            for b in bands:
+                o = r["outside"][b]
+                cells.append(f"{_pm(o['mean'], o['mean_se'], '.1f')} / {_pm(o['max_mean'], o['max_mean_se'], '.0f')} "
+                             f"({o['worst']:.0f})")
+            L.append("| " + " | ".join(cells) + " |")
+        L.append("")
+    return "\n".join(L) + "\n"
 
 
 def _with_official(variants: list[Any]) -> list[Any]:
