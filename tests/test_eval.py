@@ -1,7 +1,9 @@
 """The quality report runs end to end (tiny numbers; the real report is `varedit eval`)."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import pytest
 
 from varedit.evaluation.classifier import train_classifier
 from varedit.evaluation.metrics import frechet_distance, kid, outside_change, paired_se, psnr, ring_labels, ssim
@@ -107,3 +109,50 @@ def test_kid_and_ssim():
     grown = np.zeros((32, 32), bool)
     grown[2:22, 2:22] = True  # the hole and the SSIM window's reach around it
     assert ssim(y, x, ~grown) > 0.999 and ssim(y, x, m) < 0.5
+
+
+# ---- the paste-back feather study (varedit eval --real --feather) ------------------------------------------
+def test_parse_feathers_and_photo_masks():
+    from varedit.evaluation.realphoto import parse_feathers, photo_mask
+    assert parse_feathers("0, 4,8.0,token,4,TOKEN") == ["0", "4", "8", "token"]
+    for bad in ("", "x", "-1", "nan", "inf"):
+        with pytest.raises(ValueError):
+            parse_feathers(bad)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        box = photo_mask("objects", (400, 600), rng)
+        ys, xs = np.nonzero(box)
+        assert 100 <= np.ptp(ys) + 1 <= 200 and 150 <= np.ptp(xs) + 1 <= 300 and box.sum() == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+        strokes = photo_mask("strokes", (400, 600), rng)
+        ys, xs = np.nonzero(strokes)
+        assert 0 < strokes.mean() < 0.25 and np.ptp(ys) < 200 and np.ptp(xs) < 300
+    with pytest.raises(ValueError, match="unknown mask"):
+        photo_mask("outpaint", (40, 40), rng)
+
+
+def test_feather_study_pastes_back_as_the_editor_does(tiny_pipeline):
+    """Each edit is pasted back with every feather from one decode; the change outside stops at the feather."""
+    from varedit import processing as P
+    from varedit.evaluation.realphoto import feather_markdown, run_feather_study
+    rng = np.random.default_rng(3)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8), (0, 0), 3)
+    res = run_feather_study(tiny_pipeline, judge=None, feathers="0,3,token", n=3, photos=[("noise", photo)],
+                            examples=1)
+    token = tiny_pipeline.editor.half_token_px((200, 150))
+    assert res["photos"][0]["token_px"] == token and set(res["feather"]) == {"objects", "strokes"}
+    for rows in res["feather"].values():
+        assert [(r["harmonize"], r["feather"]) for r in rows] == [(h, f) for h in (True, False) for f in ("0", "3", "token")]
+        by = {(r["harmonize"], r["feather"]): r["outside"] for r in rows}
+        for h in (True, False):
+            assert all(v["worst"] == 0 for v in by[h, "0"].values())  # a hard paste changes nothing outside
+            assert by[h, "3"]["0-4"]["worst"] > 0 and all(by[h, "3"][b]["worst"] == 0 for b in ("4-8", "8-16"))
+        assert by[False, "token"]["4-8"]["worst"] > 0
+    assert res["examples"]["objects"][0].shape[1] == 4 * res["examples"]["objects"][0].shape[0]
+    assert "half a token" in feather_markdown(res) and "**strokes**" in feather_markdown(res)
+    # the study's paste-back of an edit decoded without one is the Editor's own paste-back (to the level)
+    m = np.zeros((150, 200), bool)
+    m[40:90, 60:130] = True
+    whole = tiny_pipeline.editor.inpaint(photo, m, seed=1, paste_back=False, output_type="np").image
+    own = tiny_pipeline.editor.inpaint(photo, m, seed=1, feather=5, output_type="np").image
+    ours = P.compose(photo, whole.astype(np.float32) / 255, P.feather(m, 5))
+    assert np.abs(ours.astype(int) - own.astype(int)).max() <= 1

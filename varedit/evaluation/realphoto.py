@@ -99,6 +99,8 @@ class RealScorer:
                                        or [float("nan")])),
             "ring_ssim": float(np.mean([ssim(f, o, r) for f, o, r in zip(filled, self.imgs, rings) if r.any()]
                                        or [float("nan")])),
+            # how much and how far the picture changed outside the hole (by distance from it)
+            "outside": summarize_outside([outside_change(o, f, m) for f, o, m in zip(filled, self.imgs, masks)]),
         }
         row.update(self.judge_row(filled))
         return row
@@ -510,15 +512,19 @@ def real_markdown(res: dict[str, Any]) -> str:
     else:
         L += [f"VQVAE reconstruction: PSNR {a['vqvae_recon']['psnr']:.2f}, SSIM {a['vqvae_recon']['ssim']:.3f}.", ""]
     L += [f"Hole and ring (the band of {res['ring_px']} px on both sides of the hole's border) PSNR / SSIM: higher "
-          "is better (PSNR rewards blur).", ""]
+          "is better (PSNR rewards blur). Outside: the mean change of the pixels outside the hole (0-255 levels, a "
+          "pixel's largest channel change), by their distance from it in px.", ""]
     for kind, rows in res["inpainting"].items():
+        bands = list(next(iter(rows.values()))["outside"])
         L += [f"**{kind}**", "", "| method |" + (" KID x1e3 | paired |" if jd else "")
-              + " hole PSNR | hole SSIM | ring PSNR | ring SSIM |", "|---|" + ("---|---|" if jd else "") + "---|---|---|---|"]
+              + " hole PSNR | hole SSIM | ring PSNR | ring SSIM | outside " + " / ".join(bands) + " px |",
+              "|---|" + ("---|---|" if jd else "") + "---|---|---|---|---|"]
         for name in _order(rows):
             r = rows[name]
             j = f" {_kid(r)} | {r['paired']:.3f} ± {r['paired_se']:.3f} |" if jd else ""
+            out = " / ".join(f"{r['outside'][b]['mean']:.1f}" for b in bands)
             L.append(f"| {name} |{j} {r['hole_psnr']:.2f} | {r['hole_ssim']:.3f} | {r['ring_psnr']:.2f} | "
-                     f"{r['ring_ssim']:.3f} |")
+                     f"{r['ring_ssim']:.3f} | {out} |")
         L.append("")
     return "\n".join(L) + "\n"
 
