@@ -156,3 +156,17 @@ def test_feather_study_pastes_back_as_the_editor_does(tiny_pipeline):
     own = tiny_pipeline.editor.inpaint(photo, m, seed=1, feather=5, output_type="np").image
     ours = P.compose(photo, whole.astype(np.float32) / 255, P.feather(m, 5))
     assert np.abs(ours.astype(int) - own.astype(int)).max() <= 1
+
+
+def test_eval_feather_option_errors_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from varedit.cli import main
+    from varedit.data.photos import photos_available
+    r = CliRunner().invoke(main, ["eval", "--feather", "0,4", "--judge", "none", "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "--real" in r.output and "Traceback" not in r.output
+    if photos_available():
+        for bad, say in ((["--feather", "0,x"], "feather 'x'"), (["--feather", "4", "--masks", "box"], "--masks")):
+            r = CliRunner().invoke(main, ["eval", "--real", *bad, "--judge", "none", "-o", str(tmp_path)])
+            assert r.exit_code == 2 and say in r.output and "Traceback" not in r.output, r.output
+    assert not any(tmp_path.iterdir())
