@@ -25,9 +25,9 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-__all__ = ["WeightsError", "TensorInfo", "peek", "MAX_PICKLE_BYTES"]
+__all__ = ["WeightsError", "TensorInfo", "peek", "tensor_dims", "MAX_PICKLE_BYTES"]
 
 #: the structure pickle is read into memory whole; real ones are kilobytes (a few MB with long metadata)
 MAX_PICKLE_BYTES = 64 << 20
@@ -68,6 +68,20 @@ class TensorInfo:
 
     def is_floating_point(self) -> bool:
         return self.dtype in _FLOATING
+
+
+def tensor_dims(sd: Mapping[str, Any], key: str, layout: str, name: str) -> tuple[int, ...]:
+    """The shape of ``sd[key]`` (a tensor or a :class:`TensorInfo`), checked before the
+    configuration is read from it: as many dimensions as ``layout`` (e.g. ``"[classes + 1, width]"``) names,
+    none of them empty.  A missing key, another rank or an empty dimension is one :class:`WeightsError`."""
+    if key not in sd:
+        raise WeightsError(f"{name} lacks {key}, a tensor {layout}")
+    rank = layout.count(",") + 1
+    shape = tuple(int(d) for d in sd[key].shape)
+    if len(shape) != rank or not all(shape):
+        what = f"a rank-{rank} tensor {layout}" if len(shape) != rank else f"{layout} with no empty dimension"
+        raise WeightsError(f"{name}: {key} has shape {list(shape)}, expected {what}")
+    return shape
 
 
 def _itemsize(dtype: str) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .checkpoint import TensorInfo, WeightsError, peek
+from .checkpoint import TensorInfo, WeightsError, peek, tensor_dims
 from .classes import imagenet_classes
 from .options import SamplingOptions
 from .presets import VAE_FILE, Preset, resolve_model
@@ -110,10 +110,10 @@ def _from_official_file(path: Path, obj: Any, vae_path: Path | None) -> ModelInf
             or not isinstance(sd.get("lvl_embed.weight"), TensorInfo):
         raise WeightsError(f"{path.name} is neither a varedit model file nor an official VAR state dict "
                            f"(no class_emb.weight / lvl_embed.weight)")
-    nc = sd["class_emb.weight"].shape[0] - 1
+    nc = tensor_dims(sd, "class_emb.weight", "[classes + 1, width]", path.name)[0] - 1
     vae = vae_path or path.parent / VAE_FILE
     return ModelInfo(path.stem, "official file", nc, imagenet_classes() if nc == 1000 else None,
-                     sd["lvl_embed.weight"].shape[0], None, None,
+                     tensor_dims(sd, "lvl_embed.weight", "[scales, width]", path.name)[0], None, None,
                      {"var": path, "vqvae": vae if vae.is_file() else None})
 
 

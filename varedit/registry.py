@@ -3,6 +3,9 @@
 * Official checkpoints (``vae_ch160v4096z32.pth``, ``var_d16.pth`` ...) are flat state dicts.  Their
   configuration is inferred from the keys and shapes (depth, width, classes, vocabulary, shared AdaLN,
   cosine attention, scale list), logged, and checked against the preset when one was asked for.
+  Every tensor the inference reads is checked for its rank and non-empty dimensions first, and once
+  the model is built every tensor's full shape is compared with the model's: a crafted file gives one
+  :class:`WeightsError` naming the key, the shape expected and the shape found.
 * Models trained by varedit are saved *self-describing*: a dict with ``format = "varedit"`` and the
   configuration beside the weights, so they load with no flags.
 
@@ -22,7 +25,7 @@ import torch
 
 from .models.var import VAR, VARConfig
 from .models.vqvae import VQVAE, VQVAEConfig
-from .checkpoint import TensorInfo, WeightsError, peek
+from .checkpoint import TensorInfo, WeightsError, peek, tensor_dims as _dims
 from .modelinfo import FORMAT, FORMAT_VERSION, check_varedit_meta
 from .options import SamplingOptions
 from .validation import check_config
@@ -117,24 +120,37 @@ def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for k in sd if (m := rx.match(k))})
 
 
+def _config(cls: type, name: str, **fields: Any) -> Any:
+    """A configuration inferred from shapes; its own range checks fail as one :class:`WeightsError`."""
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{name}: the tensors' shapes describe no valid model ({e})") from None
+
+
 def infer_vqvae_config(sd: Mapping[str, torch.Tensor], patch_nums: tuple[int, ...] | None = None,
                        name: str = "the VQVAE file") -> VQVAEConfig:
     if "quantize.embedding.weight" not in sd or "encoder.conv_in.weight" not in sd:
         raise WeightsError("not a VQVAE state dict (no quantize.embedding.weight / encoder.conv_in.weight)")
     _require(sd, ("quant_conv.weight", "encoder.down.0.block.0.conv1.weight"), name, "VQVAE")
-    V, Cvae = sd["quantize.embedding.weight"].shape
-    ch = sd["encoder.conv_in.weight"].shape[0]
+    V, Cvae = _dims(sd, "quantize.embedding.weight", "[vocab, Cvae]", name)
+    ch = _dims(sd, "encoder.conv_in.weight", "[ch, 3, k, k]", name)[0]
     n_levels = _count(sd, r"encoder\.down\.(\d+)\.")
-    ch_mult = tuple(int(sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) // ch for i in range(n_levels))
+    ch_mult = tuple(_dims(sd, f"encoder.down.{i}.block.0.conv1.weight", "[ch_out, ch_in, k, k]", name)[0] // ch
+                    for i in range(n_levels))
     nrb = _count(sd, r"encoder\.down\.0\.block\.(\d+)\.")
     share = _count(sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\.")
-    SN = sd["quantize.ema_vocab_hit_SV"].shape[0] if "quantize.ema_vocab_hit_SV" in sd else None
+    # usage statistics, replaced by zeros when their shape differs (VQVAE._load_from_state_dict): they only hint
+    # at the number of scales
+    ema = sd.get("quantize.ema_vocab_hit_SV")
+    SN = int(ema.shape[0]) if ema is not None and len(ema.shape) == 2 else None
     if patch_nums is None:
         matches = [p for p in KNOWN_PATCH_NUMS if len(p) == SN]
         patch_nums = matches[0] if matches else PATCH_NUMS_256
-    return VQVAEConfig(
+    return _config(
+        VQVAEConfig, name,
         vocab_size=int(V), z_channels=int(Cvae), ch=int(ch), ch_mult=ch_mult, num_res_blocks=nrb,
-        quant_conv_ks=int(sd["quant_conv.weight"].shape[-1]), share_quant_resi=share,
+        quant_conv_ks=_dims(sd, "quant_conv.weight", "[Cvae, Cvae, k, k]", name)[-1], share_quant_resi=share,
         using_sa=f"encoder.down.{n_levels - 1}.attn.0.qkv.weight" in sd,
         using_mid_sa="encoder.mid.attn_1.qkv.weight" in sd, v_patch_nums=tuple(patch_nums))
 
@@ -186,21 +202,21 @@ def infer_var_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = Non
     if "class_emb.weight" not in sd or "head.weight" not in sd:
         raise WeightsError("not a VAR state dict (no class_emb.weight / head.weight)")
     _require(sd, ("word_embed.weight", "pos_1LC", "lvl_embed.weight", "blocks.0.ffn.fc1.weight"), name, "VAR")
-    ncls1, C = sd["class_emb.weight"].shape
-    V = sd["head.weight"].shape[0]
-    Cvae = sd["word_embed.weight"].shape[1]
+    ncls1, C = _dims(sd, "class_emb.weight", "[classes + 1, width]", name)
+    V = _dims(sd, "head.weight", "[vocab, width]", name)[0]
+    Cvae = _dims(sd, "word_embed.weight", "[width, Cvae]", name)[1]
     depth = _count(sd, r"blocks\.(\d+)\.")
     shared = "shared_ada_lin.1.weight" in sd
     l2 = "blocks.0.attn.scale_mul_1H11" in sd
     if l2:
-        heads_in_file = int(sd["blocks.0.attn.scale_mul_1H11"].shape[1])
+        heads_in_file = _dims(sd, "blocks.0.attn.scale_mul_1H11", "[1, heads, 1, 1]", name)[1]
         if num_heads is not None and num_heads != heads_in_file:
             raise WeightsError(f"num_heads={num_heads} asked, but the file has {heads_in_file} heads")
         num_heads = heads_in_file
     elif num_heads is None:
         num_heads = depth  # the official rule; not recorded in files without cosine attention
-    L = sd["pos_1LC"].shape[1]
-    SN = sd["lvl_embed.weight"].shape[0]
+    L = _dims(sd, "pos_1LC", "[1, L, width]", name)[1]
+    SN = _dims(sd, "lvl_embed.weight", "[scales, width]", name)[0]
     if patch_nums is None:
         patch_nums = _infer_patch_nums(L, SN)
         if patch_nums is None:
@@ -210,10 +226,10 @@ def infer_var_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = Non
                                + (f" fit {fits}" if cands else "") + "): pass patch_nums")
     elif sum(p * p for p in patch_nums) != L or len(patch_nums) != SN:
         raise WeightsError(f"scale list {patch_nums} does not fit the file (L={L}, {SN} scales)")
-    mlp_ratio = sd["blocks.0.ffn.fc1.weight"].shape[0] / C
-    return VARConfig(depth=depth, embed_dim=int(C), num_heads=num_heads, num_classes=int(ncls1) - 1,
-                     vocab_size=int(V), Cvae=int(Cvae), mlp_ratio=mlp_ratio, shared_aln=shared, attn_l2_norm=l2,
-                     patch_nums=tuple(patch_nums))
+    mlp_ratio = _dims(sd, "blocks.0.ffn.fc1.weight", "[hidden, width]", name)[0] / C
+    return _config(VARConfig, name, depth=depth, embed_dim=int(C), num_heads=num_heads, num_classes=int(ncls1) - 1,
+                   vocab_size=int(V), Cvae=int(Cvae), mlp_ratio=mlp_ratio, shared_aln=shared, attn_l2_norm=l2,
+                   patch_nums=tuple(patch_nums))
 
 
 def configs_from_official_ctor(vqvae_ctor: Mapping[str, Any], var_ctor: Mapping[str, Any],
@@ -250,11 +266,12 @@ def describe_vqvae(cfg: VQVAEConfig) -> str:
 
 
 def check_state_dict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], name: str) -> None:
-    """Same keys and shapes as the model, or one error naming what differs."""
+    """Same keys and every tensor of the same full shape as the model, or one error naming what differs
+    (for a shape: the key, the shape the model expects and the shape found)."""
     want = model.state_dict()
     missing = [k for k in want if k not in sd]
     extra = [k for k in sd if k not in want]
-    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(want[k].shape)}" for k in want
+    wrong = [f"{k} has shape {list(sd[k].shape)}, expected {list(want[k].shape)}" for k in want
              if k in sd and tuple(sd[k].shape) != tuple(want[k].shape)
              and k != "quantize.ema_vocab_hit_SV"]
     if missing or extra or wrong:
@@ -271,10 +288,21 @@ def check_state_dict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], nam
 # --------------------------------------------------------------------------------------------------
 # building
 # --------------------------------------------------------------------------------------------------
+def _construct(cls: type, cfg: Any, sd: Mapping[str, torch.Tensor] | None, name: str,
+               device: str | torch.device) -> Any:
+    """The model's layers (on the meta device when weights follow); a configuration its layers refuse (e.g.
+    a width GroupNorm's 32 groups do not divide) is one :class:`WeightsError`."""
+    try:
+        with torch.device("meta") if sd is not None else torch.device(device):
+            return cls(cfg)
+    except ValueError as e:
+        raise WeightsError(f"{name}: cannot build a {cls.__name__} with these sizes ({str(e).splitlines()[0]})") \
+            from None
+
+
 def build_vqvae(cfg: VQVAEConfig, sd: Mapping[str, torch.Tensor] | None = None, name: str = "VQVAE",
                 device: str | torch.device = "cpu") -> VQVAE:
-    with torch.device("meta") if sd is not None else torch.device(device):
-        vae = VQVAE(cfg)
+    vae = _construct(VQVAE, cfg, sd, name, device)
     if sd is not None:
         check_state_dict(vae, sd, name)
         vae.load_state_dict(dict(sd), strict=True, assign=True)
@@ -283,8 +311,7 @@ def build_vqvae(cfg: VQVAEConfig, sd: Mapping[str, torch.Tensor] | None = None, 
 
 def build_var(cfg: VARConfig, sd: Mapping[str, torch.Tensor] | None = None, name: str = "VAR",
               device: str | torch.device = "cpu") -> VAR:
-    with torch.device("meta") if sd is not None else torch.device(device):
-        var = VAR(cfg)
+    var = _construct(VAR, cfg, sd, name, device)
     if sd is not None:
         check_state_dict(var, sd, name)
         var.load_state_dict(dict(sd), strict=True, assign=True)
@@ -302,9 +329,10 @@ def _check_against_preset(sd: Mapping[str, torch.Tensor], preset: Preset, name: 
     if "class_emb.weight" not in sd or "head.weight" not in sd:
         raise WeightsError(f"{name} is not a VAR state dict (no class_emb.weight / head.weight)")
     exp = preset.var_config(num_heads)
-    found = {"depth": _count(sd, r"blocks\.(\d+)\."), "embed_dim": int(sd["class_emb.weight"].shape[1]),
-             "num_classes": int(sd["class_emb.weight"].shape[0]) - 1, "vocab_size": int(sd["head.weight"].shape[0]),
-             "shared_aln": "shared_ada_lin.1.weight" in sd, "L": int(sd["pos_1LC"].shape[1])}
+    ncls1, width = _dims(sd, "class_emb.weight", "[classes + 1, width]", name)
+    found = {"depth": _count(sd, r"blocks\.(\d+)\."), "embed_dim": width, "num_classes": ncls1 - 1,
+             "vocab_size": _dims(sd, "head.weight", "[vocab, width]", name)[0],
+             "shared_aln": "shared_ada_lin.1.weight" in sd, "L": _dims(sd, "pos_1LC", "[1, L, width]", name)[1]}
     want = {"depth": exp.depth, "embed_dim": exp.embed_dim, "num_classes": exp.num_classes,
             "vocab_size": exp.vocab_size, "shared_aln": exp.shared_aln, "L": exp.L}
     diffs = [f"{k} {found[k]} (expected {want[k]})" for k in want if found[k] != want[k]]
@@ -437,7 +465,8 @@ def file_info(path: str | os.PathLike) -> dict[str, Any]:
         # a file holds the number of scales and the sum of their squares; several scale lists may fit
         cands = []
         if "pos_1LC" in sd and "lvl_embed.weight" in sd:
-            L, SN = int(sd["pos_1LC"].shape[1]), int(sd["lvl_embed.weight"].shape[0])
+            L = _dims(sd, "pos_1LC", "[1, L, width]", name)[1]
+            SN = _dims(sd, "lvl_embed.weight", "[scales, width]", name)[0]
             if _infer_patch_nums(L, SN) is None:
                 cands = candidate_patch_nums(L, SN)
         info["var"] = _cfg_to_dict(infer_var_config(sd, name=name, patch_nums=cands[0] if cands else None))

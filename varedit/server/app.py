@@ -187,11 +187,55 @@ async def _read(request: Request, cfg: ServerConfig, image_fields: tuple[str, ..
     return await run_in_threadpool(_parse_json, body, image_fields)  # large bodies: off the event loop
 
 
-def _parse_json(body: bytes, image_fields: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, bytes]]:
+MAX_JSON_DEPTH = 32     # arrays and objects inside each other; a request needs 3
+MAX_INT_DIGITS = 100    # digits of an integer in a JSON body; a seed has at most 19
+
+
+class _LongInt(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:  # before int(), whose own limit (4300 digits) raises a bare ValueError
+        raise _LongInt(f"the body has an integer of {digits} digits (this server reads at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests lists and dicts more than ``limit`` levels deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _load_json(body: bytes) -> Any:
+    """``json.loads`` for untrusted bodies: malformed JSON, integers too long to convert and nesting
+    too deep for the parser (or anything after it) are each a 400 with one line."""
+    deep = ApiError(400, f"the body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep "
+                         f"(this server's limit)")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_int=_parse_int)
+    except _LongInt as e:
+        raise ApiError(400, str(e)) from None
+    except RecursionError:  # deeper than the interpreter's recursion limit
+        raise deep from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the body is not valid JSON: {e}") from None
+    except ValueError as e:  # any other refusal of the decoder
+        raise ApiError(400, f"the body is not valid JSON: {e}") from None
+    if isinstance(data, (dict, list)) and _too_deep(data, MAX_JSON_DEPTH):
+        raise deep
+    return data
+
+
+def _parse_json(body: bytes, image_fields: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    data = _load_json(body)
     if not isinstance(data, dict):
         raise ApiError(422, f"the body must be a JSON object, not {type(data).__name__}")
     files: dict[str, bytes] = {}
