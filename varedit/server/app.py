@@ -225,9 +225,7 @@ def _load_json(body: bytes) -> Any:
         raise ApiError(400, str(e)) from None
     except RecursionError:  # deeper than the interpreter's recursion limit
         raise deep from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the body is not valid JSON: {e}") from None
-    except ValueError as e:  # any other refusal of the decoder
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise ApiError(400, f"the body is not valid JSON: {e}") from None
     if isinstance(data, (dict, list)) and _too_deep(data, MAX_JSON_DEPTH):
         raise deep
