@@ -301,7 +301,7 @@ def bad_bodies(photo, stroke):
         ("inpaint", {"box": [1, 2, 30, 40]}, 422, "image: missing"),
         ("inpaint", {"image": 12, "box": [1, 2, 30, 40]}, 422, "base64 string"),
         ("inpaint", {"image": "not base64 at all!", "box": [1, 2, 30, 40]}, 422, "not valid base64"),
-        ("inpaint", {"image": b64(b"hello, world"), "box": [1, 2, 30, 40]}, 422, "not a readable image"),
+        ("inpaint", {"image": b64(b"hello, world"), "box": [1, 2, 30, 40]}, 422, "the upload is not an image"),
         ("inpaint", {"image": truncated, "box": [1, 2, 30, 40]}, 422, "truncated"),
         ("inpaint", {"image": huge, "box": [1, 2, 30, 40]}, 413, "above this server's limit"),
         ("inpaint", {"image": good, "mask": huge}, 413, "mask is 700x700"),

@@ -13,10 +13,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .. import processing as P
 
+NOT_AN_IMAGE = "send PNG, JPEG, WebP, TIFF, BMP or GIF"
 SETTINGS_KEY = "varedit"  # PNG text chunk that holds the settings JSON
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
@@ -45,7 +46,9 @@ def check_size(data: bytes, what: str, max_pixels: int) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+    except UnidentifiedImageError:  # its message is a repr of the BytesIO, with a heap address
+        raise ValueError(f"{what}: the upload is not an image ({NOT_AN_IMAGE})") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, DecompressionBombError, ...
         raise ValueError(f"{what} is not a readable image ({' '.join(str(e).split()) or type(e).__name__})") from None
     if w * h > max_pixels:
         raise TooLarge(f"{what} is {w}x{h} = {w * h / 1e6:.1f} MP, above this server's limit of "

@@ -4,6 +4,8 @@ against the limits before they are decoded (see :mod:`varedit.server.app`)."""
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,6 +21,33 @@ ClassSpec = int | str
 
 SEED_MAX = 2 ** 63 - 1
 
+# what an error message may repeat of its input: a value, the errors listed, the whole detail
+MAX_ECHO = 200
+MAX_ERRORS = 5
+MAX_DETAIL = 1000
+_LONG_RUN = re.compile(r"[^\s…]{%d,}" % (MAX_ECHO + 1))  # "…" ends a clipped run: clipping twice is once
+_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def clip(value: Any, limit: int = MAX_ECHO) -> str:
+    """``value`` as text of at most about ``limit`` characters, for an error message to repeat."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def short_detail(detail: str) -> str:
+    """An error detail as one line that repeats no long input: whitespace collapsed, Python object reprs
+    (with their heap addresses) dropped, every run of more than ``MAX_ECHO`` non-space characters cut,
+    and the whole at most ``MAX_DETAIL`` characters. Applying it twice changes nothing more."""
+    text = " ".join(_REPR.sub("the upload", detail).split())
+    text = _LONG_RUN.sub(lambda m: clip(m.group()), text)
+    if len(text) > MAX_DETAIL:
+        mark = "… (cut)"
+        text = text[:MAX_DETAIL - len(mark)] + mark
+    return text or "error"
+
 
 def _split_numbers(v: Any) -> Any:
     """``"10,20,30,40"`` (a multipart form field) -> [10, 20, 30, 40]; ints stay ints (pixels), numbers
@@ -30,7 +59,7 @@ def _split_numbers(v: Any) -> Any:
             try:
                 out.append(float(p) if any(c in p for c in ".eE") else int(p))
             except ValueError:
-                raise ValueError(f"expected numbers x0,y0,x1,y1, got {v!r}") from None
+                raise ValueError(f"expected numbers x0,y0,x1,y1, got {clip(repr(v))}") from None
         return out
     return v
 
@@ -185,12 +214,22 @@ class ErrorBody(BaseModel):
 
 
 def error_text(e: ValidationError) -> str:
-    """A pydantic error as one line: ``field: message; field: message``."""
+    """A pydantic error as one line: ``field: message; field: message`` (the first ``MAX_ERRORS``)."""
+    return errors_text(e.errors(include_url=False))
+
+
+def errors_text(errors: Sequence[Any], skip: int = 0) -> str:
+    """Validation errors (pydantic's dicts) as one line: the first ``MAX_ERRORS`` of them, then how many
+    more; field names and messages cut at ``MAX_ECHO`` characters. ``skip``: leading location parts to
+    leave out (FastAPI's ``query``, ``body``)."""
     parts = []
-    for err in e.errors(include_url=False):
-        loc = ".".join(str(x) for x in err.get("loc", ()) if not isinstance(x, int) or len(err["loc"]) > 1)
+    for err in errors[:MAX_ERRORS]:
+        full = tuple(err.get("loc", ()))[skip:]
+        loc = ".".join(str(x) for x in full if not isinstance(x, int) or len(full) > 1)
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        parts.append(f"{clip(loc)}: {clip(msg)}" if loc else clip(msg))
+    if len(errors) > MAX_ERRORS:
+        parts.append(f"and {len(errors) - MAX_ERRORS} more")
     return "; ".join(parts) or "invalid request"
