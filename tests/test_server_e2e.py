@@ -123,13 +123,15 @@ def test_editor_in_a_real_browser(tmp_path):
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.add_init_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation', "
+                             "(e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));")
         page.goto(base + "/")
         page.wait_for_selector("body[data-ready='1']", timeout=30000)
         assert "demo" in page.text_content("#model-name")
 
         # open the image and paint a stroke
         page.set_input_files("#file", str(tmp_path / "in.png"))
-        page.wait_for_function("window.varedit.stage.image && window.varedit.stage.width === 192")
+        page.wait_for_function("() => window.varedit.stage.image && window.varedit.stage.width === 192")
         page.keyboard.press("]")  # brush 24 -> 30
         assert page.evaluate("window.varedit.stage.brush") == 30
         pts = [(60, 80), (90, 88), (120, 84), (140, 96)]
@@ -155,7 +157,7 @@ def test_editor_in_a_real_browser(tmp_path):
         page.fill("#seed", "7")
         page.fill("#n", "3")
         page.click("#run")
-        page.wait_for_function("window.varedit.stats.previews >= 1", timeout=60000)
+        page.wait_for_function("() => window.varedit.stats.previews >= 1", timeout=60000)
         page.wait_for_selector("#gallery .cand:nth-child(3) img", timeout=60000)
         assert page.get_attribute("#preview", "src").startswith("data:image/png;base64,")
         assert page.evaluate("window.varedit.stats.previews") == 6  # one per scale
@@ -193,8 +195,8 @@ def test_editor_in_a_real_browser(tmp_path):
         # re-roll the detail of the result, then keep it: the history holds both runs
         page.fill("#reroll-k", "4")
         page.click("#gallery .cand:nth-child(1) button.reroll")
-        page.wait_for_function("window.varedit.stats.results >= 2", timeout=60000)
-        page.wait_for_function("window.varedit.state.run.title.startsWith('Re-roll')")
+        page.wait_for_function("() => window.varedit.stats.results >= 2", timeout=60000)
+        page.wait_for_function("() => window.varedit.state.run.title.startsWith('Re-roll')")
         assert page.evaluate("window.varedit.state.run.settings.keep_scales") == 4
         page.click("#gallery .cand:nth-child(1) button:has-text('Use')")
         assert page.evaluate("window.varedit.stage.overlay") is None
@@ -203,10 +205,13 @@ def test_editor_in_a_real_browser(tmp_path):
         page.wait_for_selector("body[data-ready='1']")
         assert page.locator("#history .hist").count() == 2  # kept across a reload (IndexedDB)
 
+        assert page.evaluate("window.cspViolations") == []  # the editor works under its content security policy
+
         # the API's docs render from the package's own files (no network here)
         page.goto(base + "/docs")
         page.get_by_text("/api/v1/infer-label").first.wait_for(timeout=30000)
         assert page.locator(".opblock").count() >= 8
+        assert page.evaluate("window.cspViolations") == []
         browser.close()
         assert not problems, problems
         assert proc.poll() is None

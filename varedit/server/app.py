@@ -52,6 +52,7 @@ class ApiError(Exception):
     """An answer other than 200: status, one-line detail, extra headers."""
 
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        detail = S.short_detail(detail)
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers or {}
 
@@ -61,7 +62,7 @@ class BodyTooLarge(Exception):
 
 
 def _err(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    return JSONResponse({"detail": S.short_detail(detail)}, status_code=status, headers=headers)
 
 
 def _plain(o: Any) -> Any:
@@ -78,15 +79,36 @@ def _jsonable(d: Any) -> Any:
 
 
 # ---- access control and body limit (plain ASGI, so streamed responses pass untouched) ---------------
+# The editor's page loads its script and style sheet from this server and shows images from data: and
+# blob: URLs; nothing inline, nothing from elsewhere, no framing.
+EDITOR_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+              "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+              "frame-ancestors 'none'")
+# /docs and /redoc (Swagger UI, ReDoc) start with an inline script or style and draw with inline styles
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
+            "base-uri 'none'; frame-ancestors 'none'")
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    """Headers added to every answer: no MIME sniffing, no framing, no Referer (a page URL may carry
+    ``?token=``), and a content security policy."""
+    csp = DOCS_CSP if path in DOCS_PATHS else EDITOR_CSP
+    return [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"), (b"content-security-policy", csp.encode())]
+
+
 class Guard:
-    """Host check (DNS rebinding), same-origin check and token for ``/api/``, request body limit."""
+    """Host check (DNS rebinding), same-origin check and token for ``/api/``, request body limit, and the
+    security headers on every answer."""
 
     def __init__(self, app: ASGIApp, config: ServerConfig):
         self.app = app
         self.config = config
 
     async def _reply(self, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps({"detail": S.short_detail(detail)}).encode()
         hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
@@ -96,14 +118,24 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        extra = security_headers(scope["path"])
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self._check(scope, receive, secured)
+
+    async def _check(self, scope: Scope, receive: Receive, send: Send) -> None:
         cfg = self.config
         headers = Headers(scope=scope)
         host = headers.get("host", "")
         if cfg.allowed_hosts is not None:
             name = urlsplit(f"//{host}").hostname or ""
             if name not in cfg.allowed_hosts and f"[{name}]" not in cfg.allowed_hosts:
-                await self._reply(send, 400, f"unexpected Host header {host!r}: this server answers only to "
-                                             f"{', '.join(cfg.allowed_hosts)}")
+                await self._reply(send, 400, f"unexpected Host header {S.clip(repr(host))}: this server answers "
+                                             f"only to {', '.join(cfg.allowed_hosts)}")
                 return
         path: str = scope["path"]
         if not path.startswith("/api/"):
@@ -111,7 +143,7 @@ class Guard:
             return
         origin = headers.get("origin")
         if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
-            await self._reply(send, 403, f"cross-origin request from {origin!r} refused")
+            await self._reply(send, 403, f"cross-origin request from {S.clip(repr(origin))} refused")
             return
         if cfg.token is not None and path not in PUBLIC_API:
             given = None
@@ -164,10 +196,10 @@ async def _read(request: Request, cfg: ServerConfig, image_fields: tuple[str, ..
                 raise ApiError(400, f"malformed form data: {' '.join(str(e).split()) or type(e).__name__}") from None
             for key, value in form.multi_items():
                 if key in fields or key in files:
-                    raise ApiError(422, f"{key}: given more than once")
+                    raise ApiError(422, f"{S.clip(key)}: given more than once")
                 if isinstance(value, UploadFile):
                     if key not in image_fields:
-                        raise ApiError(422, f"{key}: unexpected file (this endpoint takes files "
+                        raise ApiError(422, f"{S.clip(key)}: unexpected file (this endpoint takes files "
                                             f"{', '.join(image_fields) or 'none'})")
                     files[key] = await value.read()
                 elif key in image_fields:
@@ -445,6 +477,27 @@ def _failure(e: BaseException) -> ApiError:
     return ApiError(500, f"internal error ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
 
 
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the server reports the client gone (``http.disconnect``); call it once the body is read."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _JobStream(StreamingResponse):
+    """An event stream that calls ``on_close`` when it ends for any reason: finished, failed, or the
+    client went away (Starlette then stops the stream at once, whatever the generator is waiting on)."""
+
+    def __init__(self, on_close: Callable[[], None], *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
 def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
@@ -488,9 +541,7 @@ def create_app(editor: Any, config: ServerConfig | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(x) for x in err.get('loc', ())[1:])}: {err.get('msg', 'invalid')}"
-                 for err in e.errors()]
-        return _err(422, "; ".join(parts) or "invalid request")
+        return _err(422, S.errors_text(e.errors(), skip=1))  # skip "query", "body": the name is enough
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, e: Exception) -> JSONResponse:
@@ -584,25 +635,34 @@ def create_app(editor: Any, config: ServerConfig | None = None) -> FastAPI:
                     if not job.done:
                         worker.cancel(job)  # the client went away, or the deadline passed
 
-            return StreamingResponse(events(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                              "X-Job": job.id})
+            return _JobStream(lambda: None if job.done else worker.cancel(job), events(),
+                              media_type="text/event-stream",
+                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job": job.id})
 
+        # the body was read: the next message the server hands over is the client going away (or, once
+        # the answer is sent, the end of the exchange); it is watched beside the job's events, however
+        # often those come
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        next_event: asyncio.Future[Any] | None = None
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise timed_out()
-                try:
-                    ev = await asyncio.wait_for(job.events.get(), timeout=min(remaining, 1.0))
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        worker.cancel(job)
-                        return _err(499, "client closed the request")
-                    continue
-                if ev.kind == "done":
-                    break
+                if next_event is None:
+                    next_event = asyncio.ensure_future(job.events.get())
+                await asyncio.wait((next_event, gone), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if next_event.done():
+                    ev, next_event = next_event.result(), None
+                    if ev.kind == "done":
+                        break
+                elif gone.done():
+                    worker.cancel(job)
+                    return _err(499, "client closed the request")
         finally:
+            for f in (gone, next_event):
+                if f is not None and not f.done():
+                    f.cancel()
             if not job.done:
                 worker.cancel(job)
         out = await finish(ev)
