@@ -35,6 +35,11 @@ class VareditGroup(PluginCommandsMixin, click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except ImportError as e:  # an optional package: one line naming the extra that brings it
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            from ._optional import hint_for_import_error
+            raise click.ClickException(hint_for_import_error(e)) from None
         except (ValueError, TypeError, OSError, RuntimeError, MemoryError, KeyError) as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -54,12 +59,20 @@ def _setup_logging(verbose: int) -> None:
 @click.group(cls=VareditGroup)
 @click.version_option(__version__, prog_name="varedit")
 @click.option("-v", "--verbose", count=True, help="-v: info, -vv: debug logging.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No notes (such as the demo model's) and no progress bars on stderr; results and errors "
+                   "are still shown.")
 @click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
 @click.pass_context
-def main(ctx: click.Context, verbose: int, debug: bool) -> None:
-    """varedit: image generation and editing with VAR (next-scale prediction)."""
+def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+    """varedit: image generation and editing with VAR (next-scale prediction).
+
+    Editing, generate, export and serve use --model, else $VAREDIT_MODEL, else the bundled demo
+    (synthetic shapes at 128 px). `varedit models list` shows the official models and their sizes,
+    `varedit models pull NAME` downloads one, `varedit doctor` says what works here."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    ctx.obj["quiet"] = quiet
     _setup_logging(verbose)
 
 

@@ -54,13 +54,10 @@ def register(main: click.Group) -> None:
 
         Binds 127.0.0.1 by default: reachable from this machine only, no token needed. Bound to any
         other address, every /api/ request needs the access token."""
-        try:
-            import uvicorn
+        from .._optional import require
+        uvicorn = require(["fastapi", "fastapi_offline", "python_multipart|multipart", "uvicorn"], "varedit serve")
 
-            from ..server import ServerConfig, create_app, is_loopback
-        except ImportError as e:
-            raise click.ClickException(f"varedit serve needs the server extra ({e.name} is missing): "
-                                       f"pip install 'varedit[server]'") from None
+        from ..server import ServerConfig, create_app, is_loopback
         spec = ModelSpec.pop(kw)
         spec.info()  # the model's files are there and readable: checked before anything is bound or loaded
         local = is_loopback(host)

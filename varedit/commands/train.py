@@ -163,14 +163,13 @@ def _init_vqvae_config(path: str, pns: tuple[int, ...] | None) -> Any:
 
 def _check_loss_packages(losses: dict[str, Any], photo_crops: int) -> None:
     """A one-line error, with the install command, when a switched-on loss lacks its optional package."""
-    import importlib.util
     if losses["perceptual_weight"] > 0:
         from ..training.losses import INSTALL_HINT, perceptual_available
         if not perceptual_available():
             raise click.ClickException(f"{INSTALL_HINT}; or train without it: --perceptual 0")
-    if losses["msssim_weight"] > 0 and importlib.util.find_spec("pytorch_msssim") is None:
-        raise click.ClickException('MS-SSIM needs pytorch-msssim: pip install "varedit[train]"; '
-                                   'or train without it: --msssim 0')
+    if losses["msssim_weight"] > 0:
+        from .._optional import require
+        require("pytorch_msssim", "the MS-SSIM loss", extra="train", otherwise="or train without it: --msssim 0")
     if photo_crops > 0:
         from ..data.photos import INSTALL_HINT as PHOTOS_HINT, photos_available
         if not photos_available():

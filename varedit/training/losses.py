@@ -164,11 +164,8 @@ class MSSSIMLoss(nn.Module):
 
     def __init__(self, win: int = 7):
         super().__init__()
-        try:
-            import pytorch_msssim
-        except ImportError as e:
-            raise ImportError('MS-SSIM needs pytorch-msssim: pip install "varedit[train]"') from e
-        self._lib = pytorch_msssim
+        from .._optional import require
+        self._lib = require("pytorch_msssim", "the MS-SSIM loss", extra="train")
         self.win = win
 
     def multiscale(self, size: int) -> bool:
