@@ -24,6 +24,30 @@ PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 KNOWN_PATCH_NUMS = (PATCH_NUMS_256, PATCH_NUMS_512)
 DEMO_FILE = Path(__file__).parent / "assets" / "demo" / "demo.pt"
 DEFAULT_MODEL = "demo"
+#: the environment variable naming the model the commands (and ``varedit serve``) use by default
+MODEL_ENV = "VAREDIT_MODEL"
+
+#: licences: the official weights (FoundationVision/var on Hugging Face) are released under MIT with the
+#: official code; the demo model is trained by varedit and ships under varedit's MIT licence
+OFFICIAL_LICENSE = "MIT"
+DEMO_LICENSE = "MIT"
+
+# The released files, from the official code's own models (every key, shape and dtype, built on the
+# 'meta' device at commit 78b95394; tests/test_frontdoor.py checks these numbers against that record when
+# it is present): parameters, and the exact bytes of the tensors a file holds (float32 parameters and
+# buffers).  A file adds its zip structure (kilobytes) to the tensors' bytes.
+OFFICIAL_FILES: dict[str, dict[str, int]] = {
+    VAE_FILE: {"parameters": 108_948_355, "tensor_bytes": 435_957_260},
+    "var_d16.pth": {"parameters": 310_283_520, "tensor_bytes": 1_243_054_656},
+    "var_d20.pth": {"parameters": 600_917_136, "tensor_bytes": 2_405_625_984},
+    "var_d24.pth": {"parameters": 1_033_399_360, "tensor_bytes": 4_135_599_936},
+    "var_d30.pth": {"parameters": 2_010_020_356, "tensor_bytes": 8_042_166_864},
+    "var_d36.pth": {"parameters": 2_353_893_904, "tensor_bytes": 9_435_995_712},
+}
+#: how far a downloaded file's size may be from its tensors' bytes and still be taken for the released file
+#: (its zip structure adds kilobytes; an older d24 file lacks a few small tensors): anything outside this
+#: is a truncated or different file
+SIZE_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -41,6 +65,35 @@ class Preset:
     @property
     def files(self) -> list[str]:
         return [f for f in (self.vae_file, self.var_file) if f]
+
+    @property
+    def license(self) -> str:
+        return DEMO_LICENSE if self.bundled is not None else OFFICIAL_LICENSE
+
+    @property
+    def parameters(self) -> int:
+        """VAR + VQVAE parameters (a bundled model: counted in its file, without loading it)."""
+        if self.bundled is not None:
+            return bundled_facts(self.bundled)["parameters"]
+        return sum(OFFICIAL_FILES[f]["parameters"] for f in self.files)
+
+    def file_bytes(self, filename: str) -> int:
+        """The exact bytes of the tensors in one of the preset's official files (its download size, to
+        a few kilobytes of zip structure)."""
+        return OFFICIAL_FILES[filename]["tensor_bytes"]
+
+    @property
+    def download_bytes(self) -> int:
+        """Bytes to download for the preset with nothing cached (0 for a bundled model)."""
+        return 0 if self.bundled is not None else sum(self.file_bytes(f) for f in self.files)
+
+    def memory_bytes(self, dtype: str = "fp32") -> int:
+        """The weights alone in memory: parameters and buffers at 4 bytes each (fp32) or 2 (bf16 / fp16).
+        Activations, the attention cache and the framework come on top (a few hundred MB at 256 px)."""
+        per = {"fp32": 4, "bf16": 2, "fp16": 2}[dtype]
+        if self.bundled is not None:
+            return self.parameters * per
+        return sum(self.file_bytes(f) for f in self.files) * per // 4
 
     @property
     def num_classes(self) -> int | None:
@@ -110,3 +163,42 @@ def resolve_model(model: str | os.PathLike[str]) -> "Preset | Path":
     if not p.exists() and not p.suffix:
         get_preset(str(model))  # raises with a suggestion for a mistyped preset
     return p
+
+
+def bundled_facts(path: Path) -> dict[str, int]:
+    """Parameters and file bytes of a bundled self-describing model, from its structure (no tensor is read)."""
+    from .checkpoint import peek
+    obj = peek(path)
+    n = 0
+    for part in ("var", "vqvae"):
+        sd = obj.get(part, {}).get("state_dict", {}) if isinstance(obj, dict) else {}
+        n += sum(t.numel for t in sd.values() if hasattr(t, "numel") and t.is_floating_point())
+    return {"parameters": n, "file_bytes": path.stat().st_size}
+
+
+def default_model() -> str:
+    """The model a command uses when none is named: ``$VAREDIT_MODEL``, else the bundled demo."""
+    return os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
+
+
+def human_bytes(n: float) -> str:
+    """1.24 GB, 436 MB, 22.1 MB, 950 kB (powers of 1000, as download sizes are shown)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.3g} {unit}" if v < 100 else f"{v:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+def photo_model_hint() -> str:
+    """How to get a model for photographs (the smallest official preset)."""
+    p = PRESETS["var-d16"]
+    return (f"`varedit models pull {p.name}` ({human_bytes(p.download_bytes)}) then `--model {p.name}` "
+            f"(or set {MODEL_ENV}={p.name})")
+
+
+def demo_notice() -> str:
+    """One line said whenever the bundled demo model is loaded for editing or generation."""
+    p = PRESETS[DEFAULT_MODEL]
+    return (f"note: the bundled demo model is small and trained on synthetic shapes at {p.image_size} px, so "
+            f"results on photographs are blurred; for photographs: {photo_model_hint()}")

@@ -1,7 +1,8 @@
-"""``varedit models list|info|classes|download|pack``: what the models are and where their files are.
+"""``varedit models list|info|classes|pull|pack``: what the models are and where their files are.
 
-Everything except ``download`` is torch-free and offline: it reads the preset table, the files'
-structure (no tensor is loaded, so it is fast on multi-gigabyte files) and the local caches.
+Everything except ``pull`` (``download``: its earlier name) is torch-free and offline: it reads the
+preset table, the files' structure (no tensor is loaded, so it is fast on multi-gigabyte files) and the
+local caches.
 """
 from __future__ import annotations
 
@@ -14,6 +15,86 @@ import click
 
 def _where(p: Path | None) -> str:
     return str(p) if p is not None else "missing"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
+
+
+def list_presets(weights_dir: str | None = None) -> list[dict[str, Any]]:
+    """Every preset's facts and the local state of its files (torch-free, offline)."""
+    from ..hub import locate
+    from ..presets import PRESETS, bundled_facts
+    rows: list[dict[str, Any]] = []
+    for p in PRESETS.values():
+        row: dict[str, Any] = {
+            "name": p.name, "description": p.description, "image_size": p.image_size, "license": p.license,
+            "parameters": None, "download_bytes": p.download_bytes,
+            "memory_bytes": {"fp32": None, "bf16": None}, "files": []}
+        if p.bundled is not None:
+            present = p.bundled.is_file()
+            if present:
+                row["parameters"] = p.parameters
+                row["memory_bytes"] = {"fp32": p.memory_bytes("fp32"), "bf16": p.memory_bytes("bf16")}
+            row["files"].append({"file": p.bundled.name, "bytes": bundled_facts(p.bundled)["file_bytes"] if present
+                                 else None, "cached": present, "where": "bundled", "path": str(p.bundled)})
+            row["status"] = "bundled" if present else "missing from the installation"
+            rows.append(row)
+            continue
+        row["parameters"] = p.parameters
+        row["memory_bytes"] = {"fp32": p.memory_bytes("fp32"), "bf16": p.memory_bytes("bf16")}
+        found = locate(p, weights_dir)
+        for f in p.files:
+            path, where = found.get(f, (None, None))
+            row["files"].append({"file": f, "bytes": p.file_bytes(f), "cached": path is not None, "where": where,
+                                 "path": str(path) if path is not None else None})
+        n = sum(1 for x in row["files"] if x["cached"])
+        row["status"] = "cached" if n == len(p.files) else "partly cached" if n else "not cached"
+        row["to_download_bytes"] = sum(x["bytes"] for x in row["files"] if not x["cached"])
+        rows.append(row)
+    return rows
+
+
+def format_list(rows: list[dict[str, Any]]) -> list[str]:
+    """``varedit models list`` as text: one table, then each preset's files, then what the numbers mean."""
+    from ..hub import hf_cache_dir
+    from ..presets import MODEL_ENV, VAE_FILE, default_model, human_bytes
+    hb = lambda n: human_bytes(n) if n is not None else "?"  # noqa: E731
+    table = [("MODEL", "PARAMETERS", "DOWNLOAD", "MEMORY fp32 / bf16", "IMAGE", "LICENCE", "FILES")]
+    for r in rows:
+        mem = f"{hb(r['memory_bytes']['fp32'])} / {hb(r['memory_bytes']['bf16'])}"
+        dl = "bundled" if r["status"].startswith(("bundled", "missing")) else human_bytes(r["download_bytes"])
+        table.append((r["name"], _count(r["parameters"]) if r["parameters"] else "?", dl, mem,
+                      f"{r['image_size']} px", r["license"], r["status"]))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    right = {1, 2, 3}
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in table]
+    lines.append("")
+    for r in rows:
+        lines.append(f"{r['name']}: {r['description']}")
+        for f in r["files"]:
+            if f["where"] == "bundled":
+                size = f" ({human_bytes(f['bytes'])})" if f["bytes"] else ""
+                lines.append(f"  bundled: {f['path']}{size}" + ("" if f["cached"] else " (MISSING)"))
+            else:
+                state = f"{f['where']}: {f['path']}" if f["cached"] else "missing"
+                lines.append(f"  {f['file']:<22} {human_bytes(f['bytes']):>8}  {state}")
+    vae = next((f["bytes"] for r in rows for f in r["files"] if f["file"] == VAE_FILE), None)
+    lines += [
+        "",
+        "download: exact bytes of the weights in the released files (FoundationVision/var on Hugging Face; the "
+        + (f"VQVAE file, {human_bytes(vae)}, " if vae else "VQVAE file ") + "serves every official model and is "
+        "downloaded once).",
+        "memory: the weights alone, 4 bytes per parameter in fp32, 2 in bf16/fp16 (e.g. an `export onnx --fp16`); "
+        "activations and the attention cache come on top.",
+        "licence: official weights: MIT (FoundationVision/VAR); demo: MIT, trained by varedit.",
+        f"files are looked up in --weights-dir / $VAREDIT_WEIGHTS, then the Hugging Face cache ({hf_cache_dir()}); "
+        "`varedit models pull NAME` downloads them.",
+        f"default model: {default_model()}" + (f" (from ${MODEL_ENV})" if default_model() != "demo" else
+                                               f" (set ${MODEL_ENV} to choose another)"),
+    ]
+    return lines
 
 
 def _summary(info: Any, extra: dict[str, Any]) -> list[str]:
@@ -45,20 +126,16 @@ def register(main: click.Group) -> None:
     @models.command("list")
     @click.option("--weights-dir", type=click.Path(file_okay=False), default=None, envvar="VAREDIT_WEIGHTS",
                   help="Folder holding official weight files (env VAREDIT_WEIGHTS).")
-    def models_list(weights_dir: str | None) -> None:
-        """The presets, and where each one's files are (bundled, found, or missing)."""
-        from ..hub import hf_cache_dir, local_files
-        from ..presets import PRESETS
-        for p in PRESETS.values():
-            click.echo(f"{p.name:9s} {p.image_size:4d}px  {p.description}")
-            if p.bundled is not None:
-                click.echo(f"          bundled: {p.bundled}" + ("" if p.bundled.is_file() else " (MISSING)"))
-                continue
-            found = local_files(p, weights_dir)
-            for f in p.files:
-                click.echo(f"          {f}: {_where(found.get(f))}")
-        click.echo(f"official files are looked up in --weights-dir / $VAREDIT_WEIGHTS, then the Hugging Face cache "
-                   f"({hf_cache_dir()}); `varedit models download NAME` fetches them")
+    @click.option("--json", "as_json", is_flag=True, help="The same facts as JSON.")
+    def models_list(weights_dir: str | None, as_json: bool) -> None:
+        """The presets: parameters, download size, memory, image size, licence, and which files are cached
+        where (offline: nothing is downloaded)."""
+        rows = list_presets(weights_dir)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for line in format_list(rows):
+            click.echo(line)
 
     @models.command("info")
     @click.argument("model")
@@ -135,15 +212,29 @@ def register(main: click.Group) -> None:
         click.echo(f"{r['file']}: {r['bytes'] / 1e6:.1f} MB, tokens "
                    + ("unchanged" if r["tokens_unchanged"] else "CHANGED (--allow-new-tokens)"))
 
-    @models.command("download")
+    @models.command("pull")
     @click.argument("name")
-    def models_download(name: str) -> None:
-        """Download a preset's files into the Hugging Face cache."""
-        from ..hub import download
-        from ..presets import get_preset
+    @click.option("--weights-dir", type=click.Path(file_okay=False), default=None, envvar="VAREDIT_WEIGHTS",
+                  help="Download into this folder (env VAREDIT_WEIGHTS) instead of the Hugging Face cache.")
+    @click.pass_context
+    def models_pull(ctx: click.Context, name: str, weights_dir: str | None) -> None:
+        """Download a preset's official files (its size is said first), with progress, and verify them.
+
+        Files already in --weights-dir or the Hugging Face cache are verified, not downloaded again."""
+        from ..hub import pull
+        from ..presets import MODEL_ENV, get_preset
         preset = get_preset(name)
         if preset.bundled:
             click.echo(f"{preset.name} is bundled with varedit: nothing to download")
             return
-        for f, path in download(preset).items():
+        quiet = bool((ctx.find_root().obj or {}).get("quiet"))
+        say = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))  # noqa: E731
+        files = pull(preset, weights_dir=weights_dir, say=say, progress=not quiet)
+        for f, path in files.items():
             click.echo(f"{f}: {path}")
+        say(f"{preset.name} is ready: --model {preset.name} (or {MODEL_ENV}={preset.name})")
+
+    # the command's earlier name
+    main_download = click.Command("download", callback=models_pull.callback, params=models_pull.params,
+                                  help="Same as `varedit models pull`.", hidden=True)
+    models.add_command(main_download)
