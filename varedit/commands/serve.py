@@ -58,6 +58,7 @@ def register(main: click.Group) -> None:
         uvicorn = require(["fastapi", "fastapi_offline", "python_multipart|multipart", "uvicorn"], "varedit serve")
 
         from ..server import ServerConfig, create_app, is_loopback
+        from ..server.transport import uvicorn_config
         spec = ModelSpec.pop(kw)
         spec.info()  # the model's files are there and readable: checked before anything is bound or loaded
         local = is_loopback(host)
@@ -84,8 +85,7 @@ def register(main: click.Group) -> None:
                 click.echo(f"  access token (made for this run; pass --token to choose one): {token}")
             elif token:
                 click.echo("  access token required (Authorization: Bearer TOKEN)")
-            server = uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5,
-                                                   server_header=False))
+            server = uvicorn.Server(uvicorn_config(app, config, log_level="info", timeout_graceful_shutdown=5))
             server.run(sockets=[sock])
         finally:
             sock.close()

@@ -17,7 +17,9 @@ class ServerConfig:
     and the job is abandoned at its next scale). ``token``: when set, every ``/api/`` request but
     the health check needs it (``Authorization: Bearer TOKEN`` or ``?token=TOKEN``).
     ``allowed_hosts``: Host header values accepted (None: any); a loopback server accepts only
-    loopback names, which defeats DNS rebinding.
+    loopback names, which defeats DNS rebinding. ``header_timeout_s``: a connection must deliver a
+    request's complete head (request line and headers) within this many seconds of its first byte (of
+    being opened, for a new connection), or it is closed (408 when part of a head had come).
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -28,6 +30,7 @@ class ServerConfig:
     token: str | None = None
     allowed_hosts: tuple[str, ...] | None = None
     preview_max_side: int = 256
+    header_timeout_s: float = 15.0
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "max_candidates", "preview_max_side"):
@@ -35,8 +38,9 @@ class ServerConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.queue_size < 0:
             raise ValueError(f"queue_size must be >= 0, got {self.queue_size}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        for name in ("timeout_s", "header_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.token is not None and len(self.token) < 8:
             raise ValueError("the access token must have at least 8 characters")
 
