@@ -97,6 +97,9 @@ class VarEditPipeline:
         target = resolve_model(model)
         if isinstance(target, Preset):
             if target.bundled is not None:
+                if target.name == DEFAULT_MODEL:  # once per load; the CLI says it on stderr unless -q
+                    from .presets import demo_notice
+                    log.info("%s", demo_notice())
                 return cls._from_self_describing(target.bundled, dev, target.name, run=run)
             from .hub import resolve_files
             files = resolve_files(target, weights_dir=weights_dir, local_files_only=local_files_only)

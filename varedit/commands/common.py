@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import click
 
+from ..presets import DEFAULT_MODEL, MODEL_ENV
+
 log = logging.getLogger("varedit")
 
 # help sections, in this order (a command's own options first, the model's last)
@@ -48,12 +50,22 @@ def opt(*decls: str, group: str, **kwargs: Any) -> Callable[[Any], Any]:
     return click.option(*decls, cls=GroupedOption, help_group=group, **kwargs)
 
 
-def model_options(f: Any) -> Any:
+def model_options(f: Any = None, *, env: bool = True) -> Any:
     """--model, --vae, --weights-dir, --num-heads, --device (kwargs model, vae_path, weights_dir, num_heads,
-    device)."""
+    device).  ``@model_options``: --model defaults to ``$VAREDIT_MODEL``, else the demo
+    (:func:`varedit.presets.default_model`); ``@model_options(env=False)``: to the demo (commands that
+    measure the demo's own synthetic domain)."""
+    from ..presets import default_model
+    if f is None:
+        return lambda g: model_options(g, env=env)
+    what = "Preset name (demo, var-d16 ... var-d36), a varedit file, or an official VAR .pth"
+    if env:
+        model_opt = opt("--model", "-m", group="Model", default=default_model, show_default=False,
+                        help=f"{what}. [default: ${MODEL_ENV} when set, else {DEFAULT_MODEL}]")
+    else:
+        model_opt = opt("--model", "-m", group="Model", default=DEFAULT_MODEL, show_default=True, help=f"{what}.")
     for o in reversed([
-        opt("--model", "-m", group="Model", default="demo", show_default=True,
-            help="Preset name (demo, var-d16 ... var-d36), a varedit file, or an official VAR .pth."),
+        model_opt,
         opt("--vae", "vae_path", group="Model", type=click.Path(dir_okay=False), default=None,
             help="Official VQVAE .pth (default: vae_ch160v4096z32.pth beside --model)."),
         opt("--weights-dir", group="Model", type=click.Path(file_okay=False), default=None, envvar="VAREDIT_WEIGHTS",
@@ -117,7 +129,7 @@ def pop_sampling(kw: dict[str, Any]) -> dict[str, Any]:
 class ModelSpec:
     """What the model options name; :meth:`info` is torch-free, :meth:`editor` loads."""
 
-    model: str = "demo"
+    model: str = DEFAULT_MODEL
     vae_path: str | None = None
     weights_dir: str | None = None
     num_heads: int | None = None
@@ -138,10 +150,17 @@ class ModelSpec:
         if self.backend == "onnx":
             if not self.onnx_dir:
                 raise click.UsageError("--backend onnx needs --onnx-dir DIR (made by `varedit export onnx`)")
+            from .._optional import require
+            require("onnxruntime", "--backend onnx")
             return model_info(self.model, onnx_dir=self.onnx_dir)
         if self.onnx_dir:
             raise click.UsageError("--onnx-dir is for --backend onnx")
-        info = model_info(self.model, vae_path=self.vae_path, weights_dir=self.weights_dir)
+        try:
+            info = model_info(self.model, vae_path=self.vae_path, weights_dir=self.weights_dir)
+        except ValueError as e:
+            if not self._from_env():
+                raise
+            raise click.ClickException(f"{e} (the model comes from ${MODEL_ENV}={self.model})") from None
         if info.missing and info.kind == "preset":  # offline, or the Hub unreachable: say so now, not at load
             from ..hub import missing_files_error, why_no_download
             from ..presets import get_preset
@@ -168,11 +187,45 @@ class ModelSpec:
         return f"cuda:{int(local)}" if torch.cuda.is_available() else self.device
 
     def editor(self) -> Any:
-        """The image-level tasks (:class:`varedit.tasks.Editor`) on the chosen backend."""
+        """The image-level tasks (:class:`varedit.tasks.Editor`) on the chosen backend.  Loading the bundled
+        demo model says once, on stderr, what it is and how to get a model for photographs (``-q``: not)."""
+        if self.is_demo():
+            announce_demo()
         if self.backend == "onnx":
             from varedit_onnx.runtime import OnnxVAR
             return OnnxVAR.from_dir(self.onnx_dir, providers=self.device, threads=self.threads).editor()
         return self.pipeline().editor
+
+    def is_demo(self) -> bool:
+        """Whether the model is the bundled demo (an ONNX export of it: by its manifest's name)."""
+        if self.backend == "onnx":
+            if not self.onnx_dir:
+                return False
+            try:
+                from varedit_onnx.runtime import read_manifest
+                return bool(read_manifest(self.onnx_dir)["model"]["name"] == DEFAULT_MODEL)
+            except (ImportError, ValueError, OSError, KeyError, TypeError):
+                return False
+        from ..presets import is_preset, preset_key
+        return is_preset(self.model) and preset_key(self.model) == DEFAULT_MODEL and not Path(self.model).exists()
+
+    def _from_env(self) -> bool:
+        ctx = click.get_current_context(silent=True)
+        src = ctx.get_parameter_source("model") if ctx is not None and "model" in ctx.params else None
+        return src == click.core.ParameterSource.DEFAULT and bool(os.environ.get(MODEL_ENV, "").strip())
+
+
+def quiet() -> bool:
+    """Whether ``varedit -q`` was given (notes and progress are then not shown)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and (ctx.find_root().obj or {}).get("quiet"))
+
+
+def announce_demo() -> None:
+    """The demo's one-line note on stderr, unless ``-q``."""
+    if not quiet():
+        from ..presets import demo_notice
+        click.echo(demo_notice(), err=True)
 
 
 def load_pipeline(model: str, vae_path: str | None, weights_dir: str | None, num_heads: int | None,

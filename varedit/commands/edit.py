@@ -195,10 +195,12 @@ def run_jobs(task: str, jobs: list[Job], plan: Any, spec: ModelSpec, failures: l
     timer.lap("load_s")
     lock = threading.Lock()
     from tqdm import tqdm
-    bar = tqdm(total=len(todo), desc=task, unit="img", disable=len(todo) < 2, file=sys.stderr)
+    from .common import quiet
+    hush = quiet()  # read here: the jobs may run on other threads
+    bar = tqdm(total=len(todo), desc=task, unit="img", disable=len(todo) < 2 or hush, file=sys.stderr)
 
     def one(job: Job, ed: Any) -> None:
-        scale_bar = _ScaleBar(job.src.name, enabled=len(todo) == 1 and sys.stderr.isatty())
+        scale_bar = _ScaleBar(job.src.name, enabled=len(todo) == 1 and sys.stderr.isatty() and not hush)
         try:
             t0 = time.perf_counter()
             loaded = P.load_image(job.src)

@@ -55,7 +55,8 @@ def register(main: click.Group) -> None:
         plan = check_outputs({"generate": targets}, [], overwrite=kw["overwrite"], skip_existing=False)
         fmt = {t: output_format(t) for t in targets}
         from tqdm import tqdm
-        bar = tqdm(total=n, desc="generate", unit="img", disable=n < 2, file=sys.stderr)
+        from .common import quiet
+        bar = tqdm(total=n, desc="generate", unit="img", disable=n < 2 or quiet(), file=sys.stderr)
         i = 0
         for batch in batches:
             for img in batch:

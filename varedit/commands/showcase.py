@@ -11,7 +11,7 @@ def register(main: click.Group) -> None:
     from .common import model_options
 
     @main.command()
-    @model_options
+    @model_options(env=False)  # the demo's synthetic domain: named explicitly, never $VAREDIT_MODEL
     @click.option("--out", "-o", type=click.Path(file_okay=False), required=True)
     @click.option("--seed", type=int, default=7, show_default=True)
     def showcase(model: str, vae_path: str | None, weights_dir: str | None, num_heads: int | None, device: str,
