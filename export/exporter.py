@@ -55,7 +55,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -532,7 +532,8 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
                 opset: int = DEFAULT_OPSET, check: bool = True, name: str = "model",
                 class_names: Sequence[Sequence[str] | str] | None = None, optimize: bool = False,
                 check_threads: int | None = None, check_images: int = 2,
-                defaults: dict[str, Any] | None = None, scorer: bool = True) -> dict[str, Any]:
+                defaults: dict[str, Any] | None = None, scorer: bool = True,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export ``var`` + ``vae`` to ``out_dir`` (tokenizer.onnx, sampler.onnx, decoder.onnx, scorer.onnx,
     manifest.json).
 
@@ -549,6 +550,7 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
         optimize: run the exporter's graph optimiser (slower export; onnxruntime optimises at load anyway).
         check_threads, check_images: onnxruntime threads and number of images of the parity run (it runs
             torch on the CPU too: about 3 generations and one tokenisation / decoding per image).
+        progress: called with a line as each stage starts (each graph's export, the checker, the parity run).
 
     Returns the manifest (also written to ``out_dir/manifest.json``, last, so that a directory with a
     manifest is a complete export).
@@ -579,11 +581,14 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
     if scorer:
         modules["scorer"] = ScorerGraph(var, quant, ifaces["scorer"]["rows"], dtype).eval()
     times: dict[str, float] = {}
-    for g, module in modules.items():
+    say = progress or (lambda line: None)
+    for i, (g, module) in enumerate(modules.items()):
         ex = _example_inputs(ifaces[g])
         args = _sampler_args(ex, SN) if g == "sampler" else (ex[0], ex[1:]) if g == "scorer" else tuple(ex)
+        say(f"graph {i + 1}/{len(modules)}: exporting {ifaces[g]['file']}")
         times[g] = round(_export_graph(module, args, out / ifaces[g]["file"], ifaces[g], opset, optimize), 2)
         if check:
+            say(f"graph {i + 1}/{len(modules)}: onnx.checker on {ifaces[g]['file']}")
             _check_model(out / ifaces[g]["file"])
 
     files: dict[str, dict[str, Any]] = {}
@@ -620,6 +625,7 @@ def export_onnx(var: VAR, vae: VQVAE, out_dir: str | Path, *, batch: int = 1, fp
                    "torch_version": torch.__version__, "host": platform.platform()},
     }
     if check:
+        say(f"parity run: the exported graphs on onnxruntime (CPU) against torch, {max(1, check_images)} images")
         manifest["validation"] = validate_export(var, vae, out, manifest, threads=check_threads, images=check_images)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     log.info("ONNX export of %s (%s, batch %d, opset %d) written to %s", name, manifest["precision"], batch,
