@@ -26,6 +26,14 @@ def _norm(s: str) -> str:
     return " ".join(s.lower().replace("_", " ").replace("-", " ").split())
 
 
+def _suggestion(name: str, synonyms: tuple[str, ...]) -> str:
+    return repr(name) if _norm(synonyms[0]) == name else f"{name!r} ({synonyms[0]})"
+
+
+def _with_aliases(synonyms: tuple[str, ...]) -> str:
+    return synonyms[0] + (f" ({', '.join(synonyms[1:])})" if len(synonyms) > 1 else "")
+
+
 def resolve_class(spec: int | str, names: tuple[tuple[str, ...], ...] | None, num_classes: int) -> int:
     """A class index from an index or a name (any synonym, case-insensitive; a unique prefix is fine)."""
     if isinstance(spec, bool) or not isinstance(spec, (int, str)):
@@ -45,11 +53,12 @@ def resolve_class(spec: int | str, names: tuple[tuple[str, ...], ...] | None, nu
     if len(pref) == 1:
         return pref[0]
     close = difflib.get_close_matches(q, list(table), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    # a suggestion that is another name of a class says which class (the listing names classes by their first name)
+    hint = f"; did you mean {', '.join(_suggestion(c, names[table[c]]) for c in close)}?" if close else ""
     if len(pref) > 1:
         hint = f"; it matches {len(pref)} classes, e.g. {names[pref[0]][0]!r}, {names[pref[1]][0]!r}"
-    if len(names) <= LIST_CLASSES_UP_TO:
-        listing = f" (classes: {', '.join(n[0] for n in names)})"
+    if len(names) <= LIST_CLASSES_UP_TO:  # every class with all its names: each suggestion is in the list
+        listing = f" (classes: {', '.join(_with_aliases(n) for n in names)})"
     else:
         listing = f" ({len(names)} classes: `varedit models classes MODEL` lists them)"
     raise ClassError(f"unknown class {spec!r}{hint}{listing}")
