@@ -102,7 +102,7 @@ def _torch() -> list[str]:
 
 
 def _onnx() -> list[str]:
-    from .._optional import install_command, installed_version
+    from .._optional import install_command, installed_version, missing
     lines = []
     try:
         import onnxruntime as ort
@@ -112,7 +112,7 @@ def _onnx() -> list[str]:
         dist = "onnxruntime-gpu" if installed_version("onnxruntime-gpu") else "onnxruntime"
         lines.append(_line("onnxruntime", f"{ort.__version__} ({dist}): {', '.join(ort.get_available_providers())}"))
     for mod, dist in (("onnxscript", "onnxscript"), ("onnx", "onnx")):
-        v = installed_version(dist)
+        v = installed_version(dist) if not missing([mod]) else None
         lines.append(_line(mod, v if v else f"not installed: {install_command(['export'])} (for `varedit export onnx`)"))
     return lines
 
