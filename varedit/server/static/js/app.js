@@ -1,7 +1,8 @@
 // The editor: wires the stage, the task options, runs with streamed progress, the gallery of candidates
-// and the history of results.
+// and the history of results. One editor, two backends (the page's <meta name="varedit-backend">):
+// "http", the API of `varedit serve` (backend-http.js), or "runtime", the exported graphs in the browser
+// (backend-runtime.js, the page `varedit export web` writes).
 
-import { ApiError, b64ToBlob, getJSON, runTask, setToken, takeTokenFromUrl } from "./api.js";
 import { History } from "./history.js";
 import { Stage, canvasFromBlob, canvasOf, canvasToBlob } from "./stage.js";
 
@@ -16,6 +17,12 @@ const stage = new Stage($("stage"), onStageChange, { insetTop: () => $("toolbar"
 const canvases = new WeakMap(); // blob -> decoded canvas
 let urls = []; // object URLs of the gallery, revoked when it is redrawn
 
+const BACKEND = document.querySelector('meta[name="varedit-backend"]')?.content || "http";
+const backendReady = BACKEND === "runtime"
+  ? import("./backend-runtime.js").then((m) => m.runtimeBackend())
+  : import("./backend-http.js").then((m) => m.httpBackend());
+let backend = null;
+
 // for scripts and tests: the state, and image pixels -> page coordinates
 window.varedit = {
   stage, state, stats,
@@ -25,6 +32,18 @@ window.varedit = {
     return { x: r.left + p.x, y: r.top + p.y };
   },
 };
+if (BACKEND === "runtime") {
+  // the JavaScript API of the in-browser page (docs/onnx.md, "In the browser"): PNG data URLs in and out
+  const api = backendReady.then((b) => b.api);
+  Object.assign(window.varedit, {
+    ready: api.then((a) => a.ready),
+    inpaint: async (image, mask, o) => (await api).inpaint(image, mask, o),
+    outpaint: async (image, o) => (await api).outpaint(image, o),
+    edit: async (image, o) => (await api).edit(image, o),
+    generate: async (o) => (await api).generate(o),
+    run: async (task, ...args) => (await api).run(task, ...args),
+  });
+}
 
 function msg(text, error = false) {
   const m = $("message");
@@ -45,14 +64,15 @@ function newId() {
 async function loadModel() {
   for (;;) {
     try {
-      state.model = await getJSON("/api/v1/model");
+      state.model = await backend.model();
       break;
     } catch (e) {
-      if (e instanceof ApiError && e.status === 401) {
+      if (e.status === 401) {
         await askToken();
         continue;
       }
-      $("model-name").textContent = `cannot reach the server: ${e.message}`;
+      $("model-name").textContent = backend.name === "http" ? `cannot reach the server: ${e.message}`
+        : `cannot load the model: ${e.message}`;
       throw e;
     }
   }
@@ -73,6 +93,10 @@ async function loadModel() {
   $("reroll-k").max = String(SN - 1);
   $("reroll-k").value = String(Math.max(1, Math.ceil(SN / 2)));
   $("n").max = String(m.limits.max_candidates);
+  if (Array.isArray(m.tasks)) { // a backend without some tasks (the browser runtime has no upscaling)
+    for (const b of document.querySelectorAll("#tasks button")) b.hidden = !m.tasks.includes(b.dataset.task);
+  }
+  $("strategy-original").hidden = backend.name !== "http"; // tiles: the server only
   setTask(state.task);
 }
 
@@ -80,7 +104,7 @@ function askToken() {
   return new Promise((resolve) => {
     const d = $("token-dialog");
     d.addEventListener("close", () => {
-      setToken($("token-input").value.trim());
+      backend.setToken($("token-input").value.trim());
       resolve();
     }, { once: true });
     d.showModal();
@@ -177,16 +201,6 @@ function pickSeed() {
   return s;
 }
 
-function formWith(fields) {
-  const f = new FormData();
-  for (const [k, v] of Object.entries(fields)) {
-    if (v === null || v === undefined || v === "") continue;
-    if (v instanceof Blob) f.append(k, v, `${k}.png`);
-    else f.append(k, String(v));
-  }
-  return f;
-}
-
 function sampling() {
   return { seed: pickSeed(), cfg: num("cfg"), top_k: num("top-k"), top_p: num("top-p") };
 }
@@ -198,37 +212,37 @@ function maskedOptions() {
 
 async function prepare(task) {
   const m = state.model;
-  if (!m) throw new Error("not connected to the server");
+  if (!m) throw new Error(backend && backend.name === "runtime" ? "the model is not loaded yet" : "not connected to the server");
   const w = stage.width, h = stage.height;
   const base = { task, endpoint: task, input: stage.imageBlob, inputRect: { x: 0, y: 0, w, h },
     placement: { x: 0, y: 0, w, h } };
   if (task !== "generate" && !stage.image) throw new Error("open an image first (or paste one)");
   if (task === "inpaint") {
     if (stage.maskEmpty()) throw new Error("paint over what to regenerate first");
-    return { ...base, form: formWith({ image: stage.imageBlob, mask: await stage.maskBlob(), label: $("label").value.trim() || "auto",
-      ...sampling(), ...maskedOptions() }) };
+    return { ...base, params: { image: stage.imageBlob, mask: await stage.maskBlob(), label: $("label").value.trim() || "auto",
+      ...sampling(), ...maskedOptions() } };
   }
   if (task === "outpaint") {
     const p = stage.pads;
     if (!(p.left + p.right + p.top + p.bottom)) throw new Error("drag a handle outwards (or type pixels) to extend the image");
     return { ...base, placement: { x: -p.left, y: -p.top, w: w + p.left + p.right, h: h + p.top + p.bottom },
-      form: formWith({ image: stage.imageBlob, ...p, fill: $("fill").value, label: $("label").value.trim() || "auto",
-        ...sampling(), ...maskedOptions() }) };
+      params: { image: stage.imageBlob, ...p, fill: $("fill").value, label: $("label").value.trim() || "auto",
+        ...sampling(), ...maskedOptions() } };
   }
   if (task === "edit") {
     const b = stage.box;
     if (!b) throw new Error("draw a box on the image first");
     const cls = $("class").value.trim();
     if (!cls) throw new Error("pick the class to put in the box");
-    return { ...base, form: formWith({ image: stage.imageBlob, box: `${b.x0},${b.y0},${b.x1},${b.y1}`, class: cls,
-      ...sampling(), ...maskedOptions() }) };
+    return { ...base, params: { image: stage.imageBlob, box: `${b.x0},${b.y0},${b.x1},${b.y1}`, class: cls,
+      ...sampling(), ...maskedOptions() } };
   }
   if (task === "upscale") {
-    return { ...base, form: formWith({ image: stage.imageBlob, scale: num("scale") || 2, ...sampling() }) };
+    return { ...base, params: { image: stage.imageBlob, scale: num("scale") || 2, ...sampling() } };
   }
   const S = m.image_size;
   return { ...base, input: null, inputRect: null, placement: { x: 0, y: 0, w: S, h: S },
-    form: formWith({ class: $("class").value.trim(), n: num("n") || 1, ...sampling() }) };
+    params: { class: $("class").value.trim(), n: num("n") || 1, ...sampling() } };
 }
 
 function progressUI(on) {
@@ -261,10 +275,13 @@ async function run(job) {
   const timer = setInterval(() => { $("progress-time").textContent = `${((performance.now() - t0) / 1000).toFixed(1)} s`; }, 200);
   const SN = state.model.patch_nums.length;
   try {
-    const res = await runTask(job.endpoint, job.form, {
+    const res = await backend.run(job.endpoint, job.params, {
       signal: ctrl.signal,
       onEvent(name, d) {
-        if (name === "queued") $("progress-text").textContent = d.position ? `waiting: ${d.position} ahead` : "starting…";
+        if (name === "phase") {
+          $("progress-text").textContent = d.text;
+          if (d.value !== undefined) $("progress-bar").value = d.value;
+        } else if (name === "queued") $("progress-text").textContent = d.position ? `waiting: ${d.position} ahead` : "starting…";
         else if (name === "start") $("progress-text").textContent = "working…";
         else if (name === "progress") {
           stats.progress += 1;
@@ -292,7 +309,7 @@ async function run(job) {
     const record = {
       id: newId(), time: Date.now(), task: job.task, title: job.title || TITLES[job.task], seed: res.seed,
       settings: res.settings, scores: res.scores, width: res.width, height: res.height,
-      images: res.images.map((b) => b64ToBlob(b)), mask: res.mask ? b64ToBlob(res.mask) : null,
+      images: res.images, mask: res.mask,
       input: job.input, inputRect: job.inputRect, placement: job.placement, elapsed: res.elapsed_s,
     };
     state.runs.unshift(record);
@@ -304,7 +321,7 @@ async function run(job) {
     if (e.name === "AbortError") {
       msg("cancelled");
       $("progress-text").textContent = "cancelled";
-    } else if (e instanceof ApiError && e.status === 401) {
+    } else if (e.status === 401) {
       msg("the server wants an access token", true);
       await askToken();
     } else {
@@ -406,8 +423,8 @@ async function reroll(src, idx) {
   await run({
     task: "inpaint", endpoint: "inpaint", title: `Re-roll of ${src.title} #${idx + 1} (keep ${k})`,
     input: src.images[idx], inputRect: rect, placement: rect,
-    form: formWith({ image: src.images[idx], mask, label: labelOf(src, idx), keep_scales: k, n: num("n") || 1,
-      seed: Math.floor(Math.random() * 2 ** 31), cfg: num("cfg"), top_k: num("top-k"), top_p: num("top-p") }),
+    params: { image: src.images[idx], mask, label: labelOf(src, idx), keep_scales: k, n: num("n") || 1,
+      seed: Math.floor(Math.random() * 2 ** 31), cfg: num("cfg"), top_k: num("top-k"), top_p: num("top-p") },
   });
 }
 
@@ -546,7 +563,9 @@ function wire() {
 }
 
 async function main() {
-  takeTokenFromUrl();
+  if (BACKEND === "runtime") $("model-name").textContent = "loading the model into the page…";
+  backend = await backendReady;
+  await backend.start();
   wire();
   setTool("brush");
   onStageChange("image");
