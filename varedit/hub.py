@@ -212,7 +212,7 @@ def pull(preset: Preset, *, weights_dir: str | os.PathLike | None = None, repo_i
         say(f"{preset.name}: {len(todo)} file{'s' if len(todo) > 1 else ''} to download, "
             f"{human_bytes(total)} ({', '.join(f'{f} {human_bytes(preset.file_bytes(f))}' for f in todo)}) "
             f"into {dest}" + (f"; {have}" if have else ""))
-        why = why_no_download(None)
+        why = "offline (HF_HUB_OFFLINE is set)" if _offline_env() else hub_unreachable()
         if why is not None:
             raise WeightsError(f"cannot download {preset.name} ({human_bytes(total)}): {why}; run it where the Hub "
                                f"can be reached, or put the files ({', '.join(todo)}) in a folder given with "
