@@ -83,9 +83,9 @@ def format_list(rows: list[dict[str, Any]]) -> list[str]:
     vae = next((f["bytes"] for r in rows for f in r["files"] if f["file"] == VAE_FILE), None)
     lines += [
         "",
-        "download: exact bytes of the weights in the released files (FoundationVision/var on Hugging Face; the "
-        + (f"VQVAE file, {human_bytes(vae)}, " if vae else "VQVAE file ") + "serves every official model and is "
-        "downloaded once).",
+        "download: the weights in the released files (FoundationVision/var on Hugging Face), to the byte; each file "
+        "adds a few kB of structure. The " + (f"VQVAE file ({human_bytes(vae)}) " if vae else "VQVAE file ")
+        + "serves every official model and is downloaded once.",
         "memory: the weights alone, 4 bytes per parameter in fp32, 2 in bf16/fp16 (e.g. an `export onnx --fp16`); "
         "activations and the attention cache come on top.",
         "licence: official weights: MIT (FoundationVision/VAR); demo: MIT, trained by varedit.",
