@@ -344,6 +344,22 @@ def test_doctor_without_torch_onnxruntime_or_the_server(runner, clean_env, monke
     assert re.search(r"^  export\s+missing\s+pip install 'varedit\[export\]'", out, re.M)
 
 
+def test_doctor_lists_cuda_devices(monkeypatch):
+    """The GPU lines, with torch's CUDA calls standing in for a machine with one GPU."""
+    from types import SimpleNamespace
+
+    from varedit.commands import doctor as D
+    props = SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=80 * 2 ** 30, major=9, minor=0)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **kw: True)
+    text = "\n".join(D._torch())
+    assert "(CUDA 12.8 build)" in text
+    assert "cuda:0 NVIDIA H100 80GB HBM3, 80.0 GiB, compute capability 9.0, bf16 yes" in text
+
+
 def test_doctor_reads_cpu_flags(tmp_path):
     from varedit.commands.doctor import cpu_info
     f = tmp_path / "cpuinfo"
