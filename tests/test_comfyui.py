@@ -470,3 +470,227 @@ def test_nodes_work_under_inference_mode(images):
     outside = run("VarEditInpaint", model=m, image=images[:1], mask=box_mask(1, 40, 90, 30, 100), label="none",
                   **SAMPLING, **EDITING)[0]
     assert torch.equal(inside, outside) and gen.shape == (1, S, S, 3)
+
+
+# ---- ComfyUI's model management --------------------------------------------------------------------------
+# Stand-ins for the parts of ComfyUI the pack uses, condensed from ComfyUI's comfy/model_management.py and
+# comfy/model_patcher.py (v0.3.64) and run as module code, so that, as there, unload_all_models reaches
+# free_memory through the module's globals, load_models_gpu detaches and re-inserts a model already loaded,
+# and free_memory unloads (detaches) the models of its device, least recently loaded first, until enough
+# memory is free.
+FAKE_MODEL_MANAGEMENT = '''
+import weakref
+import torch
+
+current_loaded_models = []
+free_bytes = [1 << 40]      # what get_free_memory reports
+empty_cache_calls = []
+
+
+def get_torch_device():
+    return torch.device("cpu")
+
+
+def get_free_memory(dev=None, torch_free_too=False):
+    return (free_bytes[0], free_bytes[0]) if torch_free_too else free_bytes[0]
+
+
+def soft_empty_cache(force=False):
+    empty_cache_calls.append(force)
+
+
+class LoadedModel:
+    def __init__(self, model):
+        self._model = weakref.ref(model)
+        self.device = model.load_device
+        self.real_model = None
+        self.currently_used = True
+
+    @property
+    def model(self):
+        return self._model()
+
+    def model_memory(self):
+        return self.model.model_size()
+
+    def model_load(self, lowvram_model_memory=0, force_patch_weights=False):
+        self.model.partially_load(self.device, 1e32, force_patch_weights=force_patch_weights)
+        self.real_model = weakref.ref(self.model.model)
+        return self.model.model
+
+    def model_unload(self, memory_to_free=None, unpatch_weights=True):
+        self.model.detach(unpatch_weights)
+        self.real_model = None
+        return True
+
+    def __eq__(self, other):
+        return self.model is other.model
+
+
+def free_memory(memory_required, device, keep_loaded=[]):
+    unloaded = []
+    for i in range(len(current_loaded_models) - 1, -1, -1):
+        m = current_loaded_models[i]
+        if m.device != device or m in keep_loaded:
+            continue
+        if get_free_memory(device) > memory_required:
+            break
+        if m.model_unload(memory_required - get_free_memory(device)):
+            unloaded.append(current_loaded_models.pop(i))
+    if unloaded:
+        soft_empty_cache()
+    return unloaded
+
+
+def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                    force_full_load=False):
+    to_load = [LoadedModel(m) for m in models]
+    for lm in to_load:
+        for i in range(len(current_loaded_models) - 1, -1, -1):
+            if lm.model.is_clone(current_loaded_models[i].model):
+                current_loaded_models.pop(i).model.detach(unpatch_all=False)
+    for lm in to_load:
+        if lm.device != torch.device("cpu"):
+            free_memory(lm.model_memory() * 1.1 + memory_required, lm.device)
+    for lm in to_load:
+        lm.model_load()
+        current_loaded_models.insert(0, lm)
+
+
+def unload_all_models():
+    free_memory(1e30, get_torch_device())
+
+
+def throw_exception_if_processing_interrupted():
+    pass
+'''
+
+FAKE_MODEL_PATCHER = '''
+class ModelPatcher:
+    def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+        self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
+        self.parent = None
+        self.callbacks = {}
+        if getattr(self.model, "device", None) is None:
+            self.model.device = offload_device
+        self.model.model_loaded_weight_memory = 0
+
+    def model_size(self):
+        if self.size <= 0:
+            self.size = sum(t.nelement() * t.element_size() for t in self.model.state_dict().values())
+        return self.size
+
+    def loaded_size(self):
+        return self.model.model_loaded_weight_memory
+
+    def current_loaded_device(self):
+        return self.model.device
+
+    def is_clone(self, other):
+        return hasattr(other, "model") and self.model is other.model
+
+    def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
+        if self.model.model_loaded_weight_memory > 0:
+            return 0
+        self.model.to(device_to)
+        self.model.device = device_to
+        self.model.model_loaded_weight_memory = self.model_size()
+        return self.model_size()
+
+    def add_callback(self, call_type, callback):
+        self.callbacks.setdefault(call_type, {}).setdefault(None, []).append(callback)
+
+    def detach(self, unpatch_all=True):
+        if unpatch_all:
+            self.model.to(self.offload_device)
+            self.model.device = self.offload_device
+            self.model.model_loaded_weight_memory = 0
+        for c in self.callbacks.get("on_detach_after", {}).values():
+            for callback in c:
+                callback(self, unpatch_all)
+        return self.model
+'''
+
+
+@pytest.fixture
+def fake_comfy(monkeypatch):
+    """comfy.model_management, comfy.model_patcher and comfy.patcher_extension as inside ComfyUI."""
+    import sys
+    import types
+    pkg = types.ModuleType("comfy")
+    pkg.__path__ = []
+    mods = {"comfy": pkg}
+    for name, src in (("model_management", FAKE_MODEL_MANAGEMENT), ("model_patcher", FAKE_MODEL_PATCHER),
+                      ("patcher_extension", "class CallbacksMP:\n    ON_DETACH = 'on_detach_after'\n")):
+        m = types.ModuleType(f"comfy.{name}")
+        exec(compile(src, f"<fake comfy.{name}>", "exec"), m.__dict__)
+        setattr(pkg, name, m)
+        mods[f"comfy.{name}"] = m
+    for k, v in mods.items():
+        monkeypatch.setitem(sys.modules, k, v)
+    return mods["comfy.model_management"]
+
+
+def _registered(mm) -> list:
+    return [lm.model for lm in mm.current_loaded_models]
+
+
+def test_outside_comfyui_models_are_not_registered(demo):
+    from varedit_plugins.comfyui.loader import comfy_model_management
+    assert comfy_model_management() is None and demo.patcher is None
+    demo.ready()  # nothing to do
+
+
+def test_comfyui_free_models_unloads_varedit_models_and_empties_the_cache(fake_comfy, images, caplog):
+    mm = fake_comfy
+    cache = ModelCache(max_entries=2)
+    m = load_model("demo", device="auto", cache=cache)
+    assert m.device == "cpu" and m.patcher is not None        # auto = ComfyUI's device
+    assert _registered(mm) == [m.patcher] and m.key in cache
+    assert m.patcher.loaded_size() == m.patcher.model_size() > 0
+    assert {n for n, _ in m.patcher.model.named_children()} == {"var", "vae"}
+
+    # enough memory free: ComfyUI keeps it
+    mm.free_memory(1 << 20, mm.get_torch_device())
+    assert _registered(mm) == [m.patcher] and m.key in cache
+
+    # a node makes ComfyUI load it (a detach without unpatching is bookkeeping, not an unload)
+    kw = dict(model=m, image=images[:1], mask=box_mask(1, 40, 90, 30, 100), label="none", **SAMPLING, **EDITING)
+    first = run("VarEditInpaint", **kw)[0]
+    assert _registered(mm) == [m.patcher] and m.key in cache
+
+    # "free models": ComfyUI unloads it, and varedit's cache lets go of it
+    with caplog.at_level("INFO", logger="varedit_plugins.comfyui.loader"):
+        mm.unload_all_models()
+    assert _registered(mm) == [] and m.key not in cache and len(cache) == 0
+    assert m.patcher.loaded_size() == 0 and mm.empty_cache_calls
+    assert any("ComfyUI unloaded demo" in r.getMessage() for r in caplog.records)
+
+    # ComfyUI's node cache may still hand the model to a node: it is loaded again and gives the same pixels
+    again = run("VarEditInpaint", **kw)[0]
+    assert _registered(mm) == [m.patcher] and torch.equal(first, again)
+
+    # free_memory of another device leaves it alone; of its own device with too little free, unloads it
+    mm.free_memory(1e30, torch.device("cuda", 0))
+    assert _registered(mm) == [m.patcher]
+    mm.free_bytes[0] = 0
+    mm.free_memory(1 << 20, torch.device("cpu"))
+    assert _registered(mm) == []
+
+
+def test_comfyui_registers_onnx_exports_by_their_size(fake_comfy, tmp_path):
+    """An ONNX model is registered too (its memory is onnxruntime's: ComfyUI counts the export's size) and is
+    dropped from the cache when ComfyUI unloads it."""
+    from varedit_plugins.comfyui import loader
+    d = tmp_path / "export"
+    d.mkdir()
+    (d / "a.onnx").write_bytes(b"\0" * 1000)
+    (d / "manifest.json").write_text("{}")
+    cache = ModelCache(max_entries=2)
+    stub = loader.VarEditModel(editor=None, name="stub", backend="onnx", device="CPUExecutionProvider",
+                               image_size=64, class_names=(), key=("onnx", str(d)))
+    vm = cache.get_or_load(stub.key, lambda: loader._register_with_comfy(stub, cache, str(d)))
+    vm.ready()
+    assert vm.patcher.model_size() == 1002 and _registered(fake_comfy) == [vm.patcher]
+    fake_comfy.unload_all_models()
+    assert vm.key not in cache and _registered(fake_comfy) == []

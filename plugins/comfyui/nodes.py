@@ -127,6 +127,7 @@ def _seed(seed: int, i: int) -> int:
 def _check_model(model: Any) -> VarEditModel:
     if not isinstance(model, VarEditModel):
         raise TypeError(f"model must come from the VarEdit Model Loader node, got {type(model).__name__}")
+    model.ready()  # inside ComfyUI: weights it unloaded to free memory are loaded again
     return model
 
 
