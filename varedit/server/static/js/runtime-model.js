@@ -73,7 +73,8 @@ export class Model {
       if (!r.ok) fail(`cannot load ${url}: HTTP ${r.status}`);
       return r.arrayBuffer();
     });
-    this.sessionOptions = sessionOptions || { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+    // severity 3: errors only (graph-optimisation warnings are not the page's errors)
+    this.sessionOptions = sessionOptions || { executionProviders: ["wasm"], graphOptimizationLevel: "all", logSeverityLevel: 3 };
     this.sessions = {};
   }
 
