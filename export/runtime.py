@@ -30,7 +30,7 @@ import numpy as np
 
 from varedit.editing.noise import portable_uniforms
 from varedit.options import SamplingOptions
-from varedit.validation import check_class_names, check_sampling, confined_path
+from varedit.validation import check_class_names, check_number, check_sampling, check_seed, confined_path
 
 from .session import OnnxRuntimeError, OrtSession, check_provider_choice
 
@@ -389,6 +389,13 @@ class OnnxVAR:
         Returns :class:`SampleOutput` (tokens per scale (N, pn^2) int64, f_hat (N, Cvae, h, w) float32,
         logprob (N,) float32 as ``masked_sample``'s ``logprob_B``).
         """
+        # the torch path's one validation (SamplingOptions): NaN, infinite, negative or mistyped options fail here
+        opts = SamplingOptions(cfg=cfg, top_k=top_k, top_p=top_p,
+                               guidance=guidance if isinstance(guidance, str) else "linear")
+        cfg, top_k, top_p = opts.cfg, opts.top_k, opts.top_p
+        if not isinstance(guidance, str):
+            guidance = [check_number(t, f"guidance[{i}]") for i, t in enumerate(guidance)]
+        seed = check_seed(seed)
         lab = self._labels(labels)
         N, pns, SN, h = lab.shape[0], self.patch_nums, len(self.patch_nums), self.latent_size
         if (known_tokens is not None or f_known is not None) and keep_maps is None:
@@ -428,8 +435,6 @@ class OnnxVAR:
                         raise OnnxRuntimeError(f"pool_w[{s}] has shape {list(np.asarray(pool_w[s]).shape)}; "
                                                f"expected ({N} or 1, 1, {h}, {h})")
                     pw[s] = np.ascontiguousarray(np.broadcast_to(w, (N, 1, h, h)))
-        if top_k < 0:
-            raise OnnxRuntimeError(f"top_k must be >= 0, not {top_k}")
         fixed = {"guidance": guidance_weights(cfg, SN, guidance), "top_k": np.array(int(top_k), np.int64),
                  "top_p_threshold": np.array(top_p_threshold(top_p), np.float32),
                  "closed_loop": np.array(closed, np.bool_)}

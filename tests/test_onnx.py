@@ -640,3 +640,46 @@ def test_node_example_inpaints_like_python(fp32_dir, rt, tmp_path):
     r = subprocess.run(["node", str(NODE_EXAMPLE / "inpaint.mjs"), str(tmp_path), str(tmp_path / "in.png"),
                         "1,1,5,5", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("Error:") and "manifest.json" in r.stderr
+
+
+# ---- sampling options: one validation for both backends ----------------------------------------------------
+_BAD_SAMPLING = [
+    ({"cfg": float("nan")}, ValueError, "cfg must be a finite number"),
+    ({"cfg": float("inf")}, ValueError, "cfg must be a finite number"),
+    ({"cfg": -0.5}, ValueError, "cfg must be at least 0"),
+    ({"top_p": float("nan")}, ValueError, "top_p must be a finite number"),
+    ({"top_p": float("-inf")}, ValueError, "top_p must be a finite number"),
+    ({"top_p": -0.1}, ValueError, "top_p must be at least 0"),
+    ({"top_p": 1.5}, ValueError, "top_p must be at most 1"),
+    ({"top_k": -1}, ValueError, "top_k must be at least 0"),
+    ({"top_k": 2.5}, TypeError, "top_k must be an integer"),
+    ({"top_k": float("nan")}, TypeError, "top_k must be an integer"),
+    ({"cfg": "4"}, TypeError, "cfg must be a number"),
+    ({"guidance": "cosine"}, ValueError, "guidance must be linear or constant"),
+    ({"seed": -1}, ValueError, "seed must be in"),
+]
+
+
+@pytest.mark.parametrize("kw,err,text", _BAD_SAMPLING, ids=[repr(k) for k, _, _ in _BAD_SAMPLING])
+def test_bad_sampling_options_fail_alike_on_both_backends(rt, tiny_pipeline, kw, err, text):
+    """The onnxruntime runtime refuses what the torch path refuses, with the torch path's message, before any
+    session runs: its own generate/sample, and both backends' Editor tasks."""
+    call = {"seed": 0, **kw}
+    with pytest.raises(err) as onnx_direct:
+        rt.generate([1], **call)
+    with pytest.raises(err) as onnx_sample:
+        rt.sample([1], **call)
+    with pytest.raises(err) as onnx_editor:
+        rt.editor().generate(1, **call)
+    with pytest.raises(err) as torch_editor:
+        tiny_pipeline.editor.generate(1, **call)
+    msgs = {str(e.value) for e in (onnx_direct, onnx_sample, onnx_editor, torch_editor)}
+    assert len(msgs) == 1 and text in msgs.pop()
+
+
+def test_onnx_guidance_weights_must_be_finite(rt):
+    SN = len(rt.patch_nums)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"guidance\[2\] must be a finite number"):
+            rt.sample([1], seed=0, guidance=[0.0, 1.0, bad] + [1.0] * (SN - 3))
+    assert rt.sample([1], seed=0, guidance=np.linspace(0, 2, SN)).tokens[0].shape == (1, 1)  # a valid list runs
