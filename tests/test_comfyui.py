@@ -694,3 +694,46 @@ def test_comfyui_registers_onnx_exports_by_their_size(fake_comfy, tmp_path):
     assert vm.patcher.model_size() == 1002 and _registered(fake_comfy) == [vm.patcher]
     fake_comfy.unload_all_models()
     assert vm.key not in cache and _registered(fake_comfy) == []
+
+
+# ---- the real-host check (python -m varedit_plugins.comfyui.check_real_host) ----------------------------
+def test_real_host_check_graphs_cover_every_node_and_skips_without_comfyui(monkeypatch, tmp_path, caplog):
+    from varedit_plugins.comfyui import check_real_host as chk
+    gs = chk.graphs("hole.png", "plain.png")
+    used = {n["class_type"] for g in gs for n in g.prompt.values()}
+    assert set(NODE_CLASS_MAPPINGS) <= used and set(chk.NODES) == set(NODE_CLASS_MAPPINGS)
+    assert [g.name for g in gs if g.error] == ["empty_mask"]
+    for g in gs:  # every varedit node of every graph has the inputs its declaration asks for
+        for n in g.prompt.values():
+            if n["class_type"] in NODE_CLASS_MAPPINGS:
+                spec = NODE_CLASS_MAPPINGS[n["class_type"]].INPUT_TYPES()
+                assert set(spec["required"]) <= set(n["inputs"]) <= set(spec["required"]) | set(spec.get("optional", {}))
+    from PIL import Image
+    import io
+    pics = chk.pictures()
+    alpha = np.asarray(Image.open(io.BytesIO(pics["varedit_check_hole.png"])).getchannel("A"))
+    assert (alpha == 0).sum() == 50 * 70 and Image.open(io.BytesIO(pics["varedit_check_plain.png"])).mode == "RGB"
+    monkeypatch.delenv("VAREDIT_COMFYUI", raising=False)
+    with caplog.at_level("INFO", logger="varedit.comfyui.check"):
+        assert chk.main([]) == 0
+    assert "skipped" in caplog.text
+    assert chk.main(["--comfyui", str(tmp_path)]) == 2  # not a ComfyUI checkout
+
+
+@pytest.mark.skipif(not os.environ.get("VAREDIT_COMFYUI"),
+                    reason="no real ComfyUI: set VAREDIT_COMFYUI to a ComfyUI checkout (and VAREDIT_COMFYUI_PYTHON to "
+                           "the interpreter it runs with, varedit installed in it)")
+def test_real_comfyui_runs_every_node_and_the_shipped_workflow(tmp_path):
+    """Starts the real ComfyUI twice (classic and schema registration), runs every node and the shipped workflow
+    through /prompt, the empty-mask error and /free (a few minutes on 2 cores)."""
+    import subprocess
+    import sys
+    out = tmp_path / "result.json"
+    r = subprocess.run([sys.executable, "-m", "varedit_plugins.comfyui.check_real_host", "--json", str(out)],
+                       capture_output=True, text=True, timeout=3000)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    res = json.loads(out.read_text())
+    assert res["ok"] and [x["api"] for x in res["results"]] == ["classic", "v3"]
+    assert res["results"][1]["same_images_as_classic"] is True
+    for x in res["results"]:
+        assert x["ok"] and x["free"] and x["graphs"]["empty_mask"]["error"].startswith("the mask is empty")
