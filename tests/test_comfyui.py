@@ -116,7 +116,7 @@ def test_inpaint_keeps_unmasked_pixels_exact_and_edits_the_hole(demo, images):
     rows = json.loads(info)
     assert len(rows) == 2 and [r["seed"] for r in rows] == [0, 1] and rows[0]["label_source"] == "inferred"
     feather = rows[0]["feather"]
-    assert feather == 8.0  # half a 16-pixel token
+    assert feather == 4.0  # the default paste-back feather, in output pixels
     far = far_from_box(S, S, y0, y1, x0, x1, feather)
     assert far.sum() > 5000
     assert torch.equal(image[:, far], images[:, far])            # the same float32 values, bit for bit

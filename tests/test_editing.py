@@ -157,6 +157,21 @@ def test_pixels_outside_the_feathered_mask_are_identical(editor, photo):
     assert not np.array_equal(out[w == 1], photo[w == 1])  # the hole was regenerated
 
 
+def test_default_feather_is_four_output_pixels_whatever_the_size(editor, photo):
+    """On a picture three times the model's size the default blend still reaches 4 px past the mask, not
+    half a token of the resized crop (which would be several times wider)."""
+    from varedit.processing.blending import DEFAULT_FEATHER_PX
+    big = np.asarray(Image.fromarray(photo).resize((540, 390), Image.BICUBIC))
+    r = editor.inpaint(big, box=(180, 90, 360, 270), seed=2)
+    assert r.settings["feather"] == DEFAULT_FEATHER_PX == 4.0
+    assert editor.half_token_px((540, 390)) > 2 * DEFAULT_FEATHER_PX
+    yy, xx = np.mgrid[:390, :540]
+    d = np.hypot(np.clip(np.maximum(90 - yy, yy - 269), 0, None), np.clip(np.maximum(180 - xx, xx - 359), 0, None))
+    out = np.asarray(r.image).astype(int)
+    assert np.array_equal(out[d > 4], big[d > 4])
+    assert (np.abs(out - big).max(axis=2)[(d > 0) & (d < 4)] > 0).any()  # a blend, not a hard paste
+
+
 def test_noise_in_the_hole_does_not_change_the_default_output(editor, photo):
     box = (50, 40, 110, 100)
     noisy = photo.copy()

@@ -66,6 +66,9 @@ def tiny_export(request, golden_dir, golden_models) -> Path:
                     check=False)
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
+        for old in d.parent.iterdir():  # exports of older weights or exporters
+            if old != d:
+                shutil.rmtree(old, ignore_errors=True)
     return d
 
 

@@ -3,7 +3,7 @@
 Data flow: image + mask -> normalise (white = regenerate; alpha; boxes) -> size strategy (crop,
 resize, original/tiled) -> per-window canvas plan (prefill, keep maps) -> backend (tokenise, masked
 next-scale sampling, decode) -> paste-back with a feathered mask -> image of the input's size, mode
-and bit depth.  Every pixel farther than ``feather`` from the mask is bit-identical to the input.
+and bit depth.  Every pixel farther than ``feather`` pixels from the mask (default 4) is bit-identical to the input.
 
 Size strategies (the model always runs at its native size S):
 ``crop``      a square around the mask's bounding box with context (default for inpaint and edit);
@@ -29,6 +29,7 @@ from . import processing as P
 from .classes import resolve_class
 from .editing.plan import COVERAGE, MODES, CanvasPlan, make_plan
 from .options import SamplingOptions
+from .processing.blending import DEFAULT_FEATHER_PX
 from .validation import check_class_names, check_int, check_number, check_seed
 
 log = logging.getLogger(__name__)
@@ -229,9 +230,10 @@ class Editor:
         return outs, [float(scores[i]) for i in order]
 
     def feather_px(self, wh: tuple[int, int]) -> float:
-        """Default feather: half a token in image pixels (a token covers more pixels when the image is
-        larger than the canvas): hides the decoder's seam without eating much context."""
-        return self.half_token_px(wh)
+        """Default paste-back feather for an image of size ``wh``, in its own pixels: ``DEFAULT_FEATHER_PX``
+        (4 px) whatever the size, measured on whole photos (a wider one, such as half a token, blurs the
+        sharp surroundings into the resized fill)."""
+        return DEFAULT_FEATHER_PX
 
     def half_token_px(self, wh: tuple[int, int]) -> float:
         """Half a token in the pixels of an image of size ``wh`` (a token covers more pixels when the image

@@ -92,7 +92,7 @@ def _edit_params() -> tuple[Param, ...]:
         Param("mode", "COMBO", "default", options=("default", "official"),
               tooltip="default: varedit's method (prefill, coverage, harmonize); official: the notebook's."),
         Param("feather", "FLOAT", -1.0, -1.0, 1024.0, 0.5,
-              tooltip="Paste-back feather width in pixels; -1 = half a token. Pixels farther than this "
+              tooltip="Paste-back feather width in output pixels; -1 = the default (4). Pixels farther than this "
                       "from the region are returned unchanged."),
     )
 

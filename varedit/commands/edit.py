@@ -311,7 +311,8 @@ def editing_options(f: Any) -> Any:
         opt("--keep-scales", group="Editing", type=click.IntRange(min=0), default=0, show_default=True,
             help="Keep the input's first k scales inside the hole (structure kept, detail regenerated)."),
         opt("--feather", group="Editing", type=click.FloatRange(min=0, max=1e4), default=None,
-            help="Paste-back feather width in pixels (default: half a token)."),
+            help="Paste-back feather width in pixels of the output: the edit blends into the picture over "
+                 "this band outside the mask; pixels farther away are returned unchanged [default: 4]."),
         opt("--harmonize/--no-harmonize", group="Editing", default=True, show_default=True,
             help="Remove the tokeniser's colour error from the fill (membrane correction)."),
         max_windows_option,

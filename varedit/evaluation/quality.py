@@ -68,7 +68,7 @@ class Variant:
     label: str = "auto"       # auto: the class inferred from the known pixels (the default); none: the null
     #                           class; true: the image's real class (an oracle: a diagnostic, not an option)
     cfg: float | None = None  # guidance; None: the editing default (EDIT_CFG)
-    feather: float = 1.0      # paste-back feather, in multiples of the default (half a token)
+    feather: float = 1.0      # paste-back feather, in multiples of the default (Editor.feather_px)
     candidates: int = 1       # samples per image; with rank the most likely one, else the first
     rank: bool = True
     group: str = "ablation"   # "core" rows are always measured; "defaults" re-measure a default; "extra" the rest

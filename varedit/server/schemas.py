@@ -88,7 +88,7 @@ class MaskedParams(Params):
     keep_scales: int = Field(0, ge=0, description="Keep the input's first k scales inside the hole: the layout "
                                                   "is kept and the detail re-rolled.")
     feather: float | None = Field(None, ge=0, le=4096, allow_inf_nan=False,
-                                  description="Paste-back feather in pixels (default: half a token).")
+                                  description="Paste-back feather in pixels of the output (default: 4).")
     prefill: Prefill | None = Field(None, description="How the hole is filled before tokenising.")
     harmonize: bool = True
 

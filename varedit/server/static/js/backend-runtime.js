@@ -26,8 +26,14 @@ function maskPixels(mask) { // Uint8Array -> black and white RGBA
 }
 
 export function runtimeBackend() {
-  // the bundle has onnxruntime's JavaScript glue inside and finds its .wasm next to itself (ort/)
-  const api = createVaredit({ ort, model: new URL("../model/", import.meta.url).href });
+  // the bundle has onnxruntime's JavaScript glue inside and finds its .wasm next to itself (ort/).
+  // WebAssembly threads need a cross-origin isolated page (the server sends COOP and COEP headers);
+  // ?threads=N asks for N. onnxruntime runs in a worker, so the page stays responsive while it works
+  // (?proxy=0: on the page's own thread)
+  const q = new URLSearchParams(location.search);
+  const threads = Number(q.get("threads")) || (globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
+  const api = createVaredit({ ort, model: new URL("../model/", import.meta.url).href, numThreads: threads,
+    proxy: q.get("proxy") !== "0" });
   return {
     name: "runtime",
     api,

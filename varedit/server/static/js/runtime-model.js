@@ -144,12 +144,14 @@ export class Model {
     if (!Number.isFinite(cfg) || cfg < 0) fail(`cfg must be a finite number >= 0, not ${cfg}`);
     if (!Number.isInteger(topK) || topK < 0) fail(`top_k must be an integer >= 0, not ${topK}`);
     if (!(topP >= 0 && topP <= 1)) fail(`top_p must be in [0, 1], not ${topP}`);
-    const fixed = {
-      guidance: this.tensor("float32", guidanceWeights(cfg, SN, guidance), [SN, 2]),
+    const g = guidanceWeights(cfg, SN, guidance);
+    // fresh tensors for every run: onnxruntime's worker (proxy mode) takes over the buffers it is given
+    const fixed = () => ({
+      guidance: this.tensor("float32", g.slice(), [SN, 2]),
       top_k: this.tensor("int64", BigInt64Array.of(BigInt(topK)), []),
       top_p_threshold: this.tensor("float32", Float32Array.of(topP > 0 ? 1 - topP : -1), []),
       closed_loop: this.tensor("bool", Uint8Array.of(fKnown ? 1 : 0), []),
-    };
+    });
     const lab = BigInt64Array.from(labels, (v) => BigInt(v));
     const fLen = this.Cvae * h * h;
     const f = fKnown || new Float32Array(N * fLen);
@@ -159,7 +161,7 @@ export class Model {
       logprob: new Float32Array(N), cellLogprob: cells ? pns.map((p) => new Float32Array(N * p * p)) : null };
     for (let s = 0; s < N; s += B) {
       const e = Math.min(s + B, N);
-      const feeds = { ...fixed, label: this.tensor("int64", padRows(lab, 1, s, e, B), [B]),
+      const feeds = { ...fixed(), label: this.tensor("int64", padRows(lab, 1, s, e, B), [B]),
         f_known: this.tensor("float32", padRows(f, fLen, s, e, B), [B, this.Cvae, h, h]) };
       pns.forEach((p, k) => {
         const L = p * p;

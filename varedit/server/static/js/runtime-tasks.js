@@ -172,8 +172,8 @@ export class Tasks {
     return strategy === "resize" ? [planResize(w, h, this.model.imageSize)] : [planCrop(mask, w, h, this.model.imageSize)];
   }
 
-  featherPx(w, h) { // half a token in image pixels (Editor.feather_px)
-    return 0.5 * this.model.downsample * Math.max(1, Math.max(w, h) / this.model.imageSize);
+  featherPx(w, h) { // the default paste-back feather, 4 output pixels whatever the size (Editor.feather_px)
+    return 4;
   }
 
   // ---- the masked tasks (Editor._edit_masked) -------------------------------------------------------
@@ -197,7 +197,7 @@ export class Tasks {
       prefillMethod === "none" ? INPAINT_PREFILL : prefillMethod);
     const settings = { task, seed, label, ...info, strategy, mode, n, keep_scales: keepScales, grow_tokens: growTokens,
       feather: featherPx, prefill: mode === "official" ? null : prefillMethod, coverage: mode === "official" ? null : coverage,
-      harmonize: harmonizeOn, paste_back: pasteBack, cfg: s.cfg, top_k: s.topK, top_p: s.topP, guidance: s.guidance,
+      closed_loop: !!o.closed_loop, harmonize: harmonizeOn, paste_back: pasteBack, cfg: s.cfg, top_k: s.topK, top_p: s.topP, guidance: s.guidance,
       backend: "onnxruntime-web", ...extra };
     const debug = o.debug ? { label_ms: performance.now() - t0 } : null;
     const t1 = performance.now();
@@ -207,7 +207,8 @@ export class Tasks {
     // one window (crop or resize); the candidates are the rows of one batch
     const [win] = this.windows(strategy, mask, W, H);
     const { canvas, cmask } = extract(win, rgb, mask);
-    const plan = makePlan(canvas, cmask, m.patchNums, m.downsample, { mode, keepFirst: keepScales, growTokens, prefillMethod, coverage });
+    const plan = makePlan(canvas, cmask, m.patchNums, m.downsample, { mode, keepFirst: keepScales, growTokens, prefillMethod, coverage,
+      closedLoop: !!o.closed_loop });
     const uniforms = portableUniforms(seed, n, m.patchNums);
     const t2 = performance.now();
     const out = await this.runPlans(Array(n).fill(plan), Array(n).fill(label), s, uniforms, debug);

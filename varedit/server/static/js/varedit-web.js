@@ -38,6 +38,8 @@ export function createVaredit({ ort, model = "model/", wasmPaths = null, numThre
     api.tasks = new Tasks(m);
     api.info = modelInfo(api.tasks);
     api.info.ready_ms = Math.round(performance.now() - t0);
+    api.info.threads = ort.env.wasm.numThreads || 1;
+    api.info.cross_origin_isolated = !!globalThis.crossOriginIsolated;
     return api.info;
   })();
 
