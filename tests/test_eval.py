@@ -149,6 +149,10 @@ def test_feather_study_pastes_back_as_the_editor_does(tiny_pipeline):
         assert by[False, "token"]["4-8"]["worst"] > 0
     assert res["examples"]["objects"][0].shape[1] == 4 * res["examples"]["objects"][0].shape[0]
     assert "half a token" in feather_markdown(res) and "**strokes**" in feather_markdown(res)
+    # read back from its JSON (keys sorted as text), the bands keep their order, nearest first
+    import json
+    back = json.loads(json.dumps({k: v for k, v in res.items() if k != "examples"}, sort_keys=True))
+    assert "| 0-4 px | 4-8 px | 8-16 px | 16-32 px | >32 px |" in feather_markdown(back)
     # the study's paste-back of an edit decoded without one is the Editor's own paste-back (to the level)
     m = np.zeros((150, 200), bool)
     m[40:90, 60:130] = True

@@ -416,6 +416,12 @@ def run_feather_study(pipe: Any, *, judge: Any, feathers: Sequence[str] = FEATHE
     return res
 
 
+def _bands(outside: dict[str, Any]) -> list[str]:
+    """The bands of an :func:`outside_change` summary nearest first (a report read back from JSON has its
+    keys sorted as text)."""
+    return sorted(outside, key=lambda b: float(b.lstrip(">").split("-")[0]))
+
+
 def _pm(v: float, se: float, fmt: str = ".2f") -> str:
     return f"{v:{fmt}}" + (f" ± {se:{fmt.lstrip('+')}}" if np.isfinite(se) else "")
 
@@ -438,7 +444,7 @@ def feather_markdown(res: dict[str, Any]) -> str:
     L += ["Change outside the mask, by distance from it (0-255 levels, a pixel's largest channel change): the "
           "band's mean (± s.e. over edits) / the band's max (mean over edits ± s.e.; the worst edit in "
           "brackets).", ""]
-    bands = list(next(iter(res["feather"].values()))[0]["outside"])
+    bands = _bands(next(iter(res["feather"].values()))[0]["outside"])
 
     def fp(r: dict[str, Any]) -> list[str]:
         lo, hi = r["feather_px"]
@@ -515,7 +521,7 @@ def real_markdown(res: dict[str, Any]) -> str:
           "is better (PSNR rewards blur). Outside: the mean change of the pixels outside the hole (0-255 levels, a "
           "pixel's largest channel change), by their distance from it in px.", ""]
     for kind, rows in res["inpainting"].items():
-        bands = list(next(iter(rows.values()))["outside"])
+        bands = _bands(next(iter(rows.values()))["outside"])
         L += [f"**{kind}**", "", "| method |" + (" KID x1e3 | paired |" if jd else "")
               + " hole PSNR | hole SSIM | ring PSNR | ring SSIM | outside " + " / ".join(bands) + " px |",
               "|---|" + ("---|---|" if jd else "") + "---|---|---|---|---|"]
