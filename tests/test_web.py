@@ -211,7 +211,7 @@ def python_tokens(rt, encode: np.ndarray, keep: list[np.ndarray], label: int, se
 
 def test_page_loads_offline_and_stays_in_its_folder(browser):
     page, base, info, log = browser
-    assert info["name"] == "tiny" and info["backend"].startswith("onnxruntime-web")
+    assert info["name"] == "tiny" and info["backend"] == "in the browser, fp32" and info["threads"] == 1
     assert "upscale" not in info["tasks"] and page.is_hidden("#tasks button[data-task='upscale']")
     assert page.evaluate("() => crossOriginIsolated") is False  # a plain static server: one WebAssembly thread
     assert log["requests"] and all(u.startswith(base) or u.startswith(("data:", "blob:")) for u in log["requests"])

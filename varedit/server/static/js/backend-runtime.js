@@ -56,9 +56,8 @@ export function runtimeBackend() {
       } else {
         if (task === "upscale") throw new Error("upscaling is not in the browser editor: use varedit upscale");
         const px = await toPixels(params.image);
-        onEvent("phase", { text: "sampling… (the page is busy until it is done)", value: 0.2 });
-        await yieldToPaint();
         check();
+        o.onPhase = (text, value) => onEvent("phase", { text, value });
         if (task === "inpaint") {
           const mp = await toPixels(params.mask);
           r = await T.inpaint(px, maskOf(mp), o);

@@ -193,6 +193,8 @@ export class Tasks {
     const rgb = rgbOf(px);
     const featherPx = o.feather === undefined || o.feather === null ? this.featherPx(W, H) : Number(o.feather);
     const t0 = performance.now();
+    const say = typeof o.onPhase === "function" ? o.onPhase : () => {};
+    if (task !== "edit" && ["auto", "infer"].includes(String(o.label ?? "auto").toLowerCase())) say("inferring the class…", 0.1);
     const { label, info } = await this.resolveLabel(task === "edit" ? o.label : (o.label ?? "auto"), rgb, mask, strategy,
       prefillMethod === "none" ? INPAINT_PREFILL : prefillMethod);
     const settings = { task, seed, label, ...info, strategy, mode, n, keep_scales: keepScales, grow_tokens: growTokens,
@@ -210,6 +212,7 @@ export class Tasks {
     const plan = makePlan(canvas, cmask, m.patchNums, m.downsample, { mode, keepFirst: keepScales, growTokens, prefillMethod, coverage,
       closedLoop: !!o.closed_loop });
     const uniforms = portableUniforms(seed, n, m.patchNums);
+    say(`sampling ${n} candidate${n > 1 ? "s" : ""}…`, 0.4);
     const t2 = performance.now();
     const out = await this.runPlans(Array(n).fill(plan), Array(n).fill(label), s, uniforms, debug);
     const t3 = performance.now();

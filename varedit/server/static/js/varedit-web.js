@@ -83,7 +83,7 @@ export function createVaredit({ ort, model = "model/", wasmPaths = null, numThre
 export function modelInfo(T) {
   const m = T.model;
   return {
-    name: m.name, backend: `onnxruntime-web (${m.precision})`, image_size: m.imageSize, num_classes: m.numClasses,
+    name: m.name, backend: `in the browser, ${m.precision}`, image_size: m.imageSize, num_classes: m.numClasses,
     classes: T.classes, patch_nums: m.patchNums, can_infer_label: m.canScoreLabels,
     defaults: { cfg: T.defaults.cfg, top_k: T.defaults.top_k, top_p: T.defaults.top_p },
     edit_defaults: { cfg: T.editDefaults.cfg, top_k: T.editDefaults.top_k, top_p: T.editDefaults.top_p },
