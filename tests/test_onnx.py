@@ -579,7 +579,9 @@ def test_cli_export_and_onnx_backend(cli_model, golden_config, tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads((out / "manifest.json").read_text())["batch"] == 2
     # a summary, not the manifest; and none of the exporter's noise (torchvision, pytree FutureWarnings)
-    assert len(res.output.strip().splitlines()) <= 3 and "exported" in res.output
+    assert len(res.stdout.strip().splitlines()) <= 3 and "exported" in res.stdout
+    # progress by stage goes to stderr: each graph's export and checker, then the total
+    assert "graph 1/" in res.stderr and "exporting sampler.onnx" in res.stderr and "done in" in res.stderr
     assert not [w for w in caught if issubclass(w.category, FutureWarning)]
     Image.fromarray(_photo()).save(tmp_path / "p.png")
     res = runner.invoke(main, ["inpaint", str(tmp_path / "p.png"), "--box", "20,20,90,90", "-o",
