@@ -275,6 +275,24 @@ def test_default_mode_and_label_inference_match_python_on_the_same_canvas(browse
     assert r["debug"]["tokens"] == python_tokens(rt, enc, keep, s["label"], 5, 1, s)
 
 
+def test_page_inpaint_equals_the_python_editors(browser, runtime):
+    """End to end: the page's default inpaint (push-pull prefill, harmonize, feathered paste-back) gives
+    the pixels of Python's Editor on the onnxruntime backend with the same prefill, class and seed."""
+    page, _, _, _ = browser
+    S = runtime.image_size
+    img = photo(S)
+    mask = np.zeros((S, S), bool)
+    mask[20:70, 60:110] = True
+    r = page.evaluate("([i, m]) => window.varedit.run('inpaint', i, m, {seed: 21, n: 2, label: 6})",
+                      [png_url(img), png_url(mask.astype(np.uint8) * 255)])
+    py = runtime.editor().inpaint(img, mask, seed=21, n=2, label=6, prefill="pushpull", output_type="np")
+    assert r["settings"]["feather"] == py.settings["feather"]
+    np.testing.assert_allclose(r["scores"], py.scores, rtol=1e-4)
+    for url, want in zip(r["images"], py.images):
+        got = from_url(url)
+        assert np.abs(got.astype(int) - np.asarray(want).astype(int)).max() <= 1
+
+
 def test_generate_outpaint_and_edit_through_the_api(browser, runtime):
     from varedit.editing.noise import portable_uniforms
     page, _, _, log = browser
@@ -318,3 +336,94 @@ def test_the_editor_runs_in_the_page(browser, tmp_path):
     assert 0 <= box[0] < box[1] <= box[2]
     assert page.evaluate("() => window.varedit.state.run.settings.backend") == "onnxruntime-web"
     assert not log["outside"] and not log["problems"], log
+
+
+# ---- the page's pure-JavaScript parts, in Node.js (no browser, no npm files) ---------------------------
+STATIC_JS = REPO / "varedit" / "server" / "static" / "js"
+
+
+def node_json(tmp_path: Path, script: str, payload: object) -> object:
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    (tmp_path / "in.json").write_text(json.dumps(payload))
+    (tmp_path / "run.mjs").write_text(script.replace("STATIC", STATIC_JS.as_uri()))
+    r = subprocess.run(["node", str(tmp_path / "run.mjs"), str(tmp_path / "in.json")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_js_noise_is_numpys(tmp_path):
+    from varedit.editing.noise import portable_uniforms
+    seeds, pns = [0, 1, 7, 2**31 - 1, 2**40 + 3], [1, 2, 3, 5]
+    got = node_json(tmp_path, """
+        import fs from "node:fs";
+        import { portableUniforms } from "STATIC/runtime-noise.js";
+        const { seeds, pns } = JSON.parse(fs.readFileSync(process.argv[2]));
+        console.log(JSON.stringify(seeds.map((s) => portableUniforms(s, 2, pns).map((a) => Array.from(a)))));
+    """, {"seeds": seeds, "pns": pns})
+    for seed, scales in zip(seeds, got):
+        for a, b in zip(scales, portable_uniforms(seed, 2, pns)):
+            assert np.array_equal(np.array(a, np.float32), b.ravel()), seed
+
+
+def test_js_windows_match_python(tmp_path):
+    """Crop planning, the canvas and its conservative mask, and the placed-back pixels, shrinking (area)
+    and growing (bicubic), against varedit.processing."""
+    from varedit import processing as P
+    from varedit.tasks import plan_windows
+    rng = np.random.default_rng(4)
+    big = np.asarray(Image.fromarray((rng.random((9, 9, 3)) * 255).astype(np.uint8)).resize((300, 260), Image.BICUBIC))
+    small = np.asarray(Image.fromarray((rng.random((5, 5, 3)) * 255).astype(np.uint8)).resize((90, 70), Image.BICUBIC))
+    m1 = np.zeros((260, 300), bool)
+    m1[100:220, 80:180] = True
+    m2 = np.zeros((70, 90), bool)
+    m2[20:40, 30:60] = True
+    cases = [(big.astype(np.float32) / np.float32(255), m1), (small.astype(np.float32) / np.float32(255), m2)]
+    got = node_json(tmp_path, """
+        import fs from "node:fs";
+        import { extract, place, planCrop } from "STATIC/runtime-imaging.js";
+        const out = JSON.parse(fs.readFileSync(process.argv[2])).map(({ w, h, rgb, mask }) => {
+          const m = Uint8Array.from(mask), win = planCrop(m, w, h, 128);
+          const { canvas, cmask } = extract(win, { w, h, c: 3, data: Float32Array.from(rgb) }, m);
+          return { box: win.box, canvas: Array.from(canvas.data), cmask: Array.from(cmask), back: Array.from(place(win, canvas).img.data) };
+        });
+        console.log(JSON.stringify(out));
+    """, [{"w": a.shape[1], "h": a.shape[0], "rgb": a.ravel().tolist(), "mask": m.ravel().astype(int).tolist()}
+          for a, m in cases])
+    for (img, m), js in zip(cases, got):
+        win = plan_windows("crop", m, (img.shape[1], img.shape[0]), 128)[0]
+        canvas, cmask = P.extract(win, img, m)
+        back, _ = P.place(win, canvas, img.shape)
+        assert js["box"] == list(win.box)
+        assert np.array_equal(np.array(js["cmask"], bool).reshape(cmask.shape), cmask)
+        assert np.abs(np.array(js["canvas"], np.float32).reshape(canvas.shape) - canvas).max() < 1e-4
+        assert np.abs(np.array(js["back"], np.float32).reshape(back.shape) - back).max() < 1e-4
+
+
+def test_js_fills_harmonize_and_feather_match_python(tmp_path):
+    """The push-pull prefill (the page's default), harmonize and the paste-back feather, against
+    varedit.processing on a 128-px canvas with an odd-sized hole."""
+    from varedit import processing as P
+    rng = np.random.default_rng(5)
+    img = (np.asarray(Image.fromarray((rng.random((7, 7, 3)) * 255).astype(np.uint8)).resize((128, 128), Image.BICUBIC))
+           .astype(np.float32) / np.float32(255))
+    dec = np.clip(img * 0.8 + 0.1 + rng.normal(0, 0.02, img.shape), 0, 1).astype(np.float32)
+    m = np.zeros((128, 128), bool)
+    m[37:81, 22:95] = True
+    m[60:100, 50:60] = True
+    got = node_json(tmp_path, """
+        import fs from "node:fs";
+        import { feather, harmonize, prefill } from "STATIC/runtime-imaging.js";
+        const { rgb, dec, mask } = JSON.parse(fs.readFileSync(process.argv[2]));
+        const im = (d) => ({ w: 128, h: 128, c: 3, data: Float32Array.from(d) }), m = Uint8Array.from(mask);
+        console.log(JSON.stringify({ fill: Array.from(prefill(im(rgb), m, "pushpull").data),
+          harm: Array.from(harmonize(im(dec), im(rgb), m).data), feather: Array.from(feather(m, 128, 128, 12.5)) }));
+    """, {"rgb": img.ravel().tolist(), "dec": dec.ravel().tolist(), "mask": m.ravel().astype(int).tolist()})
+    fill = np.array(got["fill"], np.float32).reshape(img.shape)
+    assert np.array_equal(fill[~m], img[~m])
+    assert np.abs(fill - P.prefill_hole(img, m, method="pushpull")).max() < 1e-4
+    assert np.abs(np.array(got["harm"], np.float32).reshape(img.shape) - P.harmonize(dec, img, m)).max() < 1e-4
+    f = np.array(got["feather"], np.float32).reshape(m.shape)
+    ref = P.feather(m, 12.5)
+    assert np.array_equal(f == 0, ref == 0) and np.abs(f - ref).max() < 1e-3
