@@ -178,7 +178,8 @@ def register(main: click.Group) -> None:
                   help="Output folder (new or empty): serve it with any static file server.")
     @click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False),
                   help="An `export onnx` folder to copy the graphs from (checked), instead of exporting.")
-    @click.option("--fp16", is_flag=True, help="Export half-precision graphs (not with --from, whose graphs keep their precision).")
+    @click.option("--fp16", is_flag=True,
+                  help="Export half-precision graphs (not with --from, whose graphs keep their precision).")
     @click.option("--no-scorer", is_flag=True,
                   help="Leave out the scorer graph (as large as the sampler): label inference then runs the "
                        "sampler once per class.")
