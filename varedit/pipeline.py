@@ -55,8 +55,9 @@ class VarEditPipeline:
                  impl: str = "fast", precision: str = "fp32"):
         """``impl``: the sampler's ``fast`` path (default) or its ``eager`` reference, which follows the
         official code's structure (:func:`varedit.editing.sampler.masked_sample`); both choose the same
-        tokens.  ``precision``: ``fp32`` (default), or ``bf16``/``fp16`` autocast of the transformer on GPUs
-        (:class:`varedit.editing.backend.TorchBackend`)."""
+        tokens.  ``precision``: ``fp32`` (default), ``bf16``/``fp16`` autocast of the transformer blocks, or
+        ``auto`` (bf16 on CPUs with AVX-512 BF16 / AMX and on GPUs that support it, else fp32:
+        :func:`varedit.cpu.resolve_precision`; see :class:`varedit.editing.backend.TorchBackend`)."""
         self.device = torch.device(device)
         self.var = var.to(self.device).eval()
         self.vae = vae.to(self.device).eval()

@@ -241,7 +241,10 @@ class Editor:
         return 0.5 * self.backend.downsample * max(1.0, max(wh) / self.image_size)
 
     def _settings(self, task: str, **kw: Any) -> dict[str, Any]:
-        return {"task": task, "model": self.model_name, "backend": self.backend.name, **kw}
+        # a reduced precision (bf16 / fp16 autocast, e.g. picked by --precision auto) is part of what made the image
+        prec = getattr(self.backend, "precision", None)
+        extra = {"precision": prec} if prec not in (None, "fp32") else {}
+        return {"task": task, "model": self.model_name, "backend": self.backend.name, **extra, **kw}
 
     # ------------------------------------------------------------------------------------------------
     def inpaint(self, image: Any, mask: Any = None, *, box: Sequence[float] | None = None, invert: bool = False,

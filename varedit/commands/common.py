@@ -85,8 +85,9 @@ def backend_options(f: Any) -> Any:
         opt("--onnx-dir", group="Model", type=click.Path(file_okay=False), default=None,
             help="Exported ONNX folder (with --backend onnx)."),
         opt("--threads", group="Model", type=click.IntRange(min=1), default=None, help="CPU threads (onnx backend)."),
-        opt("--precision", group="Model", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
-            show_default=True, help="Transformer precision (torch backend): bf16/fp16 autocast for GPUs."),
+        opt("--precision", group="Model", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+            show_default=True, help="Transformer precision (torch backend): auto = bf16 autocast on CPUs with AVX-512 "
+                                    "BF16 or AMX and on GPUs that support it, else fp32 (exact); fp16 for GPUs."),
     ]):
         f = o(f)
     return f

@@ -29,8 +29,10 @@ class TorchBackend:
     """``sampler='torch'``: torch.multinomial from a torch.Generator (the official random stream);
     ``sampler='portable'``: inverse-CDF sampling from numpy PCG64 uniforms, identical to the ONNX runtime.
     ``impl``: the sampler's ``fast`` path (default) or the ``eager`` reference (:func:`masked_sample`).
-    ``precision``: ``fp32`` (default, exact), or ``bf16`` / ``fp16`` autocast of the transformer (for GPUs;
-    the tokens may then differ from float32's where the model hesitates)."""
+    ``precision``: ``fp32`` (default, exact), or ``bf16`` / ``fp16`` autocast of the transformer blocks (the
+    head's logits and the sampling stay float32; the tokens may then differ from float32's where the model
+    hesitates), or ``auto``: bf16 on CPUs with bf16 instructions and on GPUs that support it, else fp32
+    (:func:`varedit.cpu.resolve_precision`; :attr:`precision` holds the resolved value)."""
 
     name = "torch"
 
@@ -40,8 +42,11 @@ class TorchBackend:
             raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        if precision == "auto":  # bf16 where the hardware has it and it was measured to hold (varedit.cpu)
+            from ..cpu import resolve_precision
+            precision = resolve_precision(precision, device)
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+            raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.var, self.vae, self.device, self.sampler, self.impl = var, vae, device, sampler, impl
         self.precision = precision
         self.amp_dtype = PRECISIONS[precision]
