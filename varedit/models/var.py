@@ -350,7 +350,9 @@ class VAR(nn.Module):
         """
         for i, b in enumerate(self.blocks):
             x_BlC = b(x_BlC, cond_in, None, ada_cache[i] if ada_cache is not None else None)
-        return self.logits(x_BlC, cond_BD, ada_cache[self.depth] if ada_cache is not None else None)
+        # the head in float32 even under autocast: bf16 logits would tie and reorder candidate tokens
+        with torch.autocast(x_BlC.device.type, enabled=False):
+            return self.logits(x_BlC, cond_BD, ada_cache[self.depth] if ada_cache is not None else None)
 
     def ada_cache(self, cond_BD: torch.Tensor, cond_in: torch.Tensor) -> list[torch.Tensor]:
         """The AdaLN parameters of every block, then of the head (``depth + 1`` entries)."""
