@@ -139,7 +139,7 @@ def check_manifest(m: dict[str, Any], where: Path) -> None:
         _need(_is_int(model.get(k)) and model[k] <= hi, where, f"model.{k} {model.get(k)!r} is not in 1..{hi}")
     check_class_names(model.get("class_names"), model["num_classes"], str(where), OnnxRuntimeError)
     _need(_is_int(m["batch"]) and m["batch"] <= 4096, where, f"batch {m['batch']!r} is not in 1..4096")
-    _need(m["precision"] in ("fp32", "fp16"), where, f"precision {m['precision']!r} is not fp32 or fp16")
+    _need(m["precision"] in ("fp32", "fp16", "int8"), where, f"precision {m['precision']!r} is not fp32, fp16 or int8")
     try:
         SamplingOptions().replace(**check_sampling(m.get("defaults"), str(where), OnnxRuntimeError,
                                                    keys=("cfg", "top_k", "top_p", "guidance")))
