@@ -47,8 +47,16 @@ def register(main: click.Group) -> None:
     @opt("--threads", group="Task", type=click.IntRange(min=1), default=None, help="CPU threads (torch and onnx).")
     @opt("--reps", group="Task", type=click.IntRange(1, 1000), default=3, show_default=True)
     @opt("--warmup", group="Task", type=click.IntRange(0, 100), default=1, show_default=True)
-    @opt("--precision", group="Task", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-         help="Torch backends: fp32 (exact), or bf16 / fp16 autocast of the transformer (for GPUs).")
+    @opt("--precision", group="Task", default="fp32", show_default=True,
+         help="One or several (comma-separated, measured interleaved) of fp32, bf16, fp16, int8, auto. Torch "
+              "backends: fp32 (exact), or bf16 / fp16 autocast of the transformer (bf16 is faster only on CPUs with "
+              "AVX-512 BF16 or AMX, and on GPUs); onnx: a fp32, fp16 or int8 export; auto: bf16 where the hardware "
+              "has it, else fp32.")
+    @opt("--cfg", group="Task", type=float, default=4.0, show_default=True, help="Guidance scale of the workloads.")
+    @opt("--top-k", group="Task", type=click.IntRange(min=0), default=900, show_default=True,
+         help="Top-k of the workloads (1: greedy, where token agreement between precisions measures the arithmetic "
+              "alone; sampled tokens diverge once one flips).")
+    @opt("--top-p", group="Task", type=click.FloatRange(0, 1), default=0.95, show_default=True)
     @opt("--decode/--no-decode", group="Task", default=True, show_default=True,
          help="Time the VQVAE too; --no-decode times the transformer alone (inputs are tokenised once beforehand, "
               "nothing is decoded).")
@@ -57,6 +65,15 @@ def register(main: click.Group) -> None:
     @opt("--strategies", group="Task", type=click.IntRange(0, 10000), default=0, show_default=True,
          help="Also measure outpaint's size strategies (crop, original) on this many canvases of twice the model "
               "size: time and the eval's quality measure (FD).")
+    @opt("--picture", group="Task", type=click.IntRange(0, 100000), default=0, show_default=True,
+         help="Also judge the picture of each precision against fp32 on this many held-out shapes (the eval's "
+              "default inpainting, same noise for every precision: KID and paired distance with standard errors); "
+              "bf16 / fp16 on torch, int8 on a quantized export of --model.")
+    @opt("--picture-real", group="Task", type=click.IntRange(0, 100000), default=0, show_default=True,
+         help="The same on this many real photo crops (`varedit eval --real`; needs varedit[photos]).")
+    @opt("--picture-masks", group="Task", default="box,strokes", show_default=True, help="Mask kinds of --picture.")
+    @opt("--speed/--no-speed", group="Task", default=True, show_default=True,
+         help="--no-speed: only the picture (--picture), no timings.")
     @opt("--out", "-o", group="Output", type=click.Path(dir_okay=False), default=None,
          help="Write the JSON report here (default: stdout).")
     @opt("--overwrite", group="Output", is_flag=True, help="Replace an existing --out file.")
@@ -65,7 +82,8 @@ def register(main: click.Group) -> None:
         optionally the time breakdown of one CLI call; writes JSON."""
         from pathlib import Path
 
-        from ..benchmark import BACKENDS, WORKLOADS, BenchConfig, RandomModel, run_bench
+        from ..benchmark import BACKENDS, PRECISIONS, WORKLOADS, BenchConfig, RandomModel, run_bench, run_label
+        from ..cpu import cpu_features
         from ..io import save_json
         from .outputs import check_file_output
         if kw["out"]:  # before minutes of measuring; never over the model measured
@@ -78,9 +96,26 @@ def register(main: click.Group) -> None:
         cfg = BenchConfig(model=model, workloads=_names(kw["workloads"], WORKLOADS, "--workloads"),
                           backends=_names(kw["backends"], BACKENDS, "--backends"),
                           batches=_ints(kw["batch"], "--batch"), device=kw["device"], threads=kw["threads"],
-                          reps=kw["reps"], warmup=kw["warmup"], cli=kw["cli"],
-                          decode=kw["decode"], precision=kw["precision"])
-        doc = run_bench(cfg, command=" ".join(["varedit"] + [shlex.quote(a) for a in sys.argv[1:]]))
+                          reps=kw["reps"], warmup=kw["warmup"], cli=kw["cli"], cfg=kw["cfg"], top_k=kw["top_k"],
+                          top_p=kw["top_p"],
+                          decode=kw["decode"], precision=_names(kw["precision"], PRECISIONS, "--precision"))
+        click.echo(f"CPU: {cpu_features().summary()}", err=True)  # the header: what bf16 / int8 can expect here
+        command = " ".join(["varedit"] + [shlex.quote(a) for a in sys.argv[1:]])
+        if not kw["speed"] and not (kw["picture"] or kw["picture_real"]):
+            raise click.UsageError("--no-speed measures nothing without --picture or --picture-real")
+        masks = _names(kw["picture_masks"], ("box", "strokes", "outpaint", "objects"), "--picture-masks")
+        if kw["speed"]:
+            doc = run_bench(cfg, command=command)
+        else:
+            doc = {"schema": "varedit-bench/1", "command": command, "results": [], "speedups": {}}
+        if kw["picture"] or kw["picture_real"]:
+            from ..benchmark import precision_picture, resolve_precisions
+            precs = tuple(dict.fromkeys(("fp32", *resolve_precisions(cfg.precision, "cpu"))))
+            doc["picture"] = precision_picture(kw["model"], precs, n=max(kw["picture"], 20) if kw["picture"] else 0,
+                                               real=kw["picture_real"], masks=masks, threads=kw["threads"],
+                                               progress=lambda s: click.echo(s, err=True))
+            for prec, ok in doc["picture"]["holds"].items():
+                click.echo(f"picture {prec} vs fp32: {'within' if ok else 'NOT within'} two standard errors", err=True)
         if kw["strategies"]:
             from ..benchmark import outpaint_strategies
             doc["outpaint_strategies"] = outpaint_strategies(kw["model"], n=kw["strategies"])
@@ -88,9 +123,11 @@ def register(main: click.Group) -> None:
                 click.echo(f"outpaint {k}: {v['s_per_image']:.2f} s/image, FD {v['fd']:.1f}", err=True)
         for r in doc["results"]:
             agree = r["token_agreement_with_eager"]
-            click.echo(f"{r['workload']:15s} {r['backend']:6s} b{r['batch']:<4d} {r['ms_per_image']:10.1f} ms/image "
-                       f"{r['images_per_s']:9.2f} img/s" + ("" if agree is None else f"  tokens {agree:.1%}"),
-                       err=True)
+            vs32 = r.get("token_agreement_with_fp32")
+            click.echo(f"{r['workload']:15s} {run_label(r['backend'], r.get('precision', 'fp32')):10s} b{r['batch']:<4d} "
+                       f"{r['ms_per_image']:10.1f} ms/image {r['images_per_s']:9.2f} img/s"
+                       + ("" if agree is None else f"  tokens {agree:.1%}")
+                       + ("" if vs32 is None else f"  tokens vs fp32 {vs32:.1%}"), err=True)
         for k, v in doc["speedups"].items():
             click.echo(f"{k}: {v:.2f}", err=True)
         if kw["out"]:
