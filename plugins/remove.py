@@ -40,18 +40,7 @@ def remove(editor: Any, image: Any, mask: Any = None, *, box: Sequence[float] | 
     if grow < 0:
         raise ValueError(f"grow must be >= 0 pixels, got {grow}")
     loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
-    if mask is not None and box is not None:
-        raise ValueError("give a mask or a box, not both")
-    if box is not None:
-        region = P.box_mask(loaded.size, box)
-        region = ~region if invert else region
-    elif mask is not None:
-        region = P.load_mask(mask, loaded.size, invert=invert)
-    elif loaded.alpha is not None:
-        region = P.mask_from_alpha(loaded)
-        region = ~region if invert else region
-    else:
-        raise ValueError("nothing to remove: give a mask, a box, or an image with transparent pixels")
+    region = P.region_mask(loaded.size, mask, box, alpha=loaded.alpha, invert=invert)  # as inpaint reads it
     if not region.any():
         raise ValueError("the mask is empty: nothing to remove (white / True marks what to remove)")
     if grow > 0:

@@ -140,7 +140,7 @@ def test_outputs_never_overwrite_inputs(runner, cli_model, images):
 
 @pytest.mark.parametrize("args,needle", [
     (["outpaint", "{img}", "-o", "{out}"], "nothing to extend"),
-    (["outpaint", "{img}", "--left", "-3", "-o", "{out}"], "whole pixels"),
+    (["outpaint", "{img}", "--left", "-3", "-o", "{out}"], "left must be >= 0"),
     (["edit", "{img}", "--box", "1,2,3", "-c", "1", "-o", "{out}"], "4 numbers"),
     (["edit", "{img}", "--box", "500,500,600,600", "-c", "1", "-o", "{out}"], "outside"),
     (["edit", "{img}", "--box", "1,1,30,30", "-c", "zebra", "-o", "{out}"], "class"),

@@ -240,7 +240,7 @@ def test_outpaint_extends_and_keeps_the_original(demo, images):
     feather = json.loads(info)[0]["feather"]
     g = math.ceil(feather) + 1
     assert torch.equal(image[:, :S - g, :S - g], images[:, :S - g, :S - g])
-    with pytest.raises(ValueError, match="nothing to outpaint"):
+    with pytest.raises(ValueError, match="nothing to extend"):
         run("VarEditOutpaint", model=demo, image=images, left=0, right=0, top=0, bottom=0, fill="blur",
             label="auto", **SAMPLING, **EDITING)
 
@@ -261,7 +261,7 @@ def test_class_edit_box_or_mask(demo, images):
     with pytest.raises(ValueError, match="not both"):
         run("VarEditClassEdit", model=demo, image=images, class_name="heart", **box,
             mask=box_mask(1, 40, 90, 30, 100), **SAMPLING, **EDITING)
-    with pytest.raises(ValueError, match="no region"):
+    with pytest.raises(ValueError, match="no mask"):
         run("VarEditClassEdit", model=demo, image=images, class_name="heart", x=0, y=0, width=0, height=0,
             **SAMPLING, **EDITING)
     with pytest.raises(ValueError, match="unknown class"):

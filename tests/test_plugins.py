@@ -206,7 +206,7 @@ def test_remove_task_bad_input(demo_editor):
         remove(demo_editor, img, np.ones((128, 128), bool), box=(0, 0, 10, 10))
     with pytest.raises(ValueError, match="empty"):
         remove(demo_editor, img, np.zeros((128, 128), bool))
-    with pytest.raises(ValueError, match="nothing to remove"):
+    with pytest.raises(ValueError, match="no mask"):
         remove(demo_editor, img)
     with pytest.raises(ValueError, match="grow"):
         remove(demo_editor, img, box=(0, 0, 10, 10), grow=-1)

@@ -99,11 +99,10 @@ def _command_name(argv: list[str]) -> str | None:
 def run() -> None:
     """The console entry point: ``main``, then, for the editing commands, a fast exit.
 
-    Tearing down torch's modules when the interpreter exits takes about 0.3 s (measured on this 2-core
-    machine: 1.41 s against 1.13 s for a script that imports torch and multiplies two matrices), a seventh
-    of an inpaint from the shell. When an editing command has returned, every output is written and
-    closed (atomic replace), so the process flushes its streams and logging and leaves with ``os._exit``
-    and the same status. Other commands (training with data workers, the server, torchrun ranks) and
+    Tearing down torch's modules when the interpreter exits takes a noticeable part of a short edit from
+    the shell (measured: docs/performance.md, "One command, end to end"). When an editing command has
+    returned, every output is written and closed (atomic replace), so the process flushes its streams and
+    logging and leaves with ``os._exit`` and the same status. Other commands (training with data workers, the server, torchrun ranks) and
     processes that never imported torch exit normally.
     """
     try:

@@ -26,7 +26,7 @@ import torch
 from .models.var import VAR, VARConfig
 from .models.vqvae import VQVAE, VQVAEConfig
 from .checkpoint import TensorInfo, WeightsError, peek, tensor_dims as _dims
-from .modelinfo import FORMAT, FORMAT_VERSION, check_varedit_meta
+from .fileformat import FORMAT, FORMAT_VERSION, check_varedit_meta
 from .options import SamplingOptions
 from .validation import check_config
 from .presets import (DEFAULT_MODEL, DEMO_FILE, HF_REPO, KNOWN_PATCH_NUMS, PATCH_NUMS_256, PATCH_NUMS_512,  # noqa: F401

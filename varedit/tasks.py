@@ -10,9 +10,8 @@ Size strategies (the model always runs at its native size S):
 ``resize``    the whole image letterboxed into one canvas (default for upscale of small images);
 ``original``  native-resolution tiles of S with 50% overlap, processed in order, each seeing the
               previous tiles' results (sliding windows).
-``auto``      crop (outpaint's default): on 256-px images outpainted by half with the 128-px demo model
-              it measured FD 61.9 at 0.9 s per image against 212.3 at 5.1 s for ``original``, whose
-              tiles each see too little context and make a patchwork (README, "Performance").
+``auto``      crop (outpaint's default): ``original``'s tiles each see too little context and make a
+              patchwork, and take several times longer (measured: docs/editing.md, "Sizes").
 """
 from __future__ import annotations
 
@@ -29,6 +28,9 @@ from . import processing as P
 from .classes import resolve_class
 from .editing.plan import COVERAGE, MODES, CanvasPlan, make_plan
 from .options import SamplingOptions
+from .requests import (MAX_CANDIDATE_PIXELS, MAX_CANDIDATES, SETTINGS_TOP_CLASSES, EditRequest,  # noqa: F401
+                       GenerateRequest, InferLabelRequest, Request, UpscaleRequest, check_candidates, check_scale,
+                       top_classes)
 from .processing.blending import DEFAULT_FEATHER_PX
 from .validation import check_class_names, check_int, check_number, check_seed
 
@@ -36,28 +38,24 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "crop", "resize", "original")
 LABEL_KEYWORDS = ("auto", "infer", "none")  # besides a class index or name
-# the official notebook's guidance for class-conditional editing; also what the demo model's fills
-# measured best with an inferred label (cfg 2-3; the generation default 5 over-commits to a guess)
+# the official notebook's guidance for class-conditional editing; also where the demo model's fills
+# with an inferred label measured best (a stronger guidance over-commits to a guess: docs/quality.md)
 EDIT_CFG = 3.0
 # the hole's prefill before tokenising (processing.prefill_hole), per task: Navier-Stokes inpainting
-# continues what a hole cuts through, so the coarse tokens see a plausible layout (demo model, centre
-# box, closed loop: FD 77 -> 39); an outpainted area has known pixels on one side only, where it drags
-# streaks across, and the push-pull membrane measured better there (README, "Measured quality")
+# continues what a hole cuts through, so the coarse tokens see a plausible layout; an outpainted area
+# has known pixels on one side only, where it drags streaks across, and the push-pull membrane measured
+# better there (docs/quality.md, "Why each default")
 INPAINT_PREFILL = "ns"
 OUTPAINT_PREFILL = "pushpull"
 # the keep-map coverage (editing.plan.make_plan) per task: a fill keeps every latent cell that is mostly
 # known (0.25: a cell is regenerated when more than three quarters of it is hole); a class edit asks for
 # a new object in the box, so every cell the box touches is regenerated (1.0) and the coarse scales can
-# lay it out: on 2 x 100 edits of the demo model the asked class was read 31% / 37% of the time instead
-# of 16% / 24% (own classifier), 19% / 14% instead of 12% / 12% (the independent judge's probe), KID
-# 143 / 147 instead of 170 / 169 (README, "Measured quality": class edits)
+# lay it out: the asked class is then read about twice as often (docs/quality.md, "Class edits")
 EDIT_COVERAGE = 1.0
 TASK_COVERAGE = {"inpaint": COVERAGE, "outpaint": COVERAGE, "edit": EDIT_COVERAGE}
 ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
-# limits on what one call may ask for (README, "Limits"): candidates, and candidates x pixels (each
-# candidate is a full-size float working copy: 400 MP is about 4.8 GB)
-MAX_CANDIDATES = 64
-MAX_CANDIDATE_PIXELS = 400_000_000
+# limits on what one call may ask for (candidates, and candidates x pixels: each candidate is a full-size
+# float working copy) are the requests' (varedit.requests), the same for every front-end
 MAX_WINDOWS = 512  # model windows (sampling passes) per image: outpaint and upscale tiles
 LABEL_CHUNK = 16   # windows scored at once by label inference (bounded memory on large images)
 WINDOW_BATCH = 8   # independent windows (upscale tiles) sampled in one batch
@@ -115,15 +113,6 @@ def draw_seed(seed: int | None) -> int:
 def check_output_type(output_type: str) -> None:
     if output_type not in ("pil", "np"):
         raise ValueError(f"output_type must be 'pil' or 'np', not {output_type!r}")
-
-
-def check_candidates(n: int, wh: tuple[int, int] | None = None) -> int:
-    """``n`` candidates (1..MAX_CANDIDATES) of an image of size ``wh`` within MAX_CANDIDATE_PIXELS."""
-    n = check_int(n, "n", lo=1, hi=MAX_CANDIDATES)
-    if wh is not None and n * wh[0] * wh[1] > MAX_CANDIDATE_PIXELS:
-        raise ValueError(f"{n} candidates of a {wh[0]}x{wh[1]} image are {n * wh[0] * wh[1] / 1e6:.0f} MP of "
-                         f"working images, above the limit of {MAX_CANDIDATE_PIXELS / 1e6:.0f} MP: ask for fewer")
-    return n
 
 
 class Editor:
@@ -247,6 +236,30 @@ class Editor:
         return {"task": task, "model": self.model_name, "backend": self.backend.name, **extra, **kw}
 
     # ------------------------------------------------------------------------------------------------
+    def run(self, request: Request, *, callback: ProgressCallback | None = None, preview: bool = False
+            ) -> "EditResult | LabelGuess":
+        """Run a task request (:mod:`varedit.requests`): checked first against this model's scales and the
+        image's size (every limit and unit rule of the request type), then the task.  ``infer-label``
+        returns a :class:`LabelGuess`, every other task an :class:`EditResult`."""
+        image = getattr(request, "image", None)
+        loaded = None
+        if image is not None:
+            loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
+        request.validate(len(self.backend.patch_nums), None if loaded is None else loaded.size)
+        if isinstance(request, InferLabelRequest):
+            return self.infer_label(loaded, **request.kwargs())
+        progress = dict(callback=callback, preview=preview)
+        if isinstance(request, GenerateRequest):
+            return self.generate(request.class_, **request.kwargs(), **progress)
+        if loaded is None:
+            raise ValueError(f"{request.task}: no image")
+        if isinstance(request, UpscaleRequest):
+            return self.upscale(loaded, **request.kwargs(), **progress)
+        if isinstance(request, EditRequest):
+            kw = request.kwargs()
+            return self.edit(loaded, kw.pop("box"), request.class_, **kw, **progress)
+        return getattr(self, request.task)(loaded, **request.kwargs(), **progress)
+
     def inpaint(self, image: Any, mask: Any = None, *, box: Sequence[float] | None = None, invert: bool = False,
                 threshold: float = 0.5, mask_mismatch: str = "resize", label: int | str | None = "auto",
                 strategy: str = "crop", mode: str = "default", n: int = 1, rank: bool = True,
@@ -347,24 +360,17 @@ class Editor:
         if m.all():
             return self.null_class, {"label_source": "unconditional (nothing known: the whole image is masked)"}
         g = self._infer(loaded, m, strategy)
-        top = np.argsort(-g.posterior, kind="stable")[:3]
         log.info("inferred class %s (p %.2f)", self.class_name(g.label), g.posterior[g.label])
-        return g.label, {"label_source": "inferred",
-                         "label_posterior": [[self.class_name(int(i)), round(float(g.posterior[i]), 4)] for i in top]}
+        return g.label, {"label_source": "inferred", "label_posterior": self.top_classes(g, SETTINGS_TOP_CLASSES)}
+
+    def top_classes(self, guess: LabelGuess, k: int) -> list[list[Any]]:
+        """The ``k`` most likely classes of ``guess`` as ``[[name, probability], ...]``, most likely first."""
+        return top_classes(guess.posterior, self.class_name, k)
 
     def _mask(self, loaded: P.LoadedImage, mask: Any, box: Sequence[float] | None, invert: bool, threshold: float,
-              mismatch: str) -> np.ndarray:
-        if mask is not None and box is not None:
-            raise ValueError("give a mask or a box, not both")
-        if box is not None:
-            m = P.box_mask(loaded.size, box)
-            return ~m if invert else m
-        if mask is not None:
-            return P.load_mask(mask, loaded.size, invert=invert, threshold=threshold, on_size_mismatch=mismatch)
-        if loaded.alpha is not None:
-            m = P.mask_from_alpha(loaded)
-            return ~m if invert else m
-        raise ValueError("no mask: give a mask image, a box, or an image with transparent pixels to fill")
+              mismatch: Any) -> np.ndarray:
+        return P.region_mask(loaded.size, mask, box, alpha=loaded.alpha, invert=invert, threshold=threshold,
+                             on_size_mismatch=mismatch)
 
     def _edit_masked(self, loaded: P.LoadedImage, m: np.ndarray, *, label: int | str | None, strategy: str, mode: str,
                      n: int, rank: bool, seed: int | None, keep_scales: int, grow_tokens: int, feather: float | None,
@@ -443,12 +449,13 @@ class Editor:
     def upscale(self, image: Any, *, scale: float = 2.0, keep_scales: int | None = None, seed: int | None = None,
                 label: int | str | None = None, back_project: bool = True, output_type: str = "pil",
                 callback: ProgressCallback | None = None, preview: bool = False, **sampling: Any) -> EditResult:
-        """Zero-shot restoration: Lanczos to the target size, then per model-size tile the first
-        ``keep_scales`` scales are teacher-forced from the input and the finer scales sampled.
+        """Zero-shot restoration: Lanczos to the target size (``scale`` in (0, ``MAX_UPSCALE``]), then per
+        model-size tile the first ``keep_scales`` scales are teacher-forced from the input and the finer
+        scales sampled.
         ``back_project`` makes the result's downsampled version match the input again.
         ``callback(step, total, preview)`` is called after every scale of every batch of tiles; with
         ``preview=True`` it gets the batch's tiles decoded so far ((tiles, S, S, 3) in [0, 1])."""
-        scale = check_number(scale, "scale", lo=0, lo_open=True)
+        scale = check_scale(scale)
         check_output_type(output_type)
         loaded = image if isinstance(image, P.LoadedImage) else P.load_image(image)
         W, H = upscaled_size(loaded.size, scale)
@@ -598,7 +605,9 @@ class _Progress:
 
 def upscaled_size(wh: tuple[int, int], scale: float, max_pixels: int | None = P.DEFAULT_MAX_PIXELS
                   ) -> tuple[int, int]:
-    """The output size of an upscale by ``scale`` (checked against the pixel limit before any work)."""
+    """The output size of an upscale by ``scale`` (in (0, ``MAX_UPSCALE``]; checked with the pixel limit
+    before any work)."""
+    scale = check_scale(scale)
     W, H = max(1, round(wh[0] * scale)), max(1, round(wh[1] * scale))
     P.limit_pixels((W, H), max_pixels, "the upscaled image")
     return W, H

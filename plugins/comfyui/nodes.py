@@ -20,6 +20,9 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
+from varedit import processing as P
+from varedit.requests import MAX_UPSCALE
+
 from . import convert
 from .loader import BACKENDS, DEVICES, VarEditModel, load_model, model_key
 
@@ -304,10 +307,8 @@ class Outpaint(VarEditNode):
         m = _check_model(kw["model"])
         images = convert.image_batch(kw["image"])
         sides = {s: int(kw[s]) for s in ("left", "right", "top", "bottom")}
-        if any(v < 0 for v in sides.values()):
-            raise ValueError("outpaint amounts must be >= 0 pixels")
-        if not any(sides.values()):
-            raise ValueError("nothing to outpaint: set left, right, top or bottom to a number of pixels")
+        h, w = images[0].shape[:2]
+        P.outpaint_pads((w, h), **sides)  # the rule and the message of every front-end, before any work
         label = m.editor.check_label(kw["label"])
         opts = _edit_kwargs(kw)
         bar = comfy_progress_bar(len(images))
@@ -341,19 +342,18 @@ class ClassEdit(VarEditNode):
         cls_idx = m.editor.class_index(kw["class_name"])
         has_box = int(kw["width"]) > 0 or int(kw["height"]) > 0
         mask = kw.get("mask")
-        if mask is not None and has_box:
-            raise ValueError("give a mask or a box (width, height > 0), not both")
         h, w = images[0].shape[:2]
-        if mask is not None:
-            masks = convert.mask_batch(mask, len(images), (h, w))
-        elif has_box:
+        box = None
+        if has_box:
             x0, y0, bw, bh = int(kw["x"]), int(kw["y"]), int(kw["width"]), int(kw["height"])
             if bw <= 0 or bh <= 0:
                 raise ValueError(f"the box needs a width and a height > 0, got {bw}x{bh}")
-            from varedit import processing as P
-            masks = [P.box_mask((w, h), (x0, y0, x0 + bw, y0 + bh))] * len(images)
+            box = (x0, y0, x0 + bw, y0 + bh)
+        if mask is not None:
+            P.region_mask((w, h), np.zeros((h, w), bool), box)  # a mask and a box: the shared message
+            masks = convert.mask_batch(mask, len(images), (h, w))
         else:
-            raise ValueError("no region: connect a mask, or set the box's width and height")
+            masks = [P.region_mask((w, h), None, box)] * len(images)
         if not any(mk.any() for mk in masks):
             raise ValueError("the mask is empty: nothing to edit (MASK 1 = regenerate)")
         opts = _edit_kwargs(kw)
@@ -372,7 +372,7 @@ class Upscale(VarEditNode):
     DESCRIPTION = ("Zero-shot restoration and upscaling: Lanczos to the target size, then per model-size tile "
                    "the coarse scales are kept from the image and the fine scales sampled.")
     PARAMS = (_model_param(), Param("image", "IMAGE"),
-              Param("scale", "FLOAT", 2.0, 0.25, 8.0, 0.25, tooltip="Output size / input size."),
+              Param("scale", "FLOAT", 2.0, 0.25, MAX_UPSCALE, 0.25, tooltip="Output size / input size."),
               Param("keep_scales", "INT", -1, -1, 32,
                     tooltip="Scales kept from the input; -1 = the default (all but the last third)."),
               Param("back_project", "BOOLEAN", True,
@@ -448,11 +448,10 @@ class InferLabel(VarEditNode):
             if mk.all():
                 raise ValueError("the mask covers the whole image: nothing is known to infer a class from")
             g = m.editor.infer_label(img, mk)
-            top = np.argsort(-g.posterior, kind="stable")[:5]
             names.append(m.editor.class_name(g.label))
             idxs.append(int(g.label))
             probs.append(float(g.posterior[g.label]))
-            posts.append(json.dumps([[m.editor.class_name(int(i)), round(float(g.posterior[i]), 4)] for i in top]))
+            posts.append(json.dumps(m.editor.top_classes(g, 5)))
         return names, idxs, probs, posts
 
 

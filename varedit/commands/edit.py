@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any, Callable
 
 import click
 
+from ..requests import MAX_UPSCALE, check_scale
 from .common import (GroupedCommand, ModelSpec, backend_options, check_class, model_options, opt, pop_sampling,
                      sampling_options)
 from .outputs import (IMAGE_SUFFIXES, candidate_names, check_not_stdout, check_outputs, is_image_name,
@@ -370,23 +370,24 @@ def parse_box(s: str | None) -> tuple[float, ...] | None:
     return vals
 
 
-_AMOUNT = re.compile(r"\s*(\d+)\s*|\s*(0?\.\d+|0)\s*|\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*")
-
-
 def parse_amount(value: str | None, name: str) -> int | float:
-    """An outpaint amount: whole pixels (``64``), a ratio of the side below 1 (``0.5``) or a percentage
-    (``50%``, ``350%``).  ``3.5`` is refused: pixels are whole numbers, so it is ambiguous."""
+    """An outpaint amount, read as every front-end reads it (:func:`varedit.processing.outpaint_amount`):
+    whole pixels (``64``), a ratio of the side below 1 (``0.5``) or a percentage (``50%``, ``350%``)."""
     if value is None:
         return 0
-    m = _AMOUNT.fullmatch(value)
-    if m is None:
-        raise click.BadParameter(f"{value!r}: give whole pixels (448), a ratio of the side below 1 (0.5) or a "
-                                 f"percentage (350%)", param_hint=f"--{name}")
-    if m.group(1) is not None:
-        return int(m.group(1))
-    if m.group(2) is not None:
-        return float(m.group(2))
-    return float(m.group(3)) / 100
+    from ..processing import outpaint_amount
+    try:
+        return outpaint_amount(value, name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=f"--{name}") from None
+
+
+def _scale_option(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``--scale`` with the limit and message of every front-end (:func:`varedit.requests.check_scale`)."""
+    try:
+        return check_scale(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _say_windows(src: Path, windows: list[Any], size: int) -> None:
@@ -527,8 +528,8 @@ def register(main: click.Group) -> None:
                      _class_check(kw["class_"], (), _keep_scales_check(kw["keep_scales"])))
 
     @main.command(cls=GroupedCommand)
-    @opt("--scale", group="Task", type=click.FloatRange(min=0, max=64, min_open=True), default=2.0,
-         show_default=True, help="Output size over input size.")
+    @opt("--scale", group="Task", type=float, default=2.0, callback=_scale_option, show_default=True,
+         help=f"Output size over input size (above 0, at most {MAX_UPSCALE:g}).")
     @opt("--keep-scales", group="Task", type=click.IntRange(min=0), default=None,
          help="Scales forced from the input (default: all but the last third; 0 samples every scale).")
     @opt("--no-back-project", group="Task", is_flag=True, help="Do not re-impose the input's low frequencies.")

@@ -10,11 +10,10 @@ Modes:
                  nothing of the hole leaks into the known tokens and the coarse scales see a plausible
                  layout;
               2. keep maps from area coverage: a latent cell is hole when more than three quarters
-                 of its pixels are (``coverage=0.25``; measured under the independent judge on thin
-                 strokes: KID 37/35 at half coverage, 30/30 at a quarter, see README), and a cell of any scale is
-                 regenerated when more than three quarters of the latent cells under it are hole (the
-                 last scale regenerates exactly the hole's cells); ``coverage=0.5`` was the default
-                 before, ``coverage=1`` regenerates every cell touching the hole. The hole can be
+                 of its pixels are (``coverage=0.25``: on thin strokes it beat half coverage under the
+                 independent judge, docs/quality.md), and a cell of any scale is regenerated when more
+                 than three quarters of the latent cells under it are hole (the last scale regenerates
+                 exactly the hole's cells); ``coverage=1`` regenerates every cell touching the hole. The hole can be
                  grown by ``grow_tokens`` cells (off by default: growing hurt every measure);
               3. open loop: the known cells are forced with the prefilled canvas's own tokens, whose
                  residual chain already carries the prefill's continuation next to the hole.
@@ -97,7 +96,7 @@ def make_plan(canvas_rgb: np.ndarray, canvas_mask: np.ndarray, patch_nums: tuple
         return CanvasPlan(rgb, keep, False, [None] * len(patch_nums), hole)
     # the same coverage rule from pixels to latent cells: a cell is hole when more than
     # 1 - coverage of its pixels are; a less touched cell is encoded from the prefilled canvas
-    # (measured on thin strokes: own FD 24 -> 12 at half coverage; independent KID 37/35 -> 30/30 at a quarter)
+    # (a quarter measured better than half on thin strokes: docs/quality.md)
     hole = area_resize(cmask[None].astype(np.float32), hole.shape[0])[0] > 1 - coverage + 1e-6
     if grow_tokens > 0 and hole.any():
         hole = ~grow_latent_hole(~hole, grow_tokens)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from ._common import Box, ImageError, MaskError, Size
 from .blending import compose, feather, grow_mask, harmonize
-from .canvas import extend_canvas, extend_loaded, extended_size, outpaint_pads
+from .canvas import AMOUNT_HELP, extend_canvas, extend_loaded, extended_size, outpaint_amount, outpaint_pads
 from .fills import FILL_METHODS, FillMethod, prefill_hole
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -52,7 +52,7 @@ from .images import (
     save_image,
     to_output,
 )
-from .masks import MaskSource, box_mask, box_pixels, load_mask, mask_bbox, mask_from_alpha
+from .masks import MaskSource, box_mask, box_pixels, load_mask, mask_bbox, mask_from_alpha, region_mask
 from .windows import (
     Window,
     extract,
@@ -65,6 +65,9 @@ from .windows import (
 )
 
 __all__ = [
+    "AMOUNT_HELP",
+    "outpaint_amount",
+    "region_mask",
     "ImageError",
     "MaskError",
     "LoadedImage",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+import re
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -14,8 +15,46 @@ from .fills import prefill_hole
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, _raw_to_rgb_alpha, limit_pixels
 
 
+Amount = int | float | str  # pixels, a ratio below 1, or "150%" (outpaint_amount)
+AMOUNT_HELP = "whole pixels (64), a ratio of the side below 1 (0.5) or a percentage (150%)"
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*")
+_PIXELS = re.compile(r"\s*(\d+)\s*(?:px)?\s*", re.IGNORECASE)
+
+
+def outpaint_amount(value: Any, name: str = "amount") -> int | float:
+    """One outpaint amount in the one meaning every front-end gives it: an int (or ``"64"``, ``"64px"``)
+    is pixels; a float below 1 (or ``"0.5"``) a ratio of the side; ``"150%"`` a percentage of the side
+    (returned as the ratio 1.5).  A float of 1 or more is refused: JSON cannot tell ``64.0`` from ``64``,
+    so such a number would mean pixels to one client and a ratio to another."""
+    if isinstance(value, str):
+        m = _PIXELS.fullmatch(value)
+        if m is not None:
+            return int(m.group(1))
+        m = _PERCENT.fullmatch(value)
+        if m is not None:
+            return float(m.group(1)) / 100
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{name}: {value!r} is not an amount: give {AMOUNT_HELP}") from None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be {AMOUNT_HELP}, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+        return int(value)
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    if v >= 1:
+        raise ValueError(f"{name}={v:g} is ambiguous (pixels or a ratio of the side?): give {AMOUNT_HELP}")
+    return v
+
+
 def _resolve_pads(
-    w: int, h: int, left: float, right: float, top: float, bottom: float
+    w: int, h: int, left: Amount, right: Amount, top: Amount, bottom: Amount
 ) -> tuple[int, int, int, int]:
     res = []
     for name, v, ref in (
@@ -24,37 +63,26 @@ def _resolve_pads(
         ("top", top, h),
         ("bottom", bottom, h),
     ):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(
-            v, (int, float, np.integer, np.floating)
-        ):
-            raise ValueError(f"{name} must be an int (pixels) or a float (ratio), got {v!r}")
-        if isinstance(v, (float, np.floating)):
-            if not math.isfinite(v):
-                raise ValueError(f"{name} must be finite, got {v}")
-            px = int(round(float(v) * ref))
-        else:
-            px = int(v)
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0, got {v}")
-        res.append(px)
+        a = outpaint_amount(v, name)
+        res.append(int(round(a * ref)) if isinstance(a, float) else a)
     if sum(res) <= 0:
         raise ValueError(
             "nothing to extend: left, right, top and bottom are all 0 (ints are pixels, "
-            "floats a ratio of the image side)"
+            "floats below 1 a ratio of the side, '150%' a percentage)"
         )
     return res[0], res[1], res[2], res[3]
 
 
 def outpaint_pads(
-    image_wh: tuple[int, int], left: float = 0, right: float = 0, top: float = 0, bottom: float = 0
+    image_wh: tuple[int, int], left: Amount = 0, right: Amount = 0, top: Amount = 0, bottom: Amount = 0
 ) -> tuple[int, int, int, int]:
-    """The pixels added on each side ``(left, right, top, bottom)``: ints are pixels, floats ratios of the
-    side (rounded), as :func:`extend_canvas` adds them."""
+    """The pixels added on each side ``(left, right, top, bottom)``, as :func:`extend_canvas` adds them
+    (amounts as :func:`outpaint_amount` reads them; ratios rounded to whole pixels)."""
     return _resolve_pads(int(image_wh[0]), int(image_wh[1]), left, right, top, bottom)
 
 
 def extended_size(
-    image_wh: tuple[int, int], left: float = 0, right: float = 0, top: float = 0, bottom: float = 0,
+    image_wh: tuple[int, int], left: Amount = 0, right: Amount = 0, top: Amount = 0, bottom: Amount = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[int, int]:
     """``(width, height)`` of the canvas :func:`extend_canvas` makes, checked against ``max_pixels``
@@ -67,17 +95,18 @@ def extended_size(
 
 def extend_canvas(
     loaded_or_rgb: LoadedImage | np.ndarray,
-    left: float = 0,
-    right: float = 0,
-    top: float = 0,
-    bottom: float = 0,
+    left: Amount = 0,
+    right: Amount = 0,
+    top: Amount = 0,
+    bottom: Amount = 0,
     fill: Literal["edge", "mean", "gray", "blur"] = "blur",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Enlarge the canvas for outpainting.
 
-    Amounts are ints (pixels) or floats (ratio of the corresponding side: left/right of the
-    width, top/bottom of the height, rounded to whole pixels). The new area is pre-filled so
+    Amounts are ints (pixels), floats below 1 (ratio of the corresponding side: left/right of
+    the width, top/bottom of the height, rounded to whole pixels) or percentages such as
+    ``"150%"`` (:func:`outpaint_amount`). The new area is pre-filled so
     the model sees plausible context: ``"blur"`` (default) = edge replication followed by a
     heavy Gaussian blur whose sigma is about half the extension (a soft colour continuation);
     ``"edge"`` = edge replication; ``"mean"`` = mean image colour; ``"gray"`` = 0.5 gray. The
@@ -116,10 +145,10 @@ def extend_canvas(
 
 def extend_loaded(
     loaded: LoadedImage,
-    left: float = 0,
-    right: float = 0,
-    top: float = 0,
-    bottom: float = 0,
+    left: Amount = 0,
+    right: Amount = 0,
+    top: Amount = 0,
+    bottom: Amount = 0,
     fill: Literal["edge", "mean", "gray", "blur"] = "blur",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[LoadedImage, np.ndarray]:

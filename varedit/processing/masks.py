@@ -233,6 +233,40 @@ def mask_from_alpha(loaded: LoadedImage, threshold: float = 0.5) -> np.ndarray:
     return loaded.alpha < threshold
 
 
+NO_REGION = "no mask: give a mask image, a box, or an image with transparent pixels to fill"
+
+
+def region_mask(
+    size_wh: Size,
+    mask: MaskSource | None = None,
+    box: Sequence[float] | None = None,
+    *,
+    alpha: np.ndarray | None = None,
+    invert: bool = False,
+    threshold: float = 0.5,
+    on_size_mismatch: Literal["resize", "error"] = "resize",
+) -> np.ndarray:
+    """The region to regenerate of an image of size ``size_wh``, from exactly one source: a ``mask``
+    (:func:`load_mask`), a ``box`` (:func:`box_mask`) or, when both are None, the image's ``alpha``
+    (transparent = regenerate, as :func:`mask_from_alpha`). ``invert`` flips the result.
+
+    Raises:
+        ValueError: both a mask and a box, or no source at all.
+        MaskError: a bad box or mask.
+    """
+    if mask is not None and box is not None:
+        raise ValueError("give a mask or a box, not both")
+    if box is not None:
+        m = box_mask(size_wh, box)
+    elif mask is not None:
+        return load_mask(mask, size_wh, invert=invert, threshold=threshold, on_size_mismatch=on_size_mismatch)
+    elif alpha is not None:
+        m = np.asarray(alpha) < 0.5
+    else:
+        raise ValueError(NO_REGION)
+    return ~m if invert else m
+
+
 def mask_bbox(mask: np.ndarray) -> Box | None:
     """Bounding box ``(x0, y0, x1, y1)`` (exclusive ends) of the True pixels, or None."""
     ys = np.flatnonzero(mask.any(axis=1))

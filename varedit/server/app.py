@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .. import processing as P
+from ..tasks import upscaled_size
 from . import images as I
 from . import schemas as S
 from .config import ServerConfig
@@ -339,18 +340,15 @@ class Tasks:
         return "np" if loaded.bit_depth == 16 else "pil"
 
     @staticmethod
-    def _check_box(loaded: P.LoadedImage, box: list[float] | None) -> np.ndarray | None:
-        return None if box is None else P.box_mask(loaded.size, box)
+    def _region(loaded: P.LoadedImage, mask: np.ndarray | None, box: list[float] | None) -> None:
+        """The checks the Editor makes on the region (one source: a mask, a box or the alpha), made now."""
+        P.region_mask(loaded.size, mask, box, alpha=loaded.alpha)
 
     # tasks: each returns the job function
     def inpaint(self, p: S.InpaintParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
         mask = self._mask(files, loaded)
-        if mask is not None and p.box is not None:
-            raise ApiError(422, "give a mask or a box, not both")
-        if mask is None and p.box is None and loaded.alpha is None:
-            raise ApiError(422, "no mask: send a mask image, a box, or an image with transparent pixels to fill")
-        self._check_box(loaded, p.box)
+        self._region(loaded, mask, p.box)
         label = self.ed.check_label(p.label)
         kw = self._masked_kw(p, "crop")
         out = self._output_type(loaded)
@@ -360,11 +358,7 @@ class Tasks:
     def outpaint(self, p: S.OutpaintParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
         w, h = loaded.size
-        px = [round(v * ref) if isinstance(v, float) else int(v)
-              for v, ref in ((p.left, w), (p.right, w), (p.top, h), (p.bottom, h))]
-        if sum(px) <= 0:
-            raise ApiError(422, "nothing to extend: left, right, top and bottom are all 0 (ints are pixels, "
-                                "floats below 1 a ratio of the side)")
+        px = P.outpaint_pads(loaded.size, p.left, p.right, p.top, p.bottom)
         self._out_size(w + px[0] + px[1], h + px[2] + px[3], "outpainted image")
         label = self.ed.check_label(p.label)
         kw = self._masked_kw(p, "auto")
@@ -375,7 +369,7 @@ class Tasks:
 
     def edit(self, p: S.EditParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
-        self._check_box(loaded, p.box)
+        self._region(loaded, None, p.box)
         cls = self.ed.class_index(p.class_)
         kw = self._masked_kw(p, "crop")
         out = self._output_type(loaded)
@@ -383,8 +377,7 @@ class Tasks:
 
     def upscale(self, p: S.UpscaleParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
-        w, h = loaded.size
-        self._out_size(max(1, round(w * p.scale)), max(1, round(h * p.scale)), "upscaled image")
+        self._out_size(*upscaled_size(loaded.size, p.scale, None), "upscaled image")
         self._keep(p.keep_scales)
         label = None if p.label is None else self.ed.class_index(p.label)
         out = self._output_type(loaded)
@@ -408,11 +401,7 @@ class Tasks:
             raise ApiError(422, f"the {self.ed.backend.name} backend of this server cannot score classes")
         loaded = self._image(files)
         mask = self._mask(files, loaded)
-        if mask is not None and p.box is not None:
-            raise ApiError(422, "give a mask or a box, not both")
-        if mask is None and p.box is None and loaded.alpha is None:
-            raise ApiError(422, "no mask: send a mask image, a box, or an image with transparent pixels")
-        self._check_box(loaded, p.box)
+        self._region(loaded, mask, p.box)
         return lambda ed, cb: ed.infer_label(loaded, mask, box=p.box, strategy=p.strategy)
 
 
@@ -455,9 +444,7 @@ def _result_json(task: str, res: Any, elapsed: float) -> dict[str, Any]:
 
 
 def _label_json(editor: Any, g: Any, top: int, elapsed: float) -> dict[str, Any]:
-    order = np.argsort(-np.asarray(g.posterior), kind="stable")[:top]
-    return {"label": int(g.label), "name": editor.class_name(int(g.label)),
-            "posterior": [[editor.class_name(int(i)), round(float(g.posterior[i]), 6)] for i in order],
+    return {"label": int(g.label), "name": editor.class_name(int(g.label)), "posterior": editor.top_classes(g, top),
             "elapsed_s": round(elapsed, 4)}
 
 
@@ -567,6 +554,10 @@ def create_app(editor: Any, config: ServerConfig | None = None) -> FastAPI:
                            "max_candidates": cfg.max_candidates, "queue_size": cfg.queue_size,
                            "timeout_s": cfg.timeout_s},
                 "auth": cfg.token is not None}
+
+    @app.get(f"{API}/schema", summary="The JSON schema of every task's parameters (what a client may send).")
+    async def task_schemas() -> dict[str, Any]:
+        return {task: model.model_json_schema(by_alias=True) for task, (model, _, _) in TASKS.items()}
 
     # -- the tasks -----------------------------------------------------------------------------------
     async def run_task(request: Request, task: str, stream: bool, fmt: str | None, preview: bool) -> Response:

@@ -8,15 +8,17 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from ..processing import FILL_METHODS
+from ..processing import FILL_METHODS, outpaint_amount
+from ..requests import MAX_UPSCALE, check_scale
 
 Strategy = Literal["auto", "crop", "resize", "original"]
 Mode = Literal["default", "official"]
 Prefill = Literal[FILL_METHODS + ("none",)]  # type: ignore[valid-type]
 Fill = Literal["blur", "edge", "mean", "gray"]
 Number = int | float
+Amount = int | float | str  # an outpaint amount: pixels, a ratio below 1, or a percentage string
 ClassSpec = int | str
 
 SEED_MAX = 2 ** 63 - 1
@@ -115,20 +117,24 @@ class InpaintParams(MaskedParams):
     _box_chk = field_validator("box")(_check_box)
 
 
+_AMOUNT_DOC = ("Whole pixels (64), a ratio of the side below 1 (0.5) or a percentage string (\"150%\"); a "
+               "number of 1 or more with a point (64.0) is refused as ambiguous.")
+
+
 class OutpaintParams(MaskedParams):
-    left: Number = Field(0, ge=0, allow_inf_nan=False, description="Pixels (int) or ratio of the side (float).")
-    right: Number = Field(0, ge=0, allow_inf_nan=False)
-    top: Number = Field(0, ge=0, allow_inf_nan=False)
-    bottom: Number = Field(0, ge=0, allow_inf_nan=False)
+    left: Amount = Field(0, description=_AMOUNT_DOC)
+    right: Amount = Field(0, description=_AMOUNT_DOC)
+    top: Amount = Field(0, description=_AMOUNT_DOC)
+    bottom: Amount = Field(0, description=_AMOUNT_DOC)
     fill: Fill = "blur"
     label: ClassSpec | None = Field("auto", description="Class guiding the fill: index or name, auto, infer "
                                                         "or none.")
 
     @field_validator("left", "right", "top", "bottom")
     @classmethod
-    def _amount(cls, v: Number) -> Number:
-        # 64.0 means 64 pixels, as on the command line; only floats below 1 are ratios
-        return int(v) if isinstance(v, float) and v >= 1 and v.is_integer() else v
+    def _amount(cls, v: Amount, info: ValidationInfo) -> Amount:
+        # the one rule of every front-end (processing.outpaint_amount): ints pixels, floats below 1 ratios
+        return outpaint_amount(v, str(info.field_name))
 
 
 class EditParams(MaskedParams):
@@ -140,11 +146,14 @@ class EditParams(MaskedParams):
 
 
 class UpscaleParams(Params):
-    scale: float = Field(2.0, gt=0, le=16, allow_inf_nan=False)
+    scale: float = Field(2.0, description=f"Output size / input size, above 0 and at most {MAX_UPSCALE:g}.",
+                         json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_UPSCALE})
     keep_scales: int | None = Field(None, ge=0, description="Scales forced from the input (default: the model's "
                                                             "upscale default).")
     back_project: bool = True
     label: ClassSpec | None = Field(None, description="Class (default: unconditional).")
+
+    _scale = field_validator("scale")(lambda v: check_scale(v))  # the limit and message of every front-end
 
 
 class GenerateParams(Params):

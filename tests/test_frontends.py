@@ -1,0 +1,178 @@
+"""One request, one meaning: the same numbers through the Python API, the command line, the HTTP server
+and the ComfyUI nodes give the same canvas, hit the same limits and fail with the same message.
+
+The demo model is loaded once (through the ComfyUI loader) and its Editor serves the API and the server;
+only the one successful command-line run loads it again. Every refusal happens before any model work."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from PIL import Image
+from varedit_plugins.comfyui import NODE_CLASS_MAPPINGS
+
+from varedit.cli import main
+from varedit.processing import AMOUNT_HELP
+from varedit.requests import (MAX_UPSCALE, EditRequest, GenerateRequest, InferLabelRequest, InpaintRequest,
+                              OutpaintRequest, Sampling, UpscaleRequest)
+from varedit.server import ServerConfig, create_app
+
+W, H = 64, 48
+AMBIGUOUS = f"is ambiguous (pixels or a ratio of the side?): give {AMOUNT_HELP}"
+NOTHING = "nothing to extend: left, right, top and bottom are all 0"
+
+
+def node(name: str, **kw):
+    n = NODE_CLASS_MAPPINGS[name]()
+    return getattr(n, n.FUNCTION)(**kw)
+
+
+@pytest.fixture(scope="module")
+def model():
+    (m,) = node("VarEditModelLoader", model="demo", backend="torch", device="cpu")
+    return m
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with TestClient(create_app(model.editor, ServerConfig())) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return (np.random.default_rng(3).random((H, W, 3)) * 255).astype(np.uint8)
+
+
+def b64(a: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def server_error(client, task: str, body: dict) -> str:
+    r = client.post(f"/api/v1/{task}", json=body)
+    assert r.status_code == 422, r.text
+    return r.json()["detail"]
+
+
+def cli_error(*args: str) -> str:
+    res = CliRunner().invoke(main, list(args))
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    return " ".join(res.output.split())
+
+
+SAMPLING = dict(seed=0, cfg=-1.0, top_k=-1, top_p=-1.0)
+EDITING = dict(candidates=1, keep_scales=0, mode="default", feather=-1.0)
+
+
+def test_outpaint_amounts_make_the_same_canvas_everywhere(model, client, photo, tmp_path):
+    """32 px on the right and half the height below: an int, a float below 1 or a percentage."""
+    want = (W + 32, H + H // 2)
+    api = model.editor.outpaint(photo, right=32, bottom=0.5, seed=0, output_type="np").image
+    assert api.shape[1::-1] == want
+    r = client.post("/api/v1/outpaint", json={"image": b64(photo), "right": 32, "bottom": "50%", "seed": 0})
+    assert r.status_code == 200, r.text and (r.json()["width"], r.json()["height"]) == want
+    assert (r.json()["width"], r.json()["height"]) == want
+    image = torch.from_numpy(photo[None].astype(np.float32) / 255)
+    out = node("VarEditOutpaint", model=model, image=image, left=0, right=32, top=0, bottom=H // 2, fill="blur",
+               label="auto", **SAMPLING, **EDITING)[0]
+    assert tuple(out.shape[2:0:-1]) == want
+    src = tmp_path / "in.png"
+    Image.fromarray(photo).save(src)
+    res = CliRunner().invoke(main, ["outpaint", str(src), "--right", "32", "--bottom", "50%", "-m", "demo",
+                                    "--seed", "0", "-o", str(tmp_path / "out.png")])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "out.png").size == want
+
+
+def test_an_ambiguous_amount_is_refused_with_one_message(model, client, photo):
+    """64.0 is pixels to a JavaScript client and a ratio to a Python one: every front-end refuses it."""
+    with pytest.raises(ValueError) as e:
+        model.editor.outpaint(photo, right=64.0, seed=0)
+    assert AMBIGUOUS in str(e.value)
+    assert AMBIGUOUS in server_error(client, "outpaint", {"image": b64(photo), "right": 64.0})
+    assert AMBIGUOUS in cli_error("outpaint", "in.png", "--right", "64.0", "-o", "out.png")
+
+
+def test_nothing_to_extend_is_one_message(model, client, photo):
+    with pytest.raises(ValueError, match=NOTHING):
+        model.editor.outpaint(photo, seed=0)
+    assert NOTHING in server_error(client, "outpaint", {"image": b64(photo)})
+    image = torch.from_numpy(photo[None].astype(np.float32) / 255)
+    with pytest.raises(ValueError, match=NOTHING):
+        node("VarEditOutpaint", model=model, image=image, left=0, right=0, top=0, bottom=0, fill="blur",
+             label="auto", **SAMPLING, **EDITING)
+
+
+@pytest.mark.parametrize("scale", [MAX_UPSCALE + 0.5, 0.0])
+def test_the_upscale_limit_is_one_limit(model, client, photo, scale):
+    msg = "scale must be at most 16, got 16.5" if scale else "scale must be above 0, got 0"
+    with pytest.raises(ValueError, match=msg):
+        model.editor.upscale(photo, scale=scale)
+    assert msg in server_error(client, "upscale", {"image": b64(photo), "scale": scale})
+    assert msg in cli_error("upscale", "in.png", "--scale", str(scale), "-o", "out.png")
+    image = torch.from_numpy(photo[None].astype(np.float32) / 255)
+    with pytest.raises(ValueError, match=msg):
+        node("VarEditUpscale", model=model, image=image, scale=scale, keep_scales=-1, back_project=True, **SAMPLING)
+    param = NODE_CLASS_MAPPINGS["VarEditUpscale"].INPUT_TYPES()["required"]["scale"][1]
+    assert param["max"] == MAX_UPSCALE == 16
+    schema = client.get("/api/v1/schema").json()  # what the browser editor reads
+    assert schema["upscale"]["properties"]["scale"]["maximum"] == MAX_UPSCALE
+
+
+def test_a_mask_and_a_box_are_refused_with_one_message(model, client, photo):
+    msg = "give a mask or a box, not both"
+    hole = np.zeros((H, W), bool)
+    hole[10:20, 10:20] = True
+    with pytest.raises(ValueError, match=msg):
+        model.editor.inpaint(photo, hole, box=(1, 1, 9, 9), seed=0)
+    assert msg in server_error(client, "inpaint", {"image": b64(photo), "mask": b64(hole.astype(np.uint8) * 255),
+                                                   "box": [1, 1, 9, 9]})
+    image = torch.from_numpy(photo[None].astype(np.float32) / 255)
+    with pytest.raises(ValueError, match=msg):
+        node("VarEditClassEdit", model=model, image=image, class_name="0", x=1, y=1, width=8, height=8,
+             mask=torch.from_numpy(hole[None].astype(np.float32)), **SAMPLING, **EDITING)
+    no_region = "no mask: give a mask image, a box, or an image with transparent pixels to fill"
+    with pytest.raises(ValueError, match=no_region):
+        model.editor.inpaint(photo, seed=0)
+    assert no_region in server_error(client, "inpaint", {"image": b64(photo)})
+
+
+def test_a_request_runs_as_the_method_call(model, photo):
+    """Editor.run(request) is the documented call with the same numbers: the same pixels and settings."""
+    ed = model.editor
+    req = OutpaintRequest(image=photo, right=32, bottom="50%", seed=0, output_type="np",
+                          sampling=Sampling(cfg=2.0, top_k=50))
+    a = ed.run(req)
+    b = ed.outpaint(photo, right=32, bottom=0.5, seed=0, output_type="np", cfg=2.0, top_k=50)
+    assert np.array_equal(a.image, b.image) and a.settings["cfg"] == 2.0 and a.image.shape[1::-1] == (W + 32, H + 24)
+    g = ed.run(InferLabelRequest(image=photo, box=(10, 10, 40, 30)))
+    assert g.label == ed.infer_label(photo, box=(10, 10, 40, 30)).label
+
+
+@pytest.mark.parametrize("request_, needle", [
+    (OutpaintRequest(right=64.0), AMBIGUOUS),
+    (OutpaintRequest(), NOTHING),
+    (OutpaintRequest(right=10, fill="plaid"), "unknown fill"),
+    (OutpaintRequest(right=100_000, bottom=2000), "MP, above the limit"),
+    (InpaintRequest(mask=np.ones((H, W), bool), box=(1, 1, 9, 9)), "not both"),
+    (InpaintRequest(box=(1, 1, 9, 9), n=65), "n must be in 1..64"),
+    (InpaintRequest(box=(1, 1, 9, 9), keep_scales=7), "keep_scales must be in 0..6"),
+    (InpaintRequest(box=(1.0, 0, 9, 9)), "must have values in [0, 1]"),
+    (InpaintRequest(box=(1, 1, 9, 9), sampling=Sampling(cfg=float("nan"))), "finite"),
+    (EditRequest(class_=1), "give the region to redraw"),
+    (UpscaleRequest(scale=17), "scale must be at most 16"),
+    (UpscaleRequest(scale=16, keep_scales=9), "keep_scales must be in 0..6"),
+    (GenerateRequest(class_=[]), "the list of classes is empty"),
+    (InferLabelRequest(strategy="zoom"), "unknown strategy"),
+])
+def test_requests_check_every_limit_before_any_work(request_, needle):
+    with pytest.raises((ValueError, TypeError)) as e:
+        request_.validate(6, (W, H))
+    assert needle in str(e.value)
