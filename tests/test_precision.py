@@ -278,3 +278,16 @@ def test_bench_measures_precisions_side_by_side():
     assert c["model_name"] == cpu_features().model_name and isinstance(c["has_avx512_bf16"], bool)
     with pytest.raises(ValueError, match="int8"):  # int8 is an onnx export: no torch backend runs it
         run_bench(BenchConfig(model=tiny, backends=("fast",), precision="int8", batches=(1,)))
+
+
+def test_precision_is_refused_with_the_onnx_backend(tmp_path):
+    """An export's precision is fixed when exporting: asking the onnx backend for bf16 is an error before
+    anything loads, not a silently ignored option (auto and fp32 are accepted)."""
+    from PIL import Image
+
+    from varedit.cli import main
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    res = CliRunner().invoke(main, ["inpaint", str(tmp_path / "a.png"), "--box", "8,8,32,32", "--backend", "onnx",
+                                    "--onnx-dir", str(tmp_path / "none"), "--precision", "bf16",
+                                    "-o", str(tmp_path / "o.png")])
+    assert res.exit_code == 2 and "--quantize int8" in res.output and not (tmp_path / "o.png").exists()

@@ -151,6 +151,9 @@ class ModelSpec:
         if self.backend == "onnx":
             if not self.onnx_dir:
                 raise click.UsageError("--backend onnx needs --onnx-dir DIR (made by `varedit export onnx`)")
+            if self.precision not in ("auto", "fp32"):
+                raise click.UsageError(f"--precision {self.precision} is for the torch backend: an export's precision "
+                                       f"is chosen when exporting (`varedit export onnx --fp16` or `--quantize int8`)")
             from .._optional import require
             require("onnxruntime", "--backend onnx")
             return model_info(self.model, onnx_dir=self.onnx_dir)
