@@ -252,6 +252,36 @@ def test_quantize_refuses_what_it_cannot_check(int8_dirs, tmp_path):
         quantize_export(fp32, fp32)
 
 
+def test_quantize_in_place_keeps_other_files_and_restores_on_failure(int8_dirs, tmp_path, monkeypatch):
+    """What `varedit export onnx --quantize int8` does after the float32 export: the export's own files are
+    replaced, anything else in the folder stays; a failed quantization puts the float32 export back."""
+    import shutil
+
+    from varedit_onnx import quantize
+    from varedit_onnx.runtime import OnnxVAR, read_manifest, verify_files
+    fp32, _, _ = int8_dirs
+    e = tmp_path / "e"
+    shutil.copytree(fp32, e)
+    (e / "notes.txt").write_text("mine")
+    m = quantize.quantize_in_place(e, check=False)
+    assert m["precision"] == "int8" and (e / "notes.txt").read_text() == "mine"
+    assert OnnxVAR.from_dir(e, providers="cpu").precision == "int8"
+    assert [p.name for p in tmp_path.iterdir()] == ["e"]  # no temporary folder left behind
+    f = tmp_path / "f"
+    shutil.copytree(fp32, f)
+
+    def broken(*a, **k):
+        raise RuntimeError("quantizer failed")
+
+    monkeypatch.setattr(quantize, "quantize_graph", broken)
+    with pytest.raises(RuntimeError, match="quantizer failed"):
+        quantize.quantize_in_place(f, check=False)
+    back = read_manifest(f)
+    assert back["precision"] == "fp32"
+    verify_files(f, back)  # every file present with its checksum
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "f"]
+
+
 def test_export_cli_rejects_int8_with_fp16_before_loading(tmp_path):
     from varedit.cli import main
     res = CliRunner().invoke(main, ["export", "onnx", "-m", str(tmp_path / "missing.pt"), "--fp16", "--quantize",
