@@ -91,7 +91,7 @@ def test_no_import_cycles():
     assert _cycles(import_graph()) == []
 
 
-LEAVES = ("varedit.options", "varedit.validation", "varedit.io")  # small torch-free leaves anyone may use
+LEAVES = ("varedit.options", "varedit.validation", "varedit.io", "varedit.cpu")  # small leaves anyone may use
 LAYERS = {  # a module of a layer may import only from the layers listed (and the leaves)
     "varedit.models": ("varedit.models",),
     "varedit.processing": ("varedit.processing",),
@@ -109,4 +109,20 @@ def test_dependencies_point_one_way():
                 bad += [(m, d) for d in deps if d.startswith("varedit") and not d.startswith(allowed + LEAVES)]
         if m.startswith(("varedit.tasks", "varedit.pipeline", "varedit_onnx")):
             bad += [(m, d) for d in deps if d.startswith(ABOVE_TASKS)]
+    assert bad == []
+
+
+def test_front_ends_load_models_through_one_path():
+    """The command line, the server and the ComfyUI nodes choose torch or ONNX in one place
+    (varedit.loading.load_editor): none of them opens an export or builds a pipeline itself, except the
+    torch-only tools' ``ModelSpec.pipeline`` (training, evaluation)."""
+    fronts = [*(REPO / "varedit" / "commands").glob("*.py"), *(REPO / "varedit" / "server").glob("*.py"),
+              *(REPO / "plugins").rglob("*.py")]
+    bad = []
+    for f in fronts:
+        text = f.read_text()
+        if "OnnxVAR.from_dir" in text or "OnnxVAR(" in text:
+            bad.append(f.name)
+        if ".from_pretrained(" in text and f.name != "common.py" and "bench" not in f.name:
+            bad.append(f.name)
     assert bad == []

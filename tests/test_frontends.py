@@ -176,3 +176,19 @@ def test_requests_check_every_limit_before_any_work(request_, needle):
     with pytest.raises((ValueError, TypeError)) as e:
         request_.validate(6, (W, H))
     assert needle in str(e.value)
+
+
+def test_the_server_schemas_ask_for_what_the_requests_hold():
+    """Every field a client may send maps onto the request type of its task (or its sampling options):
+    the HTTP parameters cannot drift from what the API takes."""
+    from dataclasses import fields
+
+    from varedit.server import schemas as Sch
+    pairs = {Sch.InpaintParams: InpaintRequest, Sch.OutpaintParams: OutpaintRequest, Sch.EditParams: EditRequest,
+             Sch.UpscaleParams: UpscaleRequest, Sch.GenerateParams: GenerateRequest,
+             Sch.InferLabelParams: InferLabelRequest}
+    sampling = {f.name for f in fields(Sampling)}
+    server_only = {"top"}  # infer-label: how many classes of the posterior the answer lists
+    for params, request in pairs.items():
+        held = {f.name for f in fields(request)} | sampling
+        assert set(params.model_fields) - held - server_only == set(), params.__name__

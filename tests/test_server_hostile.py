@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from varedit.server import ServerConfig, create_app
 from varedit.server.schemas import MAX_DETAIL
 from varedit.server.transport import RedactTokens, redact, uvicorn_config
+from varedit.tasks import Editor
 
 SN = 6  # the demo model's scales
 
@@ -187,6 +188,8 @@ class ChattyEditor:
 
     def __getattr__(self, name):
         return getattr(self._ed, name)
+
+    run = Editor.run  # the server runs requests: Editor.run, over this generate
 
     def generate(self, *a, callback=None, **kw):
         self.calls += 1

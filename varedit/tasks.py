@@ -19,19 +19,21 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
-import cv2
 import numpy as np
 
 from . import processing as P
 from .classes import resolve_class
 from .editing.plan import COVERAGE, MODES, CanvasPlan, make_plan
+from .editing.runner import LABEL_CHUNK, Progress, ProgressCallback, batches, class_log_likelihood, regenerate  # noqa: F401
 from .options import SamplingOptions
 from .requests import (MAX_CANDIDATE_PIXELS, MAX_CANDIDATES, SETTINGS_TOP_CLASSES, EditRequest,  # noqa: F401
                        GenerateRequest, InferLabelRequest, Request, UpscaleRequest, check_candidates, check_scale,
                        top_classes)
 from .processing.blending import DEFAULT_FEATHER_PX
+from .processing.upscale import back_project as back_project_to
+from .processing.upscale import lanczos, resized_like
 from .validation import check_class_names, check_int, check_number, check_seed
 
 log = logging.getLogger(__name__)
@@ -53,11 +55,9 @@ OUTPAINT_PREFILL = "pushpull"
 # lay it out: the asked class is then read about twice as often (docs/quality.md, "Class edits")
 EDIT_COVERAGE = 1.0
 TASK_COVERAGE = {"inpaint": COVERAGE, "outpaint": COVERAGE, "edit": EDIT_COVERAGE}
-ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
 # limits on what one call may ask for (candidates, and candidates x pixels: each candidate is a full-size
 # float working copy) are the requests' (varedit.requests), the same for every front-end
 MAX_WINDOWS = 512  # model windows (sampling passes) per image: outpaint and upscale tiles
-LABEL_CHUNK = 16   # windows scored at once by label inference (bounded memory on large images)
 WINDOW_BATCH = 8   # independent windows (upscale tiles) sampled in one batch
 
 
@@ -161,52 +161,11 @@ class Editor:
     def _windows(self, strategy: str, mask: np.ndarray, wh: tuple[int, int]) -> list[P.Window]:
         return plan_windows(strategy, mask, wh, self.image_size, self.max_windows)
 
-    def _regenerate(self, loaded: P.LoadedImage, mask: np.ndarray, label: int, *, strategy: str, mode: str,
-                    n: int, seed: int, opts: SamplingOptions, keep_scales: int, grow_tokens: int, prefill: str,
-                    callback: ProgressCallback | None, preview: bool = False, harmonize: bool = True,
-                    timings: dict[str, float] | None = None, coverage: float = COVERAGE
-                    ) -> tuple[list[np.ndarray], np.ndarray]:
-        """n candidate RGB images (float [0,1], full size) regenerated inside ``mask``; and their scores.
-        ``timings`` receives the backend's phase timings."""
-        windows = self._windows(strategy, mask, loaded.size)
-        progress = _Progress(callback, len(windows))
-        if timings is not None:
-            progress.timings = timings
-        stream = self.backend.stream(seed)
-        work = [loaded.rgb.copy() for _ in range(n)]
-        plan_kw = dict(mode=mode, keep_first=keep_scales, grow_tokens=grow_tokens, prefill=prefill, coverage=coverage)
-        remaining = mask.copy()
-        scores = np.zeros(n)
-        for win in windows:
-            if not remaining[win.slices].any():
-                continue
-            scores += self._run_window(win, work, remaining, label, opts, stream, plan_kw, harmonize, progress,
-                                       preview, whole=len(windows) == 1)
-            remaining[win.slices] = False
-        return work, scores / max(len(windows), 1)
-
-    def _run_window(self, win: P.Window, work: list[np.ndarray], mask: np.ndarray, label: int,
-                    opts: SamplingOptions, stream: Any, plan_kw: dict[str, Any], harmonize: bool, progress: "_Progress",
-                    preview: bool, whole: bool) -> np.ndarray:
-        """Sample one window for every candidate (one batch) and write it into ``work``: the whole window
-        (its feather ring then blends decoded pixels), or only its masked pixels, which later windows see
-        as known context.  Returns the candidates' scores."""
-        plans, canvases, canvas_mask = [], [], None
-        for w in work:
-            canvas, canvas_mask = P.extract(win, w, mask)
-            canvases.append(canvas)
-            plans.append(make_plan(canvas, canvas_mask, self.backend.patch_nums, self.backend.downsample, **plan_kw))
-        out, lp = self.backend.run(plans, [label] * len(work), opts, stream, callback=progress.step(),
-                                   preview=preview, timings=progress.timings)
-        region = mask[win.slices]
-        for c, w in enumerate(work):
-            dec = P.harmonize(out[c], canvases[c], canvas_mask) if harmonize else out[c]
-            rgb, _ = P.place(win, dec, w.shape, taper=False)
-            if whole:
-                w[win.slices] = rgb
-            else:
-                w[win.slices][region] = rgb[region]
-        return np.asarray(lp, np.float64)
+    def _regenerate(self, loaded: P.LoadedImage, mask: np.ndarray, label: int, *, strategy: str,
+                    **kw: Any) -> tuple[list[np.ndarray], np.ndarray]:
+        """n candidate RGB images (float [0,1], full size) regenerated inside ``mask``; and their scores
+        (:func:`varedit.editing.runner.regenerate` over this strategy's windows)."""
+        return regenerate(self.backend, loaded, mask, self._windows(strategy, mask, loaded.size), label, **kw)
 
     def _finish(self, loaded: P.LoadedImage, cands: list[np.ndarray], scores: np.ndarray, mask: np.ndarray, *,
                 rank: bool, feather: float | None, paste_back: bool, output_type: str,
@@ -316,15 +275,7 @@ class Editor:
     def _infer(self, loaded: P.LoadedImage, m: np.ndarray, strategy: str) -> LabelGuess:
         if not self.can_infer_label():
             raise ValueError(f"the {self.backend.name} backend cannot score classes: give a class, or label none")
-        plans = []
-        for win in self._windows(strategy, m, loaded.size):
-            canvas, cmask = P.extract(win, loaded.rgb, m)
-            if cmask.any():
-                plans.append(make_plan(canvas, cmask, self.backend.patch_nums, self.backend.downsample))
-        score = self.backend.score_labels  # type: ignore[attr-defined]
-        ll = np.zeros(self.backend.num_classes)
-        for i in range(0, len(plans), LABEL_CHUNK):  # windows in chunks: memory stays bounded
-            ll = ll + np.asarray(score(plans[i:i + LABEL_CHUNK]), np.float64).sum(axis=0)
+        ll = class_log_likelihood(self.backend, loaded.rgb, m, self._windows(strategy, m, loaded.size))
         post = np.exp(ll - ll.max())
         return LabelGuess(int(np.argmax(ll)), post / post.sum(), ll)
 
@@ -461,14 +412,14 @@ class Editor:
         W, H = upscaled_size(loaded.size, scale)
         SN = len(self.backend.patch_nums)
         k = default_upscale_keep(SN) if keep_scales is None else check_int(keep_scales, "keep_scales", lo=0, hi=SN)
-        up = np.clip(cv2.resize(loaded.rgb, (W, H), interpolation=cv2.INTER_LANCZOS4), 0, 1).astype(np.float32)
+        up = lanczos(loaded.rgb, (W, H))
         opts = self.defaults.replace(**sampling)
         seed = draw_seed(seed)
         lab = self.null_class if label is None else self.class_index(label)
         everything = np.ones((H, W), bool)
         windows = self._windows("original", everything, (W, H))
         stream = self.backend.stream(seed)
-        progress = _Progress(callback, _batches(len(windows), self.window_batch))
+        progress = Progress(callback, batches(len(windows), self.window_batch))
         canvases = []
         for b0 in range(0, len(windows), self.window_batch):  # tiles are independent: batched
             plans = []
@@ -481,9 +432,8 @@ class Editor:
             canvases.extend(out)
         rgb, _ = P.merge_windows(windows, canvases, (H, W, 3))
         if back_project:
-            low = cv2.resize(rgb, loaded.size, interpolation=cv2.INTER_AREA)
-            rgb = np.clip(rgb + cv2.resize(loaded.rgb - low, (W, H), interpolation=cv2.INTER_CUBIC), 0, 1)
-        like = _resized_like(loaded, W, H)
+            rgb = back_project_to(rgb, loaded.rgb)
+        like = resized_like(loaded, W, H)
         out_img = P.to_output(rgb.astype(np.float32), like, as_numpy=output_type == "np")
         settings = self._settings("upscale", seed=seed, scale=scale, keep_scales=k, label=lab,
                                   window_batch=self.window_batch,
@@ -579,30 +529,6 @@ def plan_windows(strategy: str, mask: np.ndarray | None, wh: tuple[int, int], mo
     return windows
 
 
-def _batches(n: int, size: int) -> int:
-    return -(-n // size)
-
-
-class _Progress:
-    """Maps each model pass's per-scale callback onto one running count over the whole job (windows or
-    batches of windows, times scales), and collects the backend's phase timings."""
-
-    def __init__(self, callback: ProgressCallback | None, passes: int):
-        self.callback, self.passes, self.done = callback, max(1, passes), 0
-        self.timings: dict[str, float] = {}
-
-    def step(self) -> Callable[[int, int, "np.ndarray | None"], None] | None:
-        """The callback for the next pass."""
-        if self.callback is None:
-            return None
-        k, cb = self.done, self.callback
-        self.done += 1
-
-        def one(si: int, sn: int, prev: np.ndarray | None) -> None:
-            cb(min(k, self.passes - 1) * sn + si, self.passes * sn, prev)
-        return one
-
-
 def upscaled_size(wh: tuple[int, int], scale: float, max_pixels: int | None = P.DEFAULT_MAX_PIXELS
                   ) -> tuple[int, int]:
     """The output size of an upscale by ``scale`` (in (0, ``MAX_UPSCALE``]; checked with the pixel limit
@@ -618,16 +544,3 @@ def default_upscale_keep(num_scales: int) -> int:
     see README: the coarse scales of an image and of its Lanczos-upscaled copy mostly agree)."""
     return max(1, num_scales - max(1, num_scales // 3))
 
-
-def _resized_like(loaded: P.LoadedImage, W: int, H: int) -> P.LoadedImage:
-    """A LoadedImage of the target size with the input's mode (alpha resized, gray and 16-bit kept)."""
-    raw = loaded.raw
-    big = cv2.resize(raw.astype(np.float32), (W, H), interpolation=cv2.INTER_LANCZOS4)
-    if raw.ndim == 3 and big.ndim == 2:
-        big = big[..., None]
-    if np.issubdtype(raw.dtype, np.integer):
-        info = np.iinfo(raw.dtype)
-        big = np.clip(np.floor(big + 0.5), info.min, info.max)
-    else:
-        big = np.clip(big, 0, 1)
-    return P.load_image(big.astype(raw.dtype))

@@ -240,17 +240,12 @@ def load_model(model: str = "demo", *, backend: str = "torch", vae: str = "", we
 
 def _load(model: str, backend: str, vae: str, weights_dir: str, device: str, threads: int,
           key: tuple[Hashable, ...]) -> VarEditModel:
+    from varedit.loading import EditorSpec, load_editor  # the loading path of every front-end
+    editor = load_editor(EditorSpec(model, backend, vae_path=vae or None, weights_dir=weights_dir or None,
+                                    device=device, threads=threads or None))
     if backend == "onnx":
-        from varedit_onnx.runtime import OnnxVAR
-        if not Path(model).is_dir():
-            raise ValueError(f"the onnx backend needs an export folder (made by `varedit export onnx`), "
-                             f"not {model!r}")
-        rt = OnnxVAR.from_dir(model, providers=device, threads=threads or None)
-        editor = rt.editor()
-        return VarEditModel(editor, rt.name, "onnx", rt.provider or device, rt.image_size,
-                            _first_names(rt.class_names), key)
-    from varedit import VarEditPipeline
-    pipe = VarEditPipeline.from_pretrained(model, device=device, vae_path=vae or None,
-                                           weights_dir=weights_dir or None)
-    return VarEditModel(pipe.editor, pipe.name, "torch", str(pipe.device), pipe.image_size,
-                        _first_names(pipe.class_names), key)
+        where = editor.backend.model.provider or device
+    else:
+        where = str(editor.backend.device)
+    return VarEditModel(editor, editor.model_name, backend, where, editor.image_size,
+                        _first_names(editor.class_names), key)

@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from varedit import processing as P
+from varedit import requests as R
 from varedit.requests import MAX_UPSCALE
 
 from . import convert
@@ -260,8 +261,10 @@ def _edit_outputs(results: Sequence[Any], masks: Sequence[np.ndarray]) -> tuple[
 
 
 def _edit_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    """Widget values -> the options of a masked request (varedit.requests)."""
     return dict(n=int(kw["candidates"]), keep_scales=int(kw["keep_scales"]), mode=kw["mode"],
-                feather=None if kw["feather"] == -1 else float(kw["feather"]), output_type="np", **_sampling(kw))
+                feather=None if kw["feather"] == -1 else float(kw["feather"]), output_type="np",
+                sampling=R.Sampling(**_sampling(kw)))
 
 
 class Inpaint(VarEditNode):
@@ -281,8 +284,8 @@ class Inpaint(VarEditNode):
         label = m.editor.check_label(kw["label"])  # an unknown class fails before any work
         opts = _edit_kwargs(kw)
         bar = comfy_progress_bar(len(images))
-        results = [m.editor.inpaint(img, mk, label=label, seed=_seed(kw["seed"], i),
-                                    callback=progress_callback(bar, i, len(images)), **opts)
+        results = [m.editor.run(R.InpaintRequest(image=img, mask=mk, label=label, seed=_seed(kw["seed"], i), **opts),
+                                callback=progress_callback(bar, i, len(images)))
                    for i, (img, mk) in enumerate(zip(images, masks))]
         return _edit_outputs(results, masks)
 
@@ -312,8 +315,9 @@ class Outpaint(VarEditNode):
         label = m.editor.check_label(kw["label"])
         opts = _edit_kwargs(kw)
         bar = comfy_progress_bar(len(images))
-        results = [m.editor.outpaint(img, **sides, fill=kw["fill"], label=label, seed=_seed(kw["seed"], i),
-                                     callback=progress_callback(bar, i, len(images)), **opts)
+        results = [m.editor.run(R.OutpaintRequest(image=img, **sides, fill=kw["fill"], label=label,
+                                                  seed=_seed(kw["seed"], i), **opts),
+                                callback=progress_callback(bar, i, len(images)))
                    for i, img in enumerate(images)]
         return _edit_outputs(results, [r.mask for r in results])
 
@@ -360,8 +364,8 @@ class ClassEdit(VarEditNode):
         bar = comfy_progress_bar(len(images))
         # Editor.edit with the region as a mask: the class edit's own plan (every token cell the region
         # touches is regenerated), as the CLI's and the server's edits
-        results = [m.editor.edit(img, None, cls_idx, mask=mk, seed=_seed(kw["seed"], i),
-                                 callback=progress_callback(bar, i, len(images)), **opts)
+        results = [m.editor.run(R.EditRequest(image=img, mask=mk, class_=cls_idx, seed=_seed(kw["seed"], i), **opts),
+                                callback=progress_callback(bar, i, len(images)))
                    for i, (img, mk) in enumerate(zip(images, masks))]
         return _edit_outputs(results, masks)
 
@@ -387,10 +391,10 @@ class Upscale(VarEditNode):
         images = convert.image_batch(kw["image"])
         keep = None if int(kw["keep_scales"]) == -1 else int(kw["keep_scales"])
         bar = comfy_progress_bar(len(images))
-        results = [m.editor.upscale(img, scale=float(kw["scale"]), keep_scales=keep,
-                                    back_project=bool(kw["back_project"]), seed=_seed(kw["seed"], i),
-                                    callback=progress_callback(bar, i, len(images)), output_type="np",
-                                    **_sampling(kw))
+        results = [m.editor.run(R.UpscaleRequest(image=img, scale=float(kw["scale"]), keep_scales=keep,
+                                                 back_project=bool(kw["back_project"]), seed=_seed(kw["seed"], i),
+                                                 output_type="np", sampling=R.Sampling(**_sampling(kw))),
+                                callback=progress_callback(bar, i, len(images)))
                    for i, img in enumerate(images)]
         return convert.to_image([r.images[0] for r in results]), _info(results)
 
@@ -415,8 +419,9 @@ class Generate(VarEditNode):
             raise ValueError("class_name is empty: give a class name or index (none = unconditional)")
         class_ = None if spec.lower() == "none" else m.editor.class_index(spec)
         bar = comfy_progress_bar(1)
-        r = m.editor.generate(class_, n=int(kw["batch_size"]), seed=_seed(kw["seed"], 0), output_type="np",
-                              callback=progress_callback(bar, 0, 1), **_sampling(kw))
+        r = m.editor.run(R.GenerateRequest(class_=class_, n=int(kw["batch_size"]), seed=_seed(kw["seed"], 0),
+                                           output_type="np", sampling=R.Sampling(**_sampling(kw))),
+                         callback=progress_callback(bar, 0, 1))
         return convert.to_image(r.images), _info([r])
 
 
@@ -447,7 +452,7 @@ class InferLabel(VarEditNode):
                                  f"hole); paint it in the mask editor")
             if mk.all():
                 raise ValueError("the mask covers the whole image: nothing is known to infer a class from")
-            g = m.editor.infer_label(img, mk)
+            g = m.editor.run(R.InferLabelRequest(image=img, mask=mk))
             names.append(m.editor.class_name(g.label))
             idxs.append(int(g.label))
             probs.append(float(g.posterior[g.label]))

@@ -195,10 +195,10 @@ class ModelSpec:
         demo model says once, on stderr, what it is and how to get a model for photographs (``-q``: not)."""
         if self.is_demo():
             announce_demo()
-        if self.backend == "onnx":
-            from varedit_onnx.runtime import OnnxVAR
-            return OnnxVAR.from_dir(self.onnx_dir, providers=self.device, threads=self.threads).editor()
-        return self.pipeline().editor
+        from ..loading import EditorSpec, load_editor
+        device = self.device if self.backend == "onnx" else self._device()
+        return load_editor(EditorSpec(self.model, self.backend, self.onnx_dir, self.vae_path, self.weights_dir,
+                                      self.num_heads, device, self.threads, self.precision))
 
     def is_demo(self) -> bool:
         """Whether the model is the bundled demo (an ONNX export of it: by its manifest's name)."""

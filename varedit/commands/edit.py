@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import click
 
+from .. import requests as R
 from ..requests import MAX_UPSCALE, check_scale
 from .common import (GroupedCommand, ModelSpec, backend_options, check_class, model_options, opt, pop_sampling,
                      sampling_options)
@@ -382,6 +383,13 @@ def parse_amount(value: str | None, name: str) -> int | float:
         raise click.BadParameter(str(e), param_hint=f"--{name}") from None
 
 
+def _masked(kw: dict[str, Any], sampling: dict[str, Any]) -> dict[str, Any]:
+    """The options of a masked request (:mod:`varedit.requests`) from the command's options."""
+    return dict(n=kw["n"], rank=not kw["no_rank"], mode=kw["mode"], strategy=kw["strategy"],
+                keep_scales=kw["keep_scales"], feather=kw["feather"], harmonize=kw["harmonize"], seed=kw["seed"],
+                prefill=kw["prefill"], output_type="np", sampling=R.Sampling(**sampling))
+
+
 def _scale_option(ctx: click.Context, param: click.Parameter, value: float) -> float:
     """``--scale`` with the limit and message of every front-end (:func:`varedit.requests.check_scale`)."""
     try:
@@ -423,7 +431,7 @@ def register(main: click.Group) -> None:
     @_common
     def inpaint(**kw: Any) -> None:
         """Regenerate the masked part of each image (white = regenerate; no mask: the transparent pixels)."""
-        s = {**pop_sampling(kw), **({"prefill": kw["prefill"]} if kw["prefill"] else {})}
+        s = pop_sampling(kw)
         box, n = parse_box(kw["box"]), kw["n"]
         if box is not None and kw["mask"] is not None:
             raise click.UsageError("give --mask or --box, not both")
@@ -439,11 +447,8 @@ def register(main: click.Group) -> None:
             return header.size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
-            return ed.inpaint(loaded, None if mask is None else str(mask), box=box, invert=kw["invert"],
-                              label=kw["class_"], n=n, rank=not kw["no_rank"], mode=kw["mode"],
-                              strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"],
-                              feather=kw["feather"], harmonize=kw["harmonize"], seed=kw["seed"], output_type="np",
-                              callback=bar, **s)
+            return ed.run(R.InpaintRequest(image=loaded, mask=None if mask is None else str(mask), box=box,
+                                           invert=kw["invert"], label=kw["class_"], **_masked(kw, s)), callback=bar)
 
         edit_command("inpaint", kw, n, check, call, kw["mask"],
                      _class_check(kw["class_"], LABEL_KEYWORDS, _keep_scales_check(kw["keep_scales"])))
@@ -461,7 +466,7 @@ def register(main: click.Group) -> None:
     @_common
     def outpaint(**kw: Any) -> None:
         """Extend each image and fill the new area."""
-        s = {**pop_sampling(kw), **({"prefill": kw["prefill"]} if kw["prefill"] else {})}
+        s = pop_sampling(kw)
         amounts = {k: parse_amount(kw[k], k) for k in ("left", "right", "top", "bottom")}
         if not any(amounts.values()):
             raise click.UsageError("nothing to extend: give --left, --right, --top and/or --bottom")
@@ -485,10 +490,8 @@ def register(main: click.Group) -> None:
             return size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
-            return ed.outpaint(loaded, **amounts, fill=kw["fill"], label=kw["class_"], n=n, rank=not kw["no_rank"],
-                               mode=kw["mode"], strategy=kw["strategy"] or "auto", keep_scales=kw["keep_scales"],
-                               feather=kw["feather"], harmonize=kw["harmonize"], seed=kw["seed"], output_type="np",
-                               callback=bar, **s)
+            return ed.run(R.OutpaintRequest(image=loaded, **amounts, fill=kw["fill"], label=kw["class_"],
+                                            **_masked(kw, s)), callback=bar)
 
         edit_command("outpaint", kw, n, check, call, None,
                      _class_check(kw["class_"], LABEL_KEYWORDS, _keep_scales_check(kw["keep_scales"])))
@@ -505,7 +508,7 @@ def register(main: click.Group) -> None:
     @_common
     def edit(**kw: Any) -> None:
         """Class-conditional edit: redraw a box (or a masked region) as another class."""
-        s = {**pop_sampling(kw), **({"prefill": kw["prefill"]} if kw["prefill"] else {})}
+        s = pop_sampling(kw)
         box, n = parse_box(kw["box"]), kw["n"]
         if (box is None) == (kw["mask"] is None):
             raise click.UsageError("give the region to redraw: --box or --mask (one of them)")
@@ -519,10 +522,9 @@ def register(main: click.Group) -> None:
             return header.size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
-            return ed.edit(loaded, box, kw["class_"], mask=None if mask is None else str(mask), invert=kw["invert"],
-                           n=n, rank=not kw["no_rank"], mode=kw["mode"],
-                           strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"], feather=kw["feather"],
-                           harmonize=kw["harmonize"], seed=kw["seed"], output_type="np", callback=bar, **s)
+            return ed.run(R.EditRequest(image=loaded, box=box, class_=kw["class_"],
+                                        mask=None if mask is None else str(mask), invert=kw["invert"],
+                                        **_masked(kw, s)), callback=bar)
 
         edit_command("edit", kw, n, check, call, kw["mask"],
                      _class_check(kw["class_"], (), _keep_scales_check(kw["keep_scales"])))
@@ -553,7 +555,8 @@ def register(main: click.Group) -> None:
             return size
 
         def call(ed: Any, loaded: Any, mask: Path | None, bar: Any) -> Any:
-            return ed.upscale(loaded, scale=kw["scale"], keep_scales=kw["keep_scales"], seed=kw["seed"],
-                              back_project=not kw["no_back_project"], output_type="np", callback=bar, **s)
+            return ed.run(R.UpscaleRequest(image=loaded, scale=kw["scale"], keep_scales=kw["keep_scales"],
+                                           seed=kw["seed"], back_project=not kw["no_back_project"], output_type="np",
+                                           sampling=R.Sampling(**s)), callback=bar)
 
         edit_command("upscale", kw, 1, check, call, None, _keep_scales_check(kw["keep_scales"]))

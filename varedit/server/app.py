@@ -1,8 +1,8 @@
 """The FastAPI application: the HTTP API over :class:`varedit.tasks.Editor` and the browser editor.
 
-    from varedit import VarEditPipeline
+    from varedit.loading import EditorSpec, load_editor
     from varedit.server import ServerConfig, create_app
-    app = create_app(VarEditPipeline.from_pretrained("demo").editor, ServerConfig())
+    app = create_app(load_editor(EditorSpec("demo")), ServerConfig())
 
 Every task endpoint (``POST /api/v1/{inpaint,outpaint,edit,upscale,generate,infer-label}``) takes its
 parameters and images as JSON (images as base64 strings) or as multipart form data (images as
@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .. import processing as P
+from .. import requests as R
 from ..tasks import upscaled_size
 from . import images as I
 from . import schemas as S
@@ -316,23 +317,22 @@ class Tasks:
         if n > self.cfg.max_candidates:
             raise ApiError(422, f"n: {n} candidates asked, this server allows at most {self.cfg.max_candidates}")
 
-    def _keep(self, k: int | None) -> None:
-        if k is not None and k > self.num_scales:
-            raise ApiError(422, f"keep_scales: {k} is more than the model's {self.num_scales} scales")
-
     def _out_size(self, w: int, h: int, what: str) -> None:
         if w * h > self.cfg.max_pixels:
             raise ApiError(422, f"the {what} would be {w}x{h} = {w * h / 1e6:.1f} MP, above this server's limit "
                                 f"of {self.cfg.max_pixels / 1e6:.1f} MP")
 
-    def _masked_kw(self, p: S.MaskedParams, default_strategy: str) -> dict[str, Any]:
+    def _masked(self, p: S.MaskedParams, loaded: P.LoadedImage) -> dict[str, Any]:
+        """The options every masked request shares, as the request types name them."""
         self._n(p.n)
-        self._keep(p.keep_scales)
-        kw = dict(n=p.n, rank=p.rank, mode=p.mode, strategy=p.strategy or default_strategy,
-                  keep_scales=p.keep_scales, feather=p.feather, harmonize=p.harmonize, seed=p.seed, **p.sampling())
-        if p.prefill is not None:
-            kw["prefill"] = p.prefill
-        return kw
+        return dict(image=loaded, n=p.n, rank=p.rank, mode=p.mode, strategy=p.strategy, keep_scales=p.keep_scales,
+                    feather=p.feather, prefill=p.prefill, harmonize=p.harmonize, seed=p.seed,
+                    sampling=R.Sampling(**p.sampling()), output_type=self._output_type(loaded))
+
+    def _job(self, req: Any, preview: bool, size: tuple[int, int] | None) -> Prepared:
+        """Every limit and unit rule of the request type checked now (a 422 before the queue), then the job."""
+        req.validate(self.num_scales, size)
+        return lambda ed, cb: ed.run(req, callback=cb, preview=preview)
 
     @staticmethod
     def _output_type(loaded: P.LoadedImage) -> str:
@@ -344,46 +344,38 @@ class Tasks:
         """The checks the Editor makes on the region (one source: a mask, a box or the alpha), made now."""
         P.region_mask(loaded.size, mask, box, alpha=loaded.alpha)
 
-    # tasks: each returns the job function
+    # tasks: each translates its parameters into a request (varedit.requests) and returns the job function
     def inpaint(self, p: S.InpaintParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
         mask = self._mask(files, loaded)
         self._region(loaded, mask, p.box)
-        label = self.ed.check_label(p.label)
-        kw = self._masked_kw(p, "crop")
-        out = self._output_type(loaded)
-        return lambda ed, cb: ed.inpaint(loaded, mask, box=p.box, invert=p.invert, label=label, callback=cb,
-                                         preview=preview, output_type=out, **kw)
+        req = R.InpaintRequest(mask=mask, box=p.box, invert=p.invert, label=self.ed.check_label(p.label),
+                               **self._masked(p, loaded))
+        return self._job(req, preview, loaded.size)
 
     def outpaint(self, p: S.OutpaintParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
         w, h = loaded.size
         px = P.outpaint_pads(loaded.size, p.left, p.right, p.top, p.bottom)
         self._out_size(w + px[0] + px[1], h + px[2] + px[3], "outpainted image")
-        label = self.ed.check_label(p.label)
-        kw = self._masked_kw(p, "auto")
-        out = self._output_type(loaded)
-        return lambda ed, cb: ed.outpaint(loaded, left=p.left, right=p.right, top=p.top, bottom=p.bottom,
-                                          fill=p.fill, label=label, callback=cb, preview=preview, output_type=out,
-                                          **kw)
+        req = R.OutpaintRequest(left=p.left, right=p.right, top=p.top, bottom=p.bottom, fill=p.fill,
+                                label=self.ed.check_label(p.label), **self._masked(p, loaded))
+        return self._job(req, preview, loaded.size)
 
     def edit(self, p: S.EditParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
         self._region(loaded, None, p.box)
-        cls = self.ed.class_index(p.class_)
-        kw = self._masked_kw(p, "crop")
-        out = self._output_type(loaded)
-        return lambda ed, cb: ed.edit(loaded, p.box, cls, callback=cb, preview=preview, output_type=out, **kw)
+        req = R.EditRequest(box=p.box, class_=self.ed.class_index(p.class_), **self._masked(p, loaded))
+        return self._job(req, preview, loaded.size)
 
     def upscale(self, p: S.UpscaleParams, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
         self._out_size(*upscaled_size(loaded.size, p.scale, None), "upscaled image")
-        self._keep(p.keep_scales)
-        label = None if p.label is None else self.ed.class_index(p.label)
-        out = self._output_type(loaded)
-        return lambda ed, cb: ed.upscale(loaded, scale=p.scale, keep_scales=p.keep_scales, seed=p.seed, label=label,
-                                         back_project=p.back_project, callback=cb, preview=preview, output_type=out,
-                                         **p.sampling())
+        req = R.UpscaleRequest(image=loaded, scale=p.scale, keep_scales=p.keep_scales, seed=p.seed,
+                               label=None if p.label is None else self.ed.class_index(p.label),
+                               back_project=p.back_project, sampling=R.Sampling(**p.sampling()),
+                               output_type=self._output_type(loaded))
+        return self._job(req, preview, loaded.size)
 
     def generate(self, p: S.GenerateParams, files: dict[str, bytes], preview: bool) -> Prepared:
         if isinstance(p.class_, list):
@@ -394,7 +386,8 @@ class Tasks:
         else:
             self._n(p.n)
             cls = None if p.class_ is None else self.ed.class_index(p.class_)
-        return lambda ed, cb: ed.generate(cls, n=p.n, seed=p.seed, callback=cb, preview=preview, **p.sampling())
+        return self._job(R.GenerateRequest(class_=cls, n=p.n, seed=p.seed, sampling=R.Sampling(**p.sampling())),
+                         preview, None)
 
     def infer_label(self, p: S.InferLabelParams, files: dict[str, bytes], preview: bool) -> Prepared:
         if not self.ed.can_infer_label():
@@ -402,7 +395,8 @@ class Tasks:
         loaded = self._image(files)
         mask = self._mask(files, loaded)
         self._region(loaded, mask, p.box)
-        return lambda ed, cb: ed.infer_label(loaded, mask, box=p.box, strategy=p.strategy)
+        return self._job(R.InferLabelRequest(image=loaded, mask=mask, box=p.box, strategy=p.strategy), preview,
+                         loaded.size)
 
 
 TASKS: dict[str, tuple[type[BaseModel], tuple[str, ...], str]] = {
