@@ -33,7 +33,8 @@ def remove(editor: Any, image: Any, mask: Any = None, *, box: Sequence[float] | 
     ``editor`` is a :class:`varedit.tasks.Editor` (``pipe.editor``, ``OnnxVAR.editor()``). The region
     is grown by ``grow`` pixels (Euclidean) before the fill; ``label`` guides the fill as in
     :meth:`~varedit.tasks.Editor.inpaint` (default unconditional). Every other keyword (``seed``,
-    ``n``, ``cfg``, ``feather``, ``output_type`` ...) goes to ``inpaint``. Returns its ``EditResult``
+    ``n``, ``cfg``, ``feather``, ``output_type`` ...) is an option of the inpaint request it runs
+    (:class:`varedit.requests.InpaintRequest`, run by ``Editor.run``). Returns its ``EditResult``
     with ``settings["task"] == "remove"`` and ``settings["grow"]``; ``result.mask`` is the grown region.
     """
     from varedit import processing as P
@@ -45,9 +46,22 @@ def remove(editor: Any, image: Any, mask: Any = None, *, box: Sequence[float] | 
         raise ValueError("the mask is empty: nothing to remove (white / True marks what to remove)")
     if grow > 0:
         region = P.grow_mask(region, grow)
-    res = editor.inpaint(loaded, region, label=label, **kwargs)
+    res = editor.run(_request(loaded, region, label, kwargs), callback=kwargs.get("callback"),
+                     preview=bool(kwargs.get("preview", False)))
     res.settings.update(task="remove", grow=float(grow))
     return res
+
+
+def _request(loaded: Any, region: Any, label: int | str | None, kwargs: dict[str, Any]) -> Any:
+    """The inpaint request of a removal (:mod:`varedit.requests`): sampling keywords go to its
+    ``Sampling``, the progress keywords to ``Editor.run``, the rest are the request's own options."""
+    from dataclasses import fields
+
+    from varedit.requests import InpaintRequest, Sampling
+    sampling = {f.name for f in fields(Sampling)}
+    own = {k: v for k, v in kwargs.items() if k not in sampling and k not in ("callback", "preview")}
+    return InpaintRequest(image=loaded, mask=region, label=label,
+                          sampling=Sampling(**{k: v for k, v in kwargs.items() if k in sampling}), **own)
 
 
 def _command() -> click.Command:
