@@ -7,11 +7,13 @@ from typing import Any
 
 import click
 
+from ..requests import MAX_GENERATE, GenerateRequest, Sampling
 from .common import GroupedCommand, ModelSpec, backend_options, check_class, model_options, opt, pop_sampling, \
     sampling_options
 from .outputs import candidate_names, check_not_stdout, check_outputs, is_image_name, write_result
 
-MAX_IMAGES = 100_000  # images are written as they come (memory does not grow); this bounds the time asked for
+# images are written as they come (memory does not grow); the request's limit bounds the time asked for
+MAX_IMAGES = MAX_GENERATE
 
 
 def register(main: click.Group) -> None:
@@ -42,10 +44,12 @@ def register(main: click.Group) -> None:
             output_format(o)
         elif o.exists() and not o.is_dir():
             raise click.ClickException(f"-o {o} is a file; give a folder, or a name with an image suffix")
+        req = GenerateRequest(class_=None if label == "none" else label, n=n, seed=kw["seed"],
+                              batch_size=kw["batch_size"], output_type="np", sampling=Sampling(**sampling))
+        req.validate()  # the limits of every front-end, before the model loads
         editor = spec.editor()
         settings: dict[str, Any] = {}
-        batches = editor.generate_batches(None if label == "none" else label, n=n, seed=kw["seed"], batch_size=kw["batch_size"], output_type="np",
-                                          settings=settings, **sampling)
+        batches = editor.generate_batches(req.class_, settings=settings, **req.kwargs())
         if is_image_name(o):
             targets = candidate_names(o, n)
         else:
