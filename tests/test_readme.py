@@ -103,7 +103,7 @@ def _resolve(words: list[str]) -> list[tuple[list[str], list[str]]]:
     if not isinstance(cmd, click.Group):  # (an unknown command fails in the test, naming the page)
         return [([name], re.findall(r"--[\w-]+", rest))]
     out = []
-    for segment in re.split(r"\s\|\s", rest):
+    for segment in re.split(r"\s\|\s(?=[a-z])", rest):  # `| pull NAME` starts an alternative, `| --x` does not
         seg = segment.split()
         if not seg:
             continue
