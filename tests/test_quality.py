@@ -391,12 +391,14 @@ def test_pack_a_decoder_trained_further_with_its_var(tmp_path):
 
 
 def test_showcase_writes_the_files_readme_shows(tiny_pipeline, tmp_path):
-    """`varedit showcase -o varedit/assets/demo/card` must write the files README and the model card embed."""
+    """`varedit showcase -o varedit/assets/demo/card` must write the files README, the docs and the model card
+    embed."""
     import re
     from varedit.evaluation.showcase import make_showcase
     written = {p.name for p in make_showcase(tiny_pipeline, tmp_path, seed=1)}
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    shown = set(re.findall(r"card/(showcase_\w+\.png)", readme))
+    root = Path(__file__).parents[1]
+    pages = [root / "README.md", root / "varedit" / "assets" / "demo" / "MODEL_CARD.md", *sorted((root / "docs").glob("*.md"))]
+    shown = set(re.findall(r"card/(showcase_\w+\.png)", "\n".join(p.read_text() for p in pages)))
     assert shown and shown <= written, shown - written
     if photos_available():
         assert {"showcase_real_remove.png", "showcase_real_outpaint.png", "showcase_reconstruct.png"} <= written

@@ -56,7 +56,10 @@ def tiny_export(request, golden_dir, golden_models) -> Path:
     h = hashlib.sha256()
     for p in (golden_dir / "var.pth", golden_dir / "vae.pth", REPO / "export" / "exporter.py", REPO / "export" / "runtime.py"):
         h.update(p.read_bytes())
-    d = Path(request.config.cache.mkdir("varedit-web-export")) / h.hexdigest()[:16]
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: export per session
+    root = Path(cache.mkdir("varedit-web-export")) if cache is not None else request.getfixturevalue(
+        "tmp_path_factory").mktemp("varedit-web-export")
+    d = root / h.hexdigest()[:16]
     if not (d / "manifest.json").is_file():
         from varedit_onnx.exporter import export_onnx
         var, vae = golden_models

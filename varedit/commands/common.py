@@ -190,10 +190,11 @@ class ModelSpec:
         import torch
         return f"cuda:{int(local)}" if torch.cuda.is_available() else self.device
 
-    def editor(self) -> Any:
+    def editor(self, announce: bool = True) -> Any:
         """The image-level tasks (:class:`varedit.tasks.Editor`) on the chosen backend.  Loading the bundled
-        demo model says once, on stderr, what it is and how to get a model for photographs (``-q``: not)."""
-        if self.is_demo():
+        demo model to edit images says once, on stderr, what it is and how to get a model for photographs
+        (``-q`` or ``announce=False``: not; generating the shapes it was trained on needs no such note)."""
+        if announce and self.is_demo():
             announce_demo()
         from ..loading import EditorSpec, load_editor
         device = self.device if self.backend == "onnx" else self._device()

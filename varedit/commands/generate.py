@@ -47,7 +47,7 @@ def register(main: click.Group) -> None:
         req = GenerateRequest(class_=None if label == "none" else label, n=n, seed=kw["seed"],
                               batch_size=kw["batch_size"], output_type="np", sampling=Sampling(**sampling))
         req.validate()  # the limits of every front-end, before the model loads
-        editor = spec.editor()
+        editor = spec.editor(announce=False)  # the demo's shapes are what it is for: no note
         settings: dict[str, Any] = {}
         batches = editor.generate_batches(req.class_, settings=settings, **req.kwargs())
         if is_image_name(o):
