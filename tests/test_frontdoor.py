@@ -585,3 +585,15 @@ def test_wheel_holds_the_data_and_builds_without_warnings(tmp_path):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: MIT" in meta and "Requires-Dist: onnx" not in meta.split("Provides-Extra")[0]
+
+
+def test_a_reader_that_goes_away_is_no_error():
+    """`varedit models list | head -1`: the closed pipe ends the command quietly (no 'Error: Broken pipe')."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the command writes its first line
+    try:
+        p = subprocess.run([sys.executable, "-c", "from varedit.cli import run; run()", "models", "list"],
+                           stdout=w, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 141 and b"Error" not in p.stderr and b"Traceback" not in p.stderr, p.stderr

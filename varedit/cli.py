@@ -35,6 +35,12 @@ class VareditGroup(PluginCommandsMixin, click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # the reader went away (`varedit models list | head`): nothing more can be said, and nothing failed
+            # here; point stdout at devnull so that the interpreter's final flush does not complain again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None
         except ImportError as e:  # an optional package: one line naming the extra that brings it
             if ctx.obj and ctx.obj.get("debug"):
                 raise
