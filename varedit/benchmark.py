@@ -24,6 +24,8 @@ Measured in one process, so ratios between backends are meaningful on a shared m
   backends interleaved run by run (on a machine whose load changes they see the same conditions);
   ``images_per_s`` follows from it; ``peak_memory_mb`` is the CUDA allocator's peak of the workload on
   a GPU and the process's peak resident memory on a CPU (it only grows: read it per run, not per row);
+* optionally (:func:`precision_picture`, ``varedit bench --picture N``) the picture of each precision
+  against float32: the eval's default inpainting judged by the independent judge (KID, paired distance);
 * optionally (``cli=True``) the time breakdown of one real ``varedit inpaint`` call in a fresh process
   (interpreter and imports, validation, model load, label inference, tokenising, sampling, decoding,
   paste-back, writing), from the phases the command records in ``$VAREDIT_TIMINGS``.
