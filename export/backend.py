@@ -45,6 +45,11 @@ class OnnxBackend:
     def num_classes(self) -> int:
         return self.model.num_classes
 
+    @property
+    def precision(self) -> str:
+        """The export's (fp32, fp16 or int8): recorded in the settings of what it made when not fp32."""
+        return self.model.precision
+
     def stream(self, seed: int) -> np.random.Generator:
         return np.random.default_rng(seed)
 

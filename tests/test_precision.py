@@ -240,7 +240,8 @@ def test_int8_export_loads_and_runs_in_the_runtime(int8_dirs):
     # image-level tasks through the int8 export (tokenizer and decoder in float, scorer int8)
     img = np.full((64, 64, 3), 0.5, np.float32)
     r = b.editor().inpaint(img, box=(16, 16, 48, 48), seed=0)
-    assert np.asarray(r.image).shape[:2] == (64, 64)
+    assert np.asarray(r.image).shape[:2] == (64, 64) and r.settings["precision"] == "int8"  # in the sidecar
+    assert "precision" not in a.editor().inpaint(img, box=(16, 16, 48, 48), seed=0).settings  # fp32: as before
 
 
 def test_quantize_refuses_what_it_cannot_check(int8_dirs, tmp_path):

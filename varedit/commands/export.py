@@ -77,5 +77,5 @@ def register(main: click.Group) -> None:
                        f"{v['decoder']['image_max_abs']:.1e}")
         qv = m.get("quantization", {}).get("validation")
         if qv:
-            click.echo(f"int8 against the float32 graphs: token agreement {qv['token_agreement']:.1%} "
-                       f"({qv['images']} generations, same noise)")
+            click.echo(f"int8 against the float32 graphs: {qv['token_agreement']:.1%} of sampled tokens equal "
+                       f"({qv['images']} generations from the same noise; one flipped token changes the finer scales)")
