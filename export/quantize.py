@@ -4,7 +4,7 @@
 
 * **what is quantized**: in the sampler and scorer graphs, the MatMuls of the transformer blocks whose
   weights are ``blocks.N.attn.mat_qkv``, ``blocks.N.attn.proj``, ``blocks.N.ffn.fc1`` and
-  ``blocks.N.ffn.fc2`` (about 98% of a d16 transformer's multiply-adds), by onnxruntime's **dynamic**
+  ``blocks.N.ffn.fc2`` (about 92% of a d16 transformer's multiply-adds), by onnxruntime's **dynamic**
   quantization: weights int8 per output channel, activations uint8 with a scale computed per run;
 * **what stays float32**: the head (the final logits projection) and its AdaLN, the blocks' AdaLN
   projections, attention's softmax, the word and class embeddings, the sampling arithmetic (guidance,
