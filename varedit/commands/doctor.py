@@ -33,21 +33,13 @@ def _safe(label: str, check: Callable[[], list[str]]) -> list[str]:
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """The CPU's model name, logical cores and which of :data:`CPU_FLAGS` it has (None: unknown here)."""
-    model, flags = None, None
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key in ("flags", "Features") and flags is None:
-            flags = set(value.split())
-    return {"model": model or platform.processor() or platform.machine() or "unknown", "cores": os.cpu_count(),
-            "flags": {f: (f in flags) for f in CPU_FLAGS} if flags is not None else None}
+    """The CPU's model name, logical cores and which of :data:`CPU_FLAGS` it has (None: unknown here),
+    as :func:`varedit.cpu.cpu_features` reads them."""
+    from ..cpu import cpu_features
+    f = cpu_features(cpuinfo)
+    known = Path(cpuinfo).is_file()
+    return {"model": f.model_name, "cores": os.cpu_count(),
+            "flags": {flag: (flag in f.flags) for flag in CPU_FLAGS} if known else None}
 
 
 def _varedit() -> list[str]:
