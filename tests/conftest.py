@@ -54,7 +54,9 @@ def golden_config(golden_dir) -> dict:
 @pytest.fixture(scope="session")
 def golden_models(golden_dir, golden_config):
     """The official tiny models, built from config.json's constructor arguments and loaded strictly."""
-    from varedit.registry import build_var, build_vqvae, configs_from_official_ctor, read_weights
+    from varedit.building import build_var, build_vqvae
+    from varedit.fileformat import read_weights
+    from varedit.official import configs_from_official_ctor
     c = golden_config
     vae_cfg, var_cfg = configs_from_official_ctor(c["vqvae_ctor"], c["var_ctor"], c.get("vqvae_ctor_implicit_defaults"))
     vae = build_vqvae(vae_cfg, read_weights(golden_dir / "vae.pth"))
@@ -89,7 +91,8 @@ def official_files(tmp_path_factory, golden_dir) -> Path:
 def scale_list_in_files(golden_dir) -> bool:
     """Whether the official files alone determine the scale list: they hold only the number of scales
     and the sum of their squares, which several lists can share (e.g. 1,2,3,4,6,9,12 and 1,2,4,5,8,9,10)."""
-    from varedit.registry import ScaleListError, infer_var_config, read_weights
+    from varedit.fileformat import read_weights
+    from varedit.official import ScaleListError, infer_var_config
     try:
         infer_var_config(read_weights(golden_dir / "var.pth"))
     except ScaleListError:
@@ -103,7 +106,7 @@ def cli_model(official_files, golden_models, scale_list_in_files) -> Path:
     or, when the files leave the scale list open, a self-describing varedit file of the same models."""
     if scale_list_in_files:
         return official_files / "var_tiny.pth"
-    from varedit.registry import save_models
+    from varedit.fileformat import save_models
     var, vae = golden_models
     path = official_files / "tiny_varedit.pt"
     if not path.is_file():

@@ -109,7 +109,7 @@ def test_loader_infers_the_golden_configuration(official_files, golden_config, g
     """The official files load through the public loader with nothing but their paths, or, when they
     leave the scale list open, with the scale list alone after a clear error naming the candidates."""
     from varedit.pipeline import VarEditPipeline
-    from varedit.registry import WeightsError
+    from varedit.checkpoint import WeightsError
     a = golden_config["var_ctor"]
     if scale_list_in_files:
         pipe = VarEditPipeline.from_pretrained(official_files / "var_tiny.pth", device="cpu")

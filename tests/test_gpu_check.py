@@ -52,7 +52,7 @@ def test_gpu_train_demo_trains_packs_and_fits_one_call(tmp_path):
     for kind in ("vq", "var"):  # the full run continued the probe (its metrics start at the probe's steps)
         rows = [json.loads(x) for x in (out / "runs" / kind / "metrics.jsonl").read_text().splitlines() if x.strip()]
         assert max(r["step"] for r in rows) == summary["steps_chosen"][kind]
-    from varedit.registry import load_file
+    from varedit.fileformat import load_file
     var, vae = load_file(out / "demo_v3.pt")
     assert var.cfg.depth == 1 and tuple(vae.patch_nums) == (1, 2, 4)
     assert not list(out.rglob("ckpt_*.pt"))  # checkpoints stay behind

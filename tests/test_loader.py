@@ -9,8 +9,12 @@ import torch
 
 from varedit.hub import resolve_files
 from varedit.pipeline import VarEditPipeline
-from varedit.registry import (PRESETS, WeightsError, build_var, file_info, get_preset, infer_var_config,
-                              load_file, load_official, read_weights, save_models)
+from varedit.building import build_var
+from varedit.checkpoint import WeightsError
+from varedit.fileformat import file_info, load_file, read_weights, save_models
+from varedit.official import infer_var_config
+from varedit.presets import PRESETS, get_preset
+from varedit.registry import load_official
 
 
 def test_truncated_file(official_files, tmp_path):

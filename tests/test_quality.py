@@ -356,7 +356,7 @@ def test_pack_a_decoder_trained_further_with_its_var(tmp_path):
     """`models pack`: the VAR with a VQVAE whose decoder was trained on (tokens unchanged); a VQVAE that
     tokenises differently is refused unless asked for."""
     from varedit.cli import main
-    from varedit.registry import load_file
+    from varedit.fileformat import load_file
     from varedit.training.var import train_var
     from varedit.training.vqvae import train_vqvae
     from test_training import var_cfg

@@ -8,7 +8,7 @@ import torch
 
 from varedit.models.var import VAR
 from varedit.models.vqvae import VQVAE
-from varedit.registry import PRESETS, get_preset
+from varedit.presets import PRESETS, get_preset
 
 
 @pytest.fixture(scope="module")

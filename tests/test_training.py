@@ -115,14 +115,14 @@ def test_vqvae_training_lowers_the_loss(tiny_vae):
     assert m[-1]["loss"] < 0.8 * m[0]["loss"], [r["loss"] for r in m]
     assert m[-1]["psnr"] > m[0]["psnr"]
     assert m[-1]["code_usage"] > 0.2  # dead-code restarts keep the codebook in use
-    from varedit.registry import load_file
+    from varedit.fileformat import load_file
     var, vae = load_file(path)
     assert var is None and vae.cfg == TINY_VQ
 
 
 def test_decoder_only_training_keeps_the_tokens(tiny_vae, tmp_path):
     import dataclasses
-    from varedit.registry import load_file
+    from varedit.fileformat import load_file
     path, _ = tiny_vae
     cfg = dataclasses.replace(vq_cfg(tmp_path / "dec", steps=6, lr=1e-2), init=str(path), decoder_only=True)
     summary = train_vqvae(cfg)
@@ -177,7 +177,7 @@ def test_resume_continues_exactly(kind, tiny_vae, tmp_path):
     lb = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "b")}
     assert la[8] == lb[8] and la[2] == lb[2]
     # the saved (EMA) models are identical too
-    from varedit.registry import read_weights
+    from varedit.fileformat import read_weights
     name = "vqvae.pt" if kind == "vqvae" else "model.pt"
     sa, sb = read_weights(tmp_path / "a" / name), read_weights(tmp_path / "b" / name)
     for part_name in ("vqvae", "var"):
@@ -213,7 +213,7 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
 
 # ---- fine-tuning an official checkpoint ------------------------------------------------------------
 def test_class_embedding_remap_and_freeze(golden_dir, golden_config):
-    from varedit.registry import read_weights
+    from varedit.fileformat import read_weights
     sd = read_weights(golden_dir / "var.pth")
     old = sd["class_emb.weight"]
     k_old, C = old.shape[0] - 1, old.shape[1]
@@ -222,7 +222,7 @@ def test_class_embedding_remap_and_freeze(golden_dir, golden_config):
         keep = min(k, k_old)
         assert new.shape == (k + 1, C)
         assert torch.equal(new[:keep], old[:keep]) and torch.equal(new[k], old[k_old])
-    from varedit.registry import infer_var_config
+    from varedit.official import infer_var_config
     from varedit.models.var import VAR
     var = VAR(infer_var_config(sd, patch_nums=tuple(golden_config["var_ctor"]["patch_nums"])))
     frozen = apply_freeze(var, ["embeddings", "blocks.0."])
@@ -243,7 +243,7 @@ def test_finetune_official_checkpoint_to_new_classes(golden_dir, golden_config, 
         data=DataConfig(synthetic=6, num_classes=3, image_size=size))
     summary = train_var(cfg)
     assert summary["finished"] and summary["frozen"] > 0
-    from varedit.registry import read_weights
+    from varedit.fileformat import read_weights
     from varedit.pipeline import VarEditPipeline
     pipe = VarEditPipeline.from_pretrained(tmp_path / "model.pt", device="cpu")
     assert pipe.num_classes == 3 and list(pipe.var.patch_nums) == golden_config["var_ctor"]["patch_nums"]

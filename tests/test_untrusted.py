@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from varedit.checkpoint import WeightsError, peek
 from varedit.cli import main
-from varedit.registry import read_weights, save_models
+from varedit.fileformat import read_weights, save_models
 from varedit.validation import confined_path, safe_filename
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 from urllib.parse import urlparse
 
 from .checkpoint import WeightsError
@@ -139,17 +139,15 @@ def check_size(preset: Preset, filename: str, path: Path) -> None:
 def check_structure(preset: Preset, filename: str, path: Path) -> None:
     """Every tensor of the file has the key and shape the preset's model has (read from the file's
     structure: no tensor is loaded, so this takes a second even for 9 GB).  Raises WeightsError."""
-    from .checkpoint import TensorInfo, peek
-    obj = peek(path)
-    sd = obj
-    for wrapper in ("state_dict", "model"):
-        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
-            sd = sd[wrapper]
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, TensorInfo) for v in sd.values()):
-        raise WeightsError(f"{path.name} is not a state dict of tensors")
     import torch
 
-    from .registry import check_state_dict, infer_var_config, infer_vqvae_config
+    from .building import check_state_dict
+    from .checkpoint import TensorInfo, peek
+    from .official import infer_var_config, infer_vqvae_config, unwrap_state_dict
+    obj = peek(path)
+    sd = unwrap_state_dict(obj) if isinstance(obj, Mapping) and obj else obj
+    if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, TensorInfo) for v in sd.values()):
+        raise WeightsError(f"{path.name} is not a state dict of tensors")
     if filename == preset.var_file:
         from .models.var import VAR
         cfg = infer_var_config(sd, patch_nums=preset.patch_nums, name=path.name)

@@ -22,9 +22,10 @@ from .models.vqvae import VQVAE
 from .options import SamplingOptions
 from .editing.backend import TorchBackend
 from .tasks import EditResult, Editor, ProgressCallback
-from .presets import DEFAULT_MODEL, VAE_FILE, Preset, resolve_model
-from .registry import (WeightsError, check_self_describing, is_self_describing, load_file, load_official,
-                       load_self_describing, read_weights)
+from .checkpoint import WeightsError
+from .fileformat import load_file
+from .presets import DEFAULT_MODEL
+from .registry import load_models
 
 log = logging.getLogger(__name__)
 
@@ -94,39 +95,12 @@ class VarEditPipeline:
                 raise TypeError(f"patch_nums must be a sequence of positive ints, not {patch_nums!r}")
             patch_nums = tuple(patch_nums)
         dev = pick_device(device)
-        run = {"impl": impl, "precision": precision}
-        target = resolve_model(model)
-        if isinstance(target, Preset):
-            if target.bundled is not None:
-                if target.name == DEFAULT_MODEL:  # once per load; the CLI says it on stderr unless -q
-                    from .presets import demo_notice
-                    log.info("%s", demo_notice())
-                return cls._from_self_describing(target.bundled, dev, target.name, run=run)
-            from .hub import resolve_files
-            files = resolve_files(target, weights_dir=weights_dir, local_files_only=local_files_only)
-            var, vae = load_official(files[target.var_file], files[target.vae_file], preset=target,
-                                     num_heads=num_heads, patch_nums=patch_nums, device=dev)
-            return cls(var, vae, device=dev, name=target.name, **run)
-        p = target
-        obj = read_weights(p)
-        if is_self_describing(obj):
-            return cls._from_self_describing(p, dev, p.stem, obj, run=run)
-        vae_file = Path(vae_path) if vae_path else p.parent / VAE_FILE
-        if not vae_file.is_file():
-            raise WeightsError(f"{p.name} needs its VQVAE: pass --vae PATH (looked for {vae_file})")
-        var, vae = load_official(p, vae_file, num_heads=num_heads, patch_nums=patch_nums, device=dev)
-        return cls(var, vae, device=dev, name=p.stem, **run)
-
-    @classmethod
-    def _from_self_describing(cls, path: Path, dev: torch.device, name: str,
-                              obj: dict[str, Any] | None = None, run: dict[str, str] | None = None
-                              ) -> "VarEditPipeline":
-        obj = obj if obj is not None else read_weights(path)
-        var, vae = load_self_describing(obj, path.name, dev)
-        if var is None or vae is None:
-            raise WeightsError(f"{path.name} holds only the {'VQVAE' if var is None else 'VAR'}; a pipeline needs both")
-        class_names, defaults = check_self_describing(obj, path.name)
-        return cls(var, vae, device=dev, name=name, class_names=class_names, defaults=defaults, **(run or {}))
+        m = load_models(model, device=dev, vae_path=vae_path, weights_dir=weights_dir, num_heads=num_heads,
+                        local_files_only=local_files_only, patch_nums=patch_nums)
+        if m.notice:  # once per load; the CLI says it on stderr unless -q
+            log.info("%s", m.notice)
+        return cls(m.var, m.vae, device=dev, name=m.name, class_names=m.class_names, defaults=m.defaults,
+                   impl=impl, precision=precision)
 
     @classmethod
     def from_files(cls, var_path: str | os.PathLike, vae_path: str | os.PathLike | None = None, *,

@@ -1,6 +1,6 @@
 """Named model presets (torch-free): what each name means and where its files come from.
 
-The one loading path (building models from weights) is :mod:`varedit.registry`; this table is kept
+The one loading path (from a name to built models) is :mod:`varedit.registry`; this table is kept
 free of torch so that argument checks, ``varedit models list`` and downloads run without it.
 """
 from __future__ import annotations

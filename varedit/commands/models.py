@@ -150,7 +150,7 @@ def register(main: click.Group) -> None:
         detail: dict[str, Any] = {}
         path = next((p for p in info.files.values() if p is not None), None)
         if path is not None and (not is_preset(model) or info.kind == "bundled"):
-            from ..registry import file_info  # structure only: no tensor is loaded
+            from ..fileformat import file_info  # structure only: no tensor is loaded
             detail = file_info(info.files.get("var") or path)
         if as_json:
             out = {"name": info.name, "kind": info.kind, "num_classes": info.num_classes,
@@ -204,7 +204,7 @@ def register(main: click.Group) -> None:
     def models_pack(var_file: str, vae_file: str, out: str, half: bool, description: str | None,
                     allow_new_tokens: bool, overwrite: bool) -> None:
         """One model file from a VAR and a VQVAE whose tokens it was trained on (only the decoder may differ)."""
-        from ..registry import pack_models
+        from ..fileformat import pack_models
         from .outputs import check_file_output
         check_file_output(Path(out), [var_file, vae_file], overwrite=overwrite, what="--out")
         r = pack_models(var_file, vae_file, out, half=half, description=description,

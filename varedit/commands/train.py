@@ -299,7 +299,7 @@ def register(main: click.Group) -> None:
     def train_var_cmd(**kw: Any) -> None:
         """Train the VAR transformer on a frozen VQVAE, or fine-tune an official checkpoint."""
         from ..models.var import VARConfig
-        from ..registry import PATCH_NUMS_256
+        from ..presets import PATCH_NUMS_256
         from ..training.var import VARTrainConfig, train_var
         _logging_for_training()
         if kw["width"] % kw["heads"]:

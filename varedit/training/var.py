@@ -68,16 +68,17 @@ def read_var_file(path: str | Path, patch_nums: tuple[int, ...] | None = None
                   ) -> tuple[VARConfig, dict[str, torch.Tensor]]:
     """Configuration and fp32 state dict of a VAR in a varedit file or an official state dict
     (``patch_nums``: the scale list of an official file that leaves it open)."""
-    from ..registry import WeightsError, _cfg_from_dict, _state_dict, infer_var_config, is_self_describing, \
-        read_weights
+    from ..checkpoint import WeightsError
+    from ..fileformat import cfg_from_dict, is_self_describing, read_weights
+    from ..official import infer_var_config, state_dict_of
     obj = read_weights(path)
     if is_self_describing(obj):
         if "var" not in obj:
             raise WeightsError(f"{Path(path).name} holds no VAR")
-        vcfg = _cfg_from_dict(VARConfig, obj["var"]["config"])
+        vcfg = cfg_from_dict(VARConfig, obj["var"]["config"])
         sd = obj["var"]["state_dict"]
     else:
-        sd = _state_dict(obj, Path(path).name)
+        sd = state_dict_of(obj, Path(path).name)
         vcfg = infer_var_config(sd, patch_nums=patch_nums)
     return vcfg, {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
 
@@ -131,13 +132,14 @@ class Tokenizer:
 
 
 def _vae_patch_nums_needed(path: str) -> bool:
-    from ..registry import is_self_describing, read_weights
+    from ..fileformat import is_self_describing, read_weights
     return not is_self_describing(read_weights(path))
 
 
 def _read_init(cfg: VARTrainConfig) -> tuple[VARConfig, dict[str, torch.Tensor]]:
     """The --init VAR; an official file whose scale list several lists fit takes the model's (--patch-nums)."""
-    from ..registry import ScaleListError, WeightsError
+    from ..checkpoint import WeightsError
+    from ..official import ScaleListError
     assert cfg.init is not None
     try:
         return read_var_file(cfg.init)
@@ -152,7 +154,7 @@ def train_var(cfg: VARTrainConfig) -> dict[str, Any]:
     """Train (or resume) a VAR; writes checkpoints, metrics.jsonl, summary.json, ``var.pt`` (VAR only) and
     ``model.pt`` (VAR + VQVAE + meta: class names, sampling defaults, training summary).  Returns the
     summary (on every rank)."""
-    from ..registry import save_models
+    from ..fileformat import save_models
 
     tc = cfg.train
     ctx = setup_distributed(tc.device, tc.threads)

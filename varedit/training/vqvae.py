@@ -310,16 +310,18 @@ def random_crop_pair(a: torch.Tensor, b: torch.Tensor, size: int) -> tuple[torch
 def load_vqvae_file(path: str | Path, patch_nums: tuple[int, ...] | None = None) -> VQVAE:
     """A VQVAE from a varedit file or an official state dict, on CPU, with ``patch_nums`` as its scale
     list when given (an official file does not record it)."""
-    from ..registry import WeightsError, _state_dict, build_vqvae, infer_vqvae_config, is_self_describing, \
-        read_weights, _cfg_from_dict
+    from ..building import build_vqvae
+    from ..checkpoint import WeightsError
+    from ..fileformat import cfg_from_dict, is_self_describing, read_weights
+    from ..official import infer_vqvae_config, state_dict_of
     obj = read_weights(path)
     if is_self_describing(obj):
         if "vqvae" not in obj:
             raise WeightsError(f"{Path(path).name} holds no VQVAE")
-        vcfg = _cfg_from_dict(VQVAEConfig, obj["vqvae"]["config"])
+        vcfg = cfg_from_dict(VQVAEConfig, obj["vqvae"]["config"])
         sd = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["vqvae"]["state_dict"].items()}
     else:
-        sd = _state_dict(obj, Path(path).name)
+        sd = state_dict_of(obj, Path(path).name)
         vcfg = infer_vqvae_config(sd, patch_nums=patch_nums)
     if patch_nums is not None:
         vcfg = dataclasses.replace(vcfg, v_patch_nums=tuple(patch_nums))
@@ -328,8 +330,8 @@ def load_vqvae_file(path: str | Path, patch_nums: tuple[int, ...] | None = None)
 
 def train_vqvae(cfg: VQVAETrainConfig) -> dict[str, Any]:
     """Train (or resume) a VQVAE; writes checkpoints, metrics.jsonl, summary.json and the final model file
-    (self-describing, ``registry.save_models``).  Returns the summary (on every rank)."""
-    from ..registry import save_models
+    (self-describing, :func:`varedit.fileformat.save_models`).  Returns the summary (on every rank)."""
+    from ..fileformat import save_models
 
     tc = cfg.train
     ctx = setup_distributed(tc.device, tc.threads)
