@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 
 from varedit.server import ServerConfig, create_app
 from varedit.server.jobs import JobCancelled, QueueFull, Worker
-from varedit.tasks import Editor
 
 S = 128  # the demo model's size
 SN = 6   # and its scales
@@ -285,7 +284,7 @@ def bad_bodies(photo, stroke):
         ("inpaint", {"image": good, "box": "a,b,c,d"}, 422, "expected numbers"),
         ("inpaint", {"image": good, "box": [1, 2, 30, 40], "n": "many"}, 422, "n:"),
         ("inpaint", {"image": good, "box": [1, 2, 30, 40], "n": 1.5}, 422, "n:"),
-        ("inpaint", {"image": good, "box": [1, 2, 30, 40], "n": 0}, 422, "n:"),
+        ("inpaint", {"image": good, "box": [1, 2, 30, 40], "n": 0}, 422, "n must be in 1..64, got 0"),
         ("inpaint", {"image": good, "box": [1, 2, 30, 40], "n": 5}, 422, "at most 4"),
         ("inpaint", {"image": good, "box": [1, 2, 30, 40], "seed": -1}, 422, "seed"),
         ("inpaint", {"image": good, "box": [1, 2, 30, 40], "top_p": 2}, 422, "top_p"),
@@ -394,12 +393,10 @@ class GatedEditor:
     def __getattr__(self, name):
         return getattr(self._ed, name)
 
-    run = Editor.run  # the server runs requests: Editor.run, over this generate
-
-    def generate(self, *a, callback=None, **kw):
+    def run(self, request, *, callback=None, preview=False):  # the server runs every task as a request
         assert self._gate.wait(180)
         if self._canned is None:
-            return self._ed.generate(*a, callback=callback, **kw)
+            return self._ed.run(request, callback=callback, preview=preview)
         for i in range(SN):
             callback(i, SN, None)
             time.sleep(0.005)

@@ -28,7 +28,6 @@ from fastapi.testclient import TestClient
 from varedit.server import ServerConfig, create_app
 from varedit.server.schemas import MAX_DETAIL
 from varedit.server.transport import RedactTokens, redact, uvicorn_config
-from varedit.tasks import Editor
 
 SN = 6  # the demo model's scales
 
@@ -179,7 +178,7 @@ def test_editor_page_fits_its_content_security_policy():
 
 # ---- a real server ---------------------------------------------------------------------------------------
 class ChattyEditor:
-    """The demo editor whose generate reports a scale every few milliseconds, far more often than once a
+    """The demo editor whose tasks report a scale every few milliseconds, far more often than once a
     second, until it is cancelled (its progress callback raises) or ``stop`` is set."""
 
     def __init__(self, ed, stop: threading.Event):
@@ -189,9 +188,7 @@ class ChattyEditor:
     def __getattr__(self, name):
         return getattr(self._ed, name)
 
-    run = Editor.run  # the server runs requests: Editor.run, over this generate
-
-    def generate(self, *a, callback=None, **kw):
+    def run(self, request, *, callback=None, preview=False):  # the server runs every task as a request
         self.calls += 1
         i = 0
         while not self._stop.wait(0.004):

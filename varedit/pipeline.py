@@ -21,7 +21,8 @@ from .models.var import VAR
 from .models.vqvae import VQVAE
 from .options import SamplingOptions
 from .editing.backend import TorchBackend
-from .tasks import EditResult, Editor, ProgressCallback
+from .requests import GenerateRequest
+from .tasks import EditResult, Editor, LabelGuess, ProgressCallback
 from .checkpoint import WeightsError
 from .fileformat import load_file
 from .presets import DEFAULT_MODEL
@@ -131,17 +132,19 @@ class VarEditPipeline:
         return self.defaults.replace(**overrides)
 
     # -- tasks -----------------------------------------------------------------------------------------
-    def generate(self, class_: int | str | Sequence[int | str] | None = None, *, n: int = 1, seed: int | None = None,
-                 batch_size: int = 8, callback: ProgressCallback | None = None, preview: bool = False,
-                 output_type: str = "pil", **sampling: Any) -> GenerateOutput:
+    def generate(self, class_: int | str | Sequence[int | str] | None = None, *,
+                 callback: ProgressCallback | None = None, preview: bool = False, output_type: str = "pil",
+                 **options: Any) -> GenerateOutput:
         """Class-conditional sampling. ``class_`` is an index, a name, a list of them (one per image), or
-        None for unconditional (the null class). Extra keywords: cfg, top_k, top_p, more_smooth, guidance.
-        The same path as every task (:meth:`varedit.tasks.Editor.generate`); ``output_type='pt'`` leaves
-        ``images`` empty and gives only ``tensors``."""
+        None for unconditional (the null class). ``options``: the fields of
+        :class:`varedit.requests.GenerateRequest` (``n``, ``seed``, ``batch_size``) and the sampling
+        options (cfg, top_k, top_p, more_smooth, guidance). The same path as every task
+        (:meth:`varedit.tasks.Editor.run`); ``output_type='pt'`` leaves ``images`` empty and gives only
+        ``tensors``."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be pil, np or pt, not {output_type!r}")
-        r = self.editor.generate(class_, n=n, seed=seed, batch_size=batch_size, callback=callback, preview=preview,
-                                 output_type="pil" if output_type == "pil" else "np", **sampling)
+        req = GenerateRequest.of(class_=class_, output_type="pil" if output_type == "pil" else "np", **options)
+        r = self.editor.run(req, callback=callback, preview=preview)
         arr = np.stack([np.asarray(im) for im in r.images])
         t = torch.from_numpy(arr.astype(np.float32) / 255).permute(0, 3, 1, 2)
         images: list[Any] = [] if output_type == "pt" else list(r.images)
@@ -163,3 +166,7 @@ class VarEditPipeline:
     def upscale(self, image: Any, **kw: Any) -> EditResult:
         """Zero-shot restoration to ``scale`` x. See :meth:`varedit.tasks.Editor.upscale`."""
         return self.editor.upscale(image, **kw)
+
+    def infer_label(self, image: Any, mask: Any = None, **kw: Any) -> LabelGuess:
+        """The class the model finds most likely outside ``mask``. See :meth:`varedit.tasks.Editor.infer_label`."""
+        return self.editor.infer_label(image, mask, **kw)

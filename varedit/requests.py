@@ -13,10 +13,10 @@ fail with the same message everywhere:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence, Union
 
-from .options import SamplingOptions
+from .options import GUIDANCE_SCHEDULES, SamplingOptions
 from .validation import check_int, check_number, check_seed
 
 if TYPE_CHECKING:
@@ -47,14 +47,32 @@ def top_classes(posterior: "Sequence[float] | np.ndarray", class_name: Callable[
 
 # ---- one request type per task ------------------------------------------------------------------------
 # Each holds a task's options beside the sampling overrides (None = the model's default, as
-# :class:`varedit.options.SamplingOptions` fills them in); ``validate`` checks every limit and unit rule
-# that can be checked without the model's weights, and ``Editor.run(request)`` runs it.
+# :class:`varedit.options.SamplingOptions` fills them in), every option with its default, its limits and
+# its description in one place: ``validate`` checks them (and the rules between options) without the
+# model's weights, ``Editor.run(request)`` runs a request, the Editor's keyword methods build one
+# (:meth:`_Request.of`), and the HTTP server's parameter models are generated from these fields
+# (:mod:`varedit.server.schemas`).
 STRATEGIES = ("auto", "crop", "resize", "original")
 MODES = ("default", "official")
 FILLS = ("blur", "edge", "mean", "gray")
+OUTPUT_TYPES = ("pil", "np")
+GUIDANCES = GUIDANCE_SCHEDULES
 MAX_CANDIDATES = 64
 MAX_CANDIDATE_PIXELS = 400_000_000
 MAX_GENERATE = 100_000
+MAX_FEATHER = 4096.0
+# per-task defaults. The hole's prefill before tokenising (processing.prefill_hole): Navier-Stokes
+# continues what a hole cuts through, so the coarse tokens see a plausible layout; an outpainted area has
+# known pixels on one side only, where Navier-Stokes drags streaks across and the push-pull membrane does
+# better (docs/quality.md, "Why each default").
+INPAINT_PREFILL = "ns"
+OUTPAINT_PREFILL = "pushpull"
+# The keep-map coverage (editing.plan.make_plan): a fill regenerates a latent cell when more than three
+# quarters of it is hole (the planner's own default, editing.plan.COVERAGE); a class edit asks for a new
+# object in the box, so every cell the box touches is regenerated and the coarse scales can lay it out
+# (docs/quality.md, "Class edits").
+FILL_COVERAGE = 0.25
+EDIT_COVERAGE = 1.0
 
 
 def check_candidates(n: Any, wh: tuple[int, int] | None = None) -> int:
@@ -66,15 +84,42 @@ def check_candidates(n: Any, wh: tuple[int, int] | None = None) -> int:
     return n
 
 
-@dataclass
+def _prefills() -> tuple[str, ...]:
+    from .processing import FILL_METHODS  # here: the command line reads these limits without loading numpy
+    return tuple(FILL_METHODS) + ("none",)
+
+
+def opt(default: Any = MISSING, doc: str = "", *, kind: str | None = None, lo: float | None = None,
+        hi: float | str | None = None, lo_open: bool = False,
+        choices: "tuple[str, ...] | Callable[[], tuple[str, ...]] | None" = None, http: bool = True,
+        json: Any = None, alias: str | None = None, factory: Any = MISSING) -> Any:
+    """A request option: its default (none: required), its description, and its limits, read by
+    :meth:`_Request.validate` and by the server's schema. ``kind``: ``int``, ``number`` or ``choice``
+    (checked against ``lo``/``hi``/``choices``; ``hi`` may name ``"scales"``, the model's number of
+    scales, or ``"patch"``, its largest token grid); None = checked by the request's own rules. A None
+    value is allowed where the default is None (it means the model's or the task's default).
+    ``http=False``: not a parameter of the HTTP API (an image travels as a file or base64; the server
+    chooses the output type); ``json``: the type a JSON client sends, where the Python type is wider."""
+    md = dict(doc=doc, kind=kind, lo=lo, hi=hi, lo_open=lo_open, choices=choices, http=http, json=json, alias=alias)
+    return field(default=default, default_factory=factory, metadata=md)
+
+
+def choices_of(f: Any) -> tuple[str, ...]:
+    c = f.metadata.get("choices")
+    return tuple(c() if callable(c) else c)
+
+
+@dataclass(kw_only=True)
 class Sampling:
     """Sampling overrides of one request; None keeps the model's default (see SamplingOptions)."""
 
-    cfg: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    more_smooth: bool | None = None
-    guidance: str | None = None
+    cfg: float | None = opt(None, "Guidance scale, finite and at least 0 (0: purely conditional; default: "
+                                  "the model's).")
+    top_k: int | None = opt(None, "Keep the k most likely tokens (1 = greedy, 0 = off; default: the model's).")
+    top_p: float | None = opt(None, "Nucleus filter in [0, 1] (0 = off; default: the model's).")
+    more_smooth: bool | None = opt(None, "Gumbel smoothing of the code embeddings (torch backend only).")
+    guidance: str | None = opt(None, "Guidance schedule over scales: linear (from 0 at the first scale) or "
+                                     "constant (default: the model's).", choices=GUIDANCES)
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -83,210 +128,298 @@ class Sampling:
         SamplingOptions().replace(**self.overrides())
 
 
-@dataclass
+SAMPLING_NAMES = tuple(f.name for f in fields(Sampling))
+
+
+@dataclass(kw_only=True)
 class _Request:
-    seed: int | None = None
-    sampling: Sampling = field(default_factory=Sampling)
-    output_type: str = "pil"
+    seed: int | None = opt(None, "Random seed, 0 to 2**63-1 (default: drawn, and returned in the settings).")
+    sampling: Sampling = opt(doc="Sampling overrides.", factory=Sampling, http=False)
+    output_type: str = opt("pil", "pil (PIL images) or np (arrays; 16-bit inputs stay 16-bit).", kind="choice",
+                           choices=OUTPUT_TYPES, http=False)
 
     task: ClassVar[str] = ""
 
-    def _check_common(self) -> None:
+    def __post_init__(self) -> None:
+        # None for a limited option whose default is not None means the task's default (the command line
+        # and the nodes pass None for an option left unset); a label of None keeps its own meaning
+        for f in fields(self):
+            if (f.metadata.get("kind") and f.default is not None and f.default is not MISSING
+                    and getattr(self, f.name) is None):
+                setattr(self, f.name, f.default)
+
+    @classmethod
+    def of(cls, **options: Any) -> Any:
+        """The request of keyword options as the Editor's methods take them: the request's fields, and the
+        sampling options (cfg, top_k, top_p, more_smooth, guidance) beside them. An unknown name is a
+        TypeError that lists the known ones."""
+        own = {f.name for f in fields(cls) if f.init}
+        sampling = SAMPLING_NAMES if "sampling" in own else ()
+        unknown = sorted(set(options) - own - set(sampling))
+        if unknown:
+            known = sorted((own - {"sampling"}) | set(sampling))
+            raise TypeError(f"{cls.task}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                            f"known: {', '.join(known)}")
+        kw = {k: v for k, v in options.items() if k in own}
+        if sampling:
+            given = {k: options[k] for k in sampling if k in options}
+            if given:
+                if "sampling" in kw:
+                    raise TypeError(f"{cls.task}: give sampling options as a Sampling or as keywords, not both")
+                kw["sampling"] = Sampling(**given)
+        return cls(**kw)
+
+    def _check_fields(self, scales: "int | Sequence[int] | None") -> None:
+        """Every option with declared limits (see :func:`opt`)."""
+        num_scales = max_patch = None
+        if isinstance(scales, int):
+            num_scales = scales
+        elif scales is not None:
+            num_scales, max_patch = len(scales), max(scales)
+        bound = {"scales": num_scales, "patch": max_patch}
+        for f in fields(self):
+            kind, v = f.metadata.get("kind"), getattr(self, f.name)
+            if kind is None or (v is None and f.default is None):
+                continue
+            hi = f.metadata["hi"]
+            hi = bound[hi] if isinstance(hi, str) else hi
+            if kind == "int":
+                check_int(v, f.name, lo=f.metadata["lo"], hi=hi)
+            elif kind == "number":
+                check_number(v, f.name, lo=f.metadata["lo"], hi=hi, lo_open=f.metadata["lo_open"])
+            elif kind == "choice":
+                allowed = choices_of(f)
+                if not isinstance(v, str) or v not in allowed:
+                    raise ValueError(f"unknown {f.name} {clip_value(v)}; choose from {', '.join(allowed)}")
+
+    def _check_common(self, scales: "int | Sequence[int] | None") -> None:
         check_seed(self.seed)
         self.sampling.validate()
-        if self.output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', not {self.output_type!r}")
+        self._check_fields(scales)
+
+    def options(self) -> dict[str, Any]:
+        """The request's options as the Editor's keyword methods take them (sampling flattened; the inputs
+        left out)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("image", "mask", "sampling")}
+        return {**d, **self.sampling.overrides()}
 
 
-@dataclass
+def clip_value(v: Any, limit: int = 200) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+_LABEL_DOC = ("Class guiding the fill: an index or a name, auto (the class the model finds most likely for the "
+              "known pixels), infer (always infer) or none (unconditional).")
+
+
+@dataclass(kw_only=True)
 class _MaskedRequest(_Request):
-    label: int | str | None = "auto"
-    strategy: str | None = None          # None: the task's default (crop; outpaint auto)
-    mode: str = "default"
-    n: int = 1
-    rank: bool = True
-    keep_scales: int = 0
-    grow_tokens: int = 0
-    feather: float | None = None         # None: the default paste-back feather
-    prefill: str | None = None           # None: the task's default prefill
-    harmonize: bool = True
-    paste_back: bool = True
-    coverage: float | None = None        # None: the task's default coverage
+    strategy: str = opt("crop", "Size strategy: crop (a square around the region), resize (the whole image in "
+                                "one canvas), original (native-size tiles), auto.", kind="choice",
+                        choices=STRATEGIES)
+    mode: str = opt("default", "default, or official (the official notebook's method: no prefill, no "
+                               "coverage rule).", kind="choice", choices=MODES)
+    n: int = opt(1, f"Candidates (1 to {MAX_CANDIDATES}), ranked by the model's log-likelihood unless rank is "
+                    f"false.", kind="int", lo=1, hi=MAX_CANDIDATES)
+    rank: bool = opt(True, "Rank the candidates, best first.")
+    keep_scales: int = opt(0, "Keep the input's first k scales inside the hole: the layout is kept and the "
+                              "detail re-rolled (at most the model's number of scales).", kind="int", lo=0,
+                           hi="scales")
+    grow_tokens: int = opt(0, "Grow the regenerated token region by this many cells (at most the model's "
+                              "largest token grid).", kind="int", lo=0, hi="patch")
+    feather: float | None = opt(None, "Paste-back feather in pixels of the output (default: 4).", kind="number",
+                                lo=0, hi=MAX_FEATHER)
+    prefill: str = opt(INPAINT_PREFILL, "How the hole is filled from the known pixels before tokenising.",
+                       kind="choice", choices=_prefills)
+    harmonize: bool = opt(True, "Remove the tokeniser's colour error from the fill.")
+    paste_back: bool = opt(True, "Blend the result into the input with the feathered mask (false: the decoded "
+                                 "window as it is).")
+    coverage: float = opt(FILL_COVERAGE, "Default mode: a latent cell is regenerated when more than 1 - "
+                                         "coverage of it is hole, in (0, 1].", kind="number", lo=0,
+                          lo_open=True, hi=1)
 
-    def _check_masked(self, num_scales: int | None, wh: tuple[int, int] | None) -> None:
-        from .processing import FILL_METHODS
-        self._check_common()
-        if self.strategy is not None and self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
-        if self.prefill is not None and self.prefill not in FILL_METHODS + ("none",):
-            raise ValueError(f"unknown prefill {self.prefill!r}; use {', '.join(FILL_METHODS)}")
+    def _check_masked(self, scales: "int | Sequence[int] | None", wh: tuple[int, int] | None) -> None:
+        self._check_common(scales)
         check_candidates(self.n, wh)
-        check_int(self.keep_scales, "keep_scales", lo=0, hi=num_scales)
-        check_int(self.grow_tokens, "grow_tokens", lo=0)
-        if self.feather is not None:
-            check_number(self.feather, "feather", lo=0)
-        if self.coverage is not None:
-            check_number(self.coverage, "coverage", lo=0, lo_open=True, hi=1)
-
-    def masked_kwargs(self) -> dict[str, Any]:
-        kw = {k: getattr(self, k) for k in ("label", "mode", "n", "rank", "seed", "keep_scales", "grow_tokens",
-                                            "feather", "harmonize", "paste_back", "coverage", "output_type")}
-        if self.strategy is not None:
-            kw["strategy"] = self.strategy
-        if self.prefill is not None:
-            kw["prefill"] = self.prefill
-        return {**kw, **self.sampling.overrides()}
 
 
-@dataclass
-class InpaintRequest(_MaskedRequest):
-    """Regenerate a region: a ``mask`` (white = regenerate), a ``box`` (ints pixels, floats fractions) or,
-    when both are None, the image's transparent pixels."""
+@dataclass(kw_only=True)
+class _RegionRequest(_MaskedRequest):
+    image: Any = opt(None, "The input image (a path, PIL image, array or LoadedImage).", http=False)
+    mask: Any = opt(None, "White = regenerate (an image, array or path; alpha honoured).", http=False)
+    box: Sequence[float] | None = opt(None, "x0,y0,x1,y1: pixels (ints) or fractions of the side (floats).",
+                                      json=Optional[list[Union[int, float]]])
+    invert: bool = opt(False, "Regenerate what the mask leaves black instead.")
+    threshold: float = opt(0.5, "Mask threshold in [0, 1] for grey masks.", kind="number", lo=0, hi=1)
+    mask_mismatch: str = opt("resize", "A mask of another size than the image: resize it, or error.",
+                             kind="choice", choices=("resize", "error"), http=False)
 
-    image: Any = None
-    mask: Any = None
-    box: Sequence[float] | None = None
-    invert: bool = False
-    threshold: float = 0.5
-
-    task: ClassVar[str] = "inpaint"
-
-    def validate(self, num_scales: int | None = None, image_size: tuple[int, int] | None = None) -> None:
-        self._check_masked(num_scales, image_size)
+    def _check_region(self, scales: "int | Sequence[int] | None", image_size: tuple[int, int] | None) -> None:
+        self._check_masked(scales, image_size)
         if self.mask is not None and self.box is not None:
             raise ValueError("give a mask or a box, not both")
         if self.box is not None and image_size is not None:
             from .processing import box_pixels
             box_pixels(image_size, self.box)
-        check_number(self.threshold, "threshold", lo=0, hi=1)
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(mask=self.mask, box=self.box, invert=self.invert, threshold=self.threshold,
-                    **self.masked_kwargs())
 
 
-@dataclass
-class EditRequest(InpaintRequest):
+@dataclass(kw_only=True)
+class InpaintRequest(_RegionRequest):
+    """Regenerate a region: a ``mask`` (white = regenerate), a ``box`` (ints pixels, floats fractions) or,
+    when both are None, the image's transparent pixels."""
+
+    label: int | str | None = opt("auto", _LABEL_DOC, json=Optional[Union[int, str]])
+
+    task: ClassVar[str] = "inpaint"
+
+    def validate(self, scales: "int | Sequence[int] | None" = None, image_size: tuple[int, int] | None = None
+                 ) -> None:
+        """Every limit and unit rule: ``scales`` is the model's number of scales or its scale list
+        (patch_nums); ``image_size`` the input's (width, height). None skips the checks that need it."""
+        self._check_region(scales, image_size)
+
+
+@dataclass(kw_only=True)
+class EditRequest(_RegionRequest):
     """Redraw a ``box`` (or a ``mask``) as ``class_`` (an index or a name)."""
 
-    class_: int | str = 0
+    class_: int | str = opt(doc="Target class: an index or a name.", alias="class", json=Union[int, str])
+    coverage: float = opt(EDIT_COVERAGE, "Default mode: a latent cell is regenerated when more than 1 - coverage "
+                                         "of it is hole, in (0, 1] (1: every cell the region touches).",
+                          kind="number", lo=0, lo_open=True, hi=1)
 
     task: ClassVar[str] = "edit"
 
-    def validate(self, num_scales: int | None = None, image_size: tuple[int, int] | None = None) -> None:
-        super().validate(num_scales, image_size)
+    def validate(self, scales: "int | Sequence[int] | None" = None, image_size: tuple[int, int] | None = None
+                 ) -> None:
+        self._check_region(scales, image_size)
+        if isinstance(self.class_, bool) or not isinstance(self.class_, (int, str)) and \
+                type(self.class_).__module__ != "numpy":
+            raise TypeError(f"class must be a class index or name, not {type(self.class_).__name__}")
         if self.mask is None and self.box is None:
             raise ValueError("give the region to redraw: a box or a mask")
 
-    def kwargs(self) -> dict[str, Any]:
-        kw = super().kwargs()
-        kw.pop("label")
-        return kw
+
+_AMOUNT_DOC = ("Whole pixels (64), a ratio of the side below 1 (0.5) or a percentage string (\"150%\"); a "
+               "number of 1 or more with a point (64.0) is refused as ambiguous.")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OutpaintRequest(_MaskedRequest):
     """Extend the canvas: amounts as :func:`varedit.processing.outpaint_amount` reads them."""
 
-    image: Any = None
-    left: Any = 0
-    right: Any = 0
-    top: Any = 0
-    bottom: Any = 0
-    fill: str = "blur"
+    image: Any = opt(None, "The input image (a path, PIL image, array or LoadedImage).", http=False)
+    left: Any = opt(0, _AMOUNT_DOC, json=Union[int, float, str])
+    right: Any = opt(0, _AMOUNT_DOC, json=Union[int, float, str])
+    top: Any = opt(0, _AMOUNT_DOC, json=Union[int, float, str])
+    bottom: Any = opt(0, _AMOUNT_DOC, json=Union[int, float, str])
+    fill: str = opt("blur", "How the new area is filled before tokenising.", kind="choice", choices=FILLS)
+    label: int | str | None = opt("auto", _LABEL_DOC, json=Optional[Union[int, str]])
+    strategy: str = opt("auto", "Size strategy: auto (crop), crop, resize, original (native-size tiles, each "
+                                "seeing less context).", kind="choice", choices=STRATEGIES)
+    prefill: str = opt(OUTPAINT_PREFILL, "How the new area is filled from the known pixels before tokenising.",
+                       kind="choice", choices=_prefills)
 
     task: ClassVar[str] = "outpaint"
 
-    def validate(self, num_scales: int | None = None, image_size: tuple[int, int] | None = None) -> None:
-        from .processing import extended_size, outpaint_amount
-        amounts = [outpaint_amount(getattr(self, s), s) for s in ("left", "right", "top", "bottom")]
+    def amounts(self) -> list[int | float]:
+        """left, right, top, bottom in the one meaning of every front-end (ints pixels, ratios)."""
+        from .processing import outpaint_amount
+        return [outpaint_amount(getattr(self, s), s) for s in ("left", "right", "top", "bottom")]
+
+    def validate(self, scales: "int | Sequence[int] | None" = None, image_size: tuple[int, int] | None = None
+                 ) -> None:
+        from .processing import extended_size
+        amounts = self.amounts()
         if not any(amounts):
             raise ValueError("nothing to extend: left, right, top and bottom are all 0 (ints are pixels, floats "
                              "below 1 a ratio of the side, '150%' a percentage)")
-        if self.fill not in FILLS:
-            raise ValueError(f"unknown fill {self.fill!r}; use {', '.join(FILLS)}")
+        self._check_fields(scales)  # the fill, before the size
         size = None if image_size is None else extended_size(image_size, *amounts)
-        self._check_masked(num_scales, size)
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(left=self.left, right=self.right, top=self.top, bottom=self.bottom, fill=self.fill,
-                    **self.masked_kwargs())
+        self._check_masked(scales, size)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class UpscaleRequest(_Request):
     """Upscale by ``scale`` in (0, MAX_UPSCALE]; ``keep_scales`` None = the model's upscale default."""
 
-    image: Any = None
-    scale: float = 2.0
-    keep_scales: int | None = None
-    label: int | str | None = None
-    back_project: bool = True
+    image: Any = opt(None, "The input image (a path, PIL image, array or LoadedImage).", http=False)
+    scale: float = opt(2.0, f"Output size / input size, above 0 and at most {MAX_UPSCALE:g}.", kind="number",
+                       lo=0, lo_open=True, hi=MAX_UPSCALE)
+    keep_scales: int | None = opt(None, "Scales forced from the input (default: the model's upscale default).",
+                                  kind="int", lo=0, hi="scales")
+    label: int | str | None = opt(None, "Class: an index or a name (default: unconditional).",
+                                  json=Optional[Union[int, str]])
+    back_project: bool = opt(True, "Make the result's downsampled version match the input again.")
 
     task: ClassVar[str] = "upscale"
 
-    def validate(self, num_scales: int | None = None, image_size: tuple[int, int] | None = None) -> None:
-        self._check_common()
-        check_scale(self.scale)
-        if self.keep_scales is not None:
-            check_int(self.keep_scales, "keep_scales", lo=0, hi=num_scales)
+    def validate(self, scales: "int | Sequence[int] | None" = None, image_size: tuple[int, int] | None = None
+                 ) -> None:
+        self._check_common(scales)
         if image_size is not None:
-            from .processing import limit_pixels
-            limit_pixels((max(1, round(image_size[0] * self.scale)), max(1, round(image_size[1] * self.scale))),
-                         what="the upscaled image")
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(scale=self.scale, keep_scales=self.keep_scales, seed=self.seed, label=self.label,
-                    back_project=self.back_project, output_type=self.output_type, **self.sampling.overrides())
+            upscaled_size(image_size, self.scale)
 
 
-@dataclass
+def upscaled_size(wh: tuple[int, int], scale: float, max_pixels: int | None = -1) -> tuple[int, int]:
+    """The output size of an upscale by ``scale`` (in (0, ``MAX_UPSCALE``]), checked against the pixel
+    limit (``max_pixels``; -1: the default limit, None: none) before any work."""
+    from .processing import DEFAULT_MAX_PIXELS, limit_pixels
+    scale = check_scale(scale)
+    W, H = max(1, round(wh[0] * scale)), max(1, round(wh[1] * scale))
+    limit_pixels((W, H), DEFAULT_MAX_PIXELS if max_pixels == -1 else max_pixels, "the upscaled image")
+    return W, H
+
+
+@dataclass(kw_only=True)
 class GenerateRequest(_Request):
     """``class_``: an index, a name, a list of them (one image each) or None (unconditional)."""
 
-    class_: int | str | Sequence[int | str] | None = None
-    n: int = 1
-    batch_size: int = 8
+    class_: int | str | Sequence[int | str] | None = opt(
+        None, "Class index or name, a list of them (one image each), or null (unconditional).", alias="class",
+        json=Optional[Union[int, str, list[Union[int, str]]]])
+    n: int = opt(1, "Images (ignored when class is a list).", kind="int", lo=1, hi=MAX_GENERATE)
+    batch_size: int = opt(8, "Images sampled at once.", kind="int", lo=1)
 
     task: ClassVar[str] = "generate"
 
-    def validate(self, num_scales: int | None = None, image_size: tuple[int, int] | None = None) -> None:
-        self._check_common()
-        check_int(self.n, "n", lo=1, hi=MAX_GENERATE)
-        check_int(self.batch_size, "batch_size", lo=1)
+    def validate(self, scales: "int | Sequence[int] | None" = None, image_size: tuple[int, int] | None = None
+                 ) -> None:
+        self._check_common(scales)
         if isinstance(self.class_, (list, tuple)) and not self.class_:
             raise ValueError("the list of classes is empty")
 
-    def kwargs(self) -> dict[str, Any]:
-        return dict(n=self.n, seed=self.seed, batch_size=self.batch_size, output_type=self.output_type,
-                    **self.sampling.overrides())
+    def count(self) -> int:
+        """How many images: the list's length, else ``n``."""
+        return len(self.class_) if isinstance(self.class_, (list, tuple)) else self.n
 
 
-@dataclass
+@dataclass(kw_only=True)
 class InferLabelRequest:
     """The class the model finds most likely for what lies outside a ``mask`` or ``box`` (or the image's
     transparent pixels)."""
 
-    image: Any = None
-    mask: Any = None
-    box: Sequence[float] | None = None
-    strategy: str = "crop"
+    image: Any = opt(None, "The input image (a path, PIL image, array or LoadedImage).", http=False)
+    mask: Any = opt(None, "White = the region whose surroundings are read.", http=False)
+    box: Sequence[float] | None = opt(None, "x0,y0,x1,y1: pixels (ints) or fractions of the side (floats).",
+                                      json=Optional[list[Union[int, float]]])
+    strategy: str = opt("crop", "Size strategy of the windows read.", kind="choice", choices=STRATEGIES)
 
     task: ClassVar[str] = "infer-label"
 
-    def validate(self, num_scales: int | None = None, image_size: tuple[int, int] | None = None) -> None:
+    of = classmethod(_Request.of.__func__)  # type: ignore[attr-defined]
+    _check_fields = _Request._check_fields
+    options = _Request.options
+
+    def validate(self, scales: "int | Sequence[int] | None" = None, image_size: tuple[int, int] | None = None
+                 ) -> None:
         if self.mask is not None and self.box is not None:
             raise ValueError("give a mask or a box, not both")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        self._check_fields(scales)
         if self.box is not None and image_size is not None:
             from .processing import box_pixels
             box_pixels(image_size, self.box)
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(mask=self.mask, box=self.box, strategy=self.strategy)
 
 
 Request = InpaintRequest | OutpaintRequest | EditRequest | UpscaleRequest | GenerateRequest | InferLabelRequest

@@ -49,7 +49,7 @@ def register(main: click.Group) -> None:
         req.validate()  # the limits of every front-end, before the model loads
         editor = spec.editor(announce=False)  # the demo's shapes are what it is for: no note
         settings: dict[str, Any] = {}
-        batches = editor.generate_batches(req.class_, settings=settings, **req.kwargs())
+        batches = editor.run_batches(req, settings=settings)
         if is_image_name(o):
             targets = candidate_names(o, n)
         else:

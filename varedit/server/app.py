@@ -38,7 +38,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .. import processing as P
 from .. import requests as R
-from ..tasks import upscaled_size
 from . import images as I
 from . import schemas as S
 from .config import ServerConfig
@@ -302,7 +301,7 @@ class Tasks:
     def __init__(self, editor: Any, cfg: ServerConfig):
         self.ed = editor
         self.cfg = cfg
-        self.num_scales = len(editor.backend.patch_nums)
+        self.scales = tuple(editor.backend.patch_nums)
 
     # helpers
     def _image(self, files: dict[str, bytes]) -> P.LoadedImage:
@@ -322,16 +321,9 @@ class Tasks:
             raise ApiError(422, f"the {what} would be {w}x{h} = {w * h / 1e6:.1f} MP, above this server's limit "
                                 f"of {self.cfg.max_pixels / 1e6:.1f} MP")
 
-    def _masked(self, p: S.MaskedParams, loaded: P.LoadedImage) -> dict[str, Any]:
-        """The options every masked request shares, as the request types name them."""
-        self._n(p.n)
-        return dict(image=loaded, n=p.n, rank=p.rank, mode=p.mode, strategy=p.strategy, keep_scales=p.keep_scales,
-                    feather=p.feather, prefill=p.prefill, harmonize=p.harmonize, seed=p.seed,
-                    sampling=R.Sampling(**p.sampling()), output_type=self._output_type(loaded))
-
     def _job(self, req: Any, preview: bool, size: tuple[int, int] | None) -> Prepared:
         """Every limit and unit rule of the request type checked now (a 422 before the queue), then the job."""
-        req.validate(self.num_scales, size)
+        req.validate(self.scales, size)
         return lambda ed, cb: ed.run(req, callback=cb, preview=preview)
 
     @staticmethod
@@ -339,64 +331,60 @@ class Tasks:
         """PIL keeps the ICC profile; 16-bit images come back as arrays, which PIL would cut to 8 bits."""
         return "np" if loaded.bit_depth == 16 else "pil"
 
-    @staticmethod
-    def _region(loaded: P.LoadedImage, mask: np.ndarray | None, box: list[float] | None) -> None:
-        """The checks the Editor makes on the region (one source: a mask, a box or the alpha), made now."""
-        P.region_mask(loaded.size, mask, box, alpha=loaded.alpha)
-
-    # tasks: each translates its parameters into a request (varedit.requests) and returns the job function
-    def inpaint(self, p: S.InpaintParams, files: dict[str, bytes], preview: bool) -> Prepared:
+    def _region(self, p: Any, files: dict[str, bytes]) -> dict[str, Any]:
+        """The image and the region of a task with one: the mask checked against the image, and the checks
+        the Editor makes on the region (one source: a mask, a box or the alpha), made now."""
         loaded = self._image(files)
         mask = self._mask(files, loaded)
-        self._region(loaded, mask, p.box)
-        req = R.InpaintRequest(mask=mask, box=p.box, invert=p.invert, label=self.ed.check_label(p.label),
-                               **self._masked(p, loaded))
-        return self._job(req, preview, loaded.size)
+        P.region_mask(loaded.size, mask, p.box, alpha=loaded.alpha)
+        return dict(image=loaded, mask=mask)
 
-    def outpaint(self, p: S.OutpaintParams, files: dict[str, bytes], preview: bool) -> Prepared:
+    # tasks: each translates its parameters into a request (varedit.requests) and returns the job function;
+    # class names are resolved now, so an unknown one is a 422 before the queue
+    def inpaint(self, p: Any, files: dict[str, bytes], preview: bool) -> Prepared:
+        self._n(p.n)
+        region = self._region(p, files)
+        p.label = self.ed.check_label(p.label)
+        req = S.to_request(R.InpaintRequest, p, **region, output_type=self._output_type(region["image"]))
+        return self._job(req, preview, region["image"].size)
+
+    def outpaint(self, p: Any, files: dict[str, bytes], preview: bool) -> Prepared:
+        self._n(p.n)
         loaded = self._image(files)
-        w, h = loaded.size
-        px = P.outpaint_pads(loaded.size, p.left, p.right, p.top, p.bottom)
-        self._out_size(w + px[0] + px[1], h + px[2] + px[3], "outpainted image")
-        req = R.OutpaintRequest(left=p.left, right=p.right, top=p.top, bottom=p.bottom, fill=p.fill,
-                                label=self.ed.check_label(p.label), **self._masked(p, loaded))
+        p.label = self.ed.check_label(p.label)
+        req = S.to_request(R.OutpaintRequest, p, image=loaded, output_type=self._output_type(loaded))
+        w, h = P.extended_size(loaded.size, *req.amounts())
+        self._out_size(w, h, "outpainted image")
         return self._job(req, preview, loaded.size)
 
-    def edit(self, p: S.EditParams, files: dict[str, bytes], preview: bool) -> Prepared:
+    def edit(self, p: Any, files: dict[str, bytes], preview: bool) -> Prepared:
+        self._n(p.n)
         loaded = self._image(files)
-        self._region(loaded, None, p.box)
-        req = R.EditRequest(box=p.box, class_=self.ed.class_index(p.class_), **self._masked(p, loaded))
+        p.class_ = self.ed.class_index(p.class_)
+        req = S.to_request(R.EditRequest, p, image=loaded, output_type=self._output_type(loaded))
         return self._job(req, preview, loaded.size)
 
-    def upscale(self, p: S.UpscaleParams, files: dict[str, bytes], preview: bool) -> Prepared:
+    def upscale(self, p: Any, files: dict[str, bytes], preview: bool) -> Prepared:
         loaded = self._image(files)
-        self._out_size(*upscaled_size(loaded.size, p.scale, None), "upscaled image")
-        req = R.UpscaleRequest(image=loaded, scale=p.scale, keep_scales=p.keep_scales, seed=p.seed,
-                               label=None if p.label is None else self.ed.class_index(p.label),
-                               back_project=p.back_project, sampling=R.Sampling(**p.sampling()),
-                               output_type=self._output_type(loaded))
+        self._out_size(*R.upscaled_size(loaded.size, p.scale, None), "upscaled image")
+        p.label = None if p.label is None else self.ed.class_index(p.label)
+        req = S.to_request(R.UpscaleRequest, p, image=loaded, output_type=self._output_type(loaded))
         return self._job(req, preview, loaded.size)
 
-    def generate(self, p: S.GenerateParams, files: dict[str, bytes], preview: bool) -> Prepared:
+    def generate(self, p: Any, files: dict[str, bytes], preview: bool) -> Prepared:
         if isinstance(p.class_, list):
-            if not p.class_:
-                raise ApiError(422, "class: the list is empty")
             self._n(len(p.class_))
-            cls: Any = [self.ed.class_index(c) for c in p.class_]
+            p.class_ = [self.ed.class_index(c) for c in p.class_]
         else:
             self._n(p.n)
-            cls = None if p.class_ is None else self.ed.class_index(p.class_)
-        return self._job(R.GenerateRequest(class_=cls, n=p.n, seed=p.seed, sampling=R.Sampling(**p.sampling())),
-                         preview, None)
+            p.class_ = None if p.class_ is None else self.ed.class_index(p.class_)
+        return self._job(S.to_request(R.GenerateRequest, p), preview, None)
 
-    def infer_label(self, p: S.InferLabelParams, files: dict[str, bytes], preview: bool) -> Prepared:
+    def infer_label(self, p: Any, files: dict[str, bytes], preview: bool) -> Prepared:
         if not self.ed.can_infer_label():
             raise ApiError(422, f"the {self.ed.backend.name} backend of this server cannot score classes")
-        loaded = self._image(files)
-        mask = self._mask(files, loaded)
-        self._region(loaded, mask, p.box)
-        return self._job(R.InferLabelRequest(image=loaded, mask=mask, box=p.box, strategy=p.strategy), preview,
-                         loaded.size)
+        region = self._region(p, files)
+        return self._job(S.to_request(R.InferLabelRequest, p, **region), preview, region["image"].size)
 
 
 TASKS: dict[str, tuple[type[BaseModel], tuple[str, ...], str]] = {

@@ -1,27 +1,21 @@
-"""Request and response bodies of the HTTP API (pydantic). Images are not fields of these models:
-they come as base64 strings in JSON (``image``, ``mask``) or as files in multipart, and are checked
-against the limits before they are decoded (see :mod:`varedit.server.app`)."""
+"""Request and response bodies of the HTTP API (pydantic). The task parameters are generated from the
+request types (:mod:`varedit.requests`); images are not fields of these models: they come as base64
+strings in JSON (``image``, ``mask``) or as files in multipart, and are checked against the limits before
+they are decoded (see :mod:`varedit.server.app`)."""
 from __future__ import annotations
 
+import dataclasses as dc
 import math
 import re
+import typing
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from ..processing import FILL_METHODS, outpaint_amount
-from ..requests import MAX_UPSCALE, check_scale
+from .. import requests as R
 
-Strategy = Literal["auto", "crop", "resize", "original"]
-Mode = Literal["default", "official"]
-Prefill = Literal[FILL_METHODS + ("none",)]  # type: ignore[valid-type]
-Fill = Literal["blur", "edge", "mean", "gray"]
 Number = int | float
-Amount = int | float | str  # an outpaint amount: pixels, a ratio below 1, or a percentage string
-ClassSpec = int | str
-
-SEED_MAX = 2 ** 63 - 1
 
 # what an error message may repeat of its input: a value, the errors listed, the whole detail
 MAX_ECHO = 200
@@ -66,35 +60,6 @@ def _split_numbers(v: Any) -> Any:
     return v
 
 
-class Params(BaseModel):
-    """Sampling settings shared by every task; None means the model's default (``GET /api/v1/model``)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Random seed (default: drawn and returned).")
-    cfg: float | None = Field(None, ge=0, le=100, allow_inf_nan=False, description="Guidance scale.")
-    top_k: int | None = Field(None, ge=0, le=1_000_000, description="Top-k filter (1 = greedy, 0 = off).")
-    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="Top-p (nucleus) filter.")
-    more_smooth: bool | None = Field(None, description="Gumbel-softmax smoothing (torch backend only).")
-    guidance: Literal["linear", "constant"] | None = Field(None, description="Guidance schedule over scales.")
-
-    def sampling(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("cfg", "top_k", "top_p", "more_smooth", "guidance")}
-
-
-class MaskedParams(Params):
-    n: int = Field(1, ge=1, description="Candidates, ranked by the model's log-likelihood unless rank is false.")
-    rank: bool = True
-    mode: Mode = Field("default", description="default, or official (the notebook method).")
-    strategy: Strategy | None = Field(None, description="Size strategy (default: crop; outpaint auto).")
-    keep_scales: int = Field(0, ge=0, description="Keep the input's first k scales inside the hole: the layout "
-                                                  "is kept and the detail re-rolled.")
-    feather: float | None = Field(None, ge=0, le=4096, allow_inf_nan=False,
-                                  description="Paste-back feather in pixels of the output (default: 4).")
-    prefill: Prefill | None = Field(None, description="How the hole is filled before tokenising.")
-    harmonize: bool = True
-
-
 def _check_box(v: Any) -> Any:
     if v is not None:
         if len(v) != 4:
@@ -104,77 +69,80 @@ def _check_box(v: Any) -> Any:
     return v
 
 
-class InpaintParams(MaskedParams):
-    """``image`` plus a ``mask`` (white = regenerate, the image's size), a ``box``, or neither when the
-    image has transparent pixels to fill."""
-
-    box: list[Number] | None = Field(None, description="x0,y0,x1,y1: pixels (ints) or fractions (floats).")
-    invert: bool = False
-    label: ClassSpec | None = Field("auto", description="Class guiding the fill: index or name, auto, infer "
-                                                        "or none.")
-
-    _box_pre = field_validator("box", mode="before")(_split_numbers)
-    _box_chk = field_validator("box")(_check_box)
+# ---- the task parameters, generated from the request types ----------------------------------------------
+# Every option a client may send is a field of its task's request type (varedit.requests), with the same
+# name, default and description; its limits appear in the JSON schema, and the request type's validate()
+# checks them, so a bad value gets the message it gets from the Python API and the command line. pydantic
+# only reads the JSON types (and form fields' text). Images travel beside these fields (base64 in JSON,
+# files in multipart: see _body_doc in app.py); the server chooses the output type.
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-_AMOUNT_DOC = ("Whole pixels (64), a ratio of the side below 1 (0.5) or a percentage string (\"150%\"); a "
-               "number of 1 or more with a point (64.0) is refused as ambiguous.")
+def _schema_extra(f: dc.Field) -> dict[str, Any]:  # type: ignore[type-arg]
+    md, extra = f.metadata, {}
+    if md.get("kind") in ("int", "number"):
+        if md["lo"] is not None:
+            extra["exclusiveMinimum" if md["lo_open"] else "minimum"] = md["lo"]
+        if isinstance(md["hi"], (int, float)):
+            extra["maximum"] = md["hi"]
+    if md.get("choices") is not None:
+        extra["enum"] = [*R.choices_of(f), *([None] if f.default is None else [])]
+    return extra
 
 
-class OutpaintParams(MaskedParams):
-    left: Amount = Field(0, description=_AMOUNT_DOC)
-    right: Amount = Field(0, description=_AMOUNT_DOC)
-    top: Amount = Field(0, description=_AMOUNT_DOC)
-    bottom: Amount = Field(0, description=_AMOUNT_DOC)
-    fill: Fill = "blur"
-    label: ClassSpec | None = Field("auto", description="Class guiding the fill: index or name, auto, infer "
-                                                        "or none.")
-
-    @field_validator("left", "right", "top", "bottom")
-    @classmethod
-    def _amount(cls, v: Amount, info: ValidationInfo) -> Amount:
-        # the one rule of every front-end (processing.outpaint_amount): ints pixels, floats below 1 ratios
-        return outpaint_amount(v, str(info.field_name))
-
-
-class EditParams(MaskedParams):
-    box: list[Number] = Field(..., description="x0,y0,x1,y1: pixels (ints) or fractions (floats).")
-    class_: ClassSpec = Field(..., alias="class", description="Target class: index or name.")
-
-    _box_pre = field_validator("box", mode="before")(_split_numbers)
-    _box_chk = field_validator("box")(_check_box)
+def _fields(request_type: type) -> dict[str, tuple[Any, Any]]:
+    hints = typing.get_type_hints(request_type)
+    out: dict[str, tuple[Any, Any]] = {}
+    for f in dc.fields(request_type):
+        if f.name == "sampling":
+            out.update(_fields(R.Sampling))
+            continue
+        if not f.metadata.get("http", True):
+            continue
+        default = f.default if f.default is not dc.MISSING else ...
+        typ = f.metadata.get("json") or hints[f.name]
+        out[f.name] = (typ, Field(default, alias=f.metadata.get("alias"), description=f.metadata.get("doc") or None,
+                                  json_schema_extra=_schema_extra(f) or None))
+    return out
 
 
-class UpscaleParams(Params):
-    scale: float = Field(2.0, description=f"Output size / input size, above 0 and at most {MAX_UPSCALE:g}.",
-                         json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_UPSCALE})
-    keep_scales: int | None = Field(None, ge=0, description="Scales forced from the input (default: the model's "
-                                                            "upscale default).")
-    back_project: bool = True
-    label: ClassSpec | None = Field(None, description="Class (default: unconditional).")
-
-    _scale = field_validator("scale")(lambda v: check_scale(v))  # the limit and message of every front-end
-
-
-class GenerateParams(Params):
-    class_: ClassSpec | list[ClassSpec] | None = Field(
-        None, alias="class", description="Class index or name, a list of them (one image each), or null "
-                                         "(unconditional).")
-    n: int = Field(1, ge=1, description="Images (ignored when class is a list).")
+def request_model(request_type: type, name: str, **transport: tuple[Any, Any]) -> type[BaseModel]:
+    """The pydantic model of a request type's HTTP parameters: its fields (and the sampling options) less
+    those marked ``http=False``, plus the ``transport`` fields (``name=(type, Field(...))``) the server
+    itself reads."""
+    fields = {**_fields(request_type), **transport}
+    validators = {}
+    if "box" in fields:
+        validators = {"_box_pre": field_validator("box", mode="before")(_split_numbers),
+                      "_box_chk": field_validator("box")(_check_box)}
+    model = create_model(name, __base__=_Base, __validators__=validators, __doc__=request_type.__doc__,  # type: ignore[call-overload]
+                         **fields)
+    return model
 
 
-class InferLabelParams(BaseModel):
-    """``image`` plus a ``mask`` or a ``box`` (or transparent pixels): the class the model finds most
-    likely for what is outside."""
+def to_request(request_type: type, params: BaseModel, **inputs: Any) -> Any:
+    """The request of validated parameters (transport fields left out) and the server's ``inputs``
+    (image, mask, output type)."""
+    names = {f.name for f in dc.fields(request_type)}
+    data = {k: getattr(params, k) for k in type(params).model_fields}
+    own = {k: v for k, v in data.items() if k in names}
+    if "sampling" in names:
+        own["sampling"] = R.Sampling(**{k: data[k] for k in R.SAMPLING_NAMES})
+    return request_type(**own, **inputs)
 
-    model_config = ConfigDict(extra="forbid")
 
-    box: list[Number] | None = None
-    strategy: Strategy = "crop"
-    top: int = Field(5, ge=1, le=1000, description="How many classes of the posterior to return.")
-
-    _box_pre = field_validator("box", mode="before")(_split_numbers)
-    _box_chk = field_validator("box")(_check_box)
+InpaintParams = request_model(R.InpaintRequest, "InpaintParams")
+OutpaintParams = request_model(R.OutpaintRequest, "OutpaintParams")
+EditParams = request_model(R.EditRequest, "EditParams")
+UpscaleParams = request_model(R.UpscaleRequest, "UpscaleParams")
+GenerateParams = request_model(R.GenerateRequest, "GenerateParams")
+InferLabelParams = request_model(
+    R.InferLabelRequest, "InferLabelParams",
+    top=(int, Field(5, ge=1, le=1000, description="How many classes of the posterior to return.")))
+PARAMS: dict[str, type[BaseModel]] = {"inpaint": InpaintParams, "outpaint": OutpaintParams, "edit": EditParams,
+                                      "upscale": UpscaleParams, "generate": GenerateParams,
+                                      "infer-label": InferLabelParams}
 
 
 class TaskResult(BaseModel):
