@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import MISSING, fields, replace
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ from varedit_plugins.comfyui import NODE_CLASS_MAPPINGS
 
 from varedit.cli import main
 from varedit.processing import AMOUNT_HELP
-from varedit.requests import (MAX_UPSCALE, EditRequest, GenerateRequest, InferLabelRequest, InpaintRequest,
-                              OutpaintRequest, Sampling, UpscaleRequest)
+from varedit.requests import (MAX_UPSCALE, REQUESTS, EditRequest, GenerateRequest, InferLabelRequest,
+                              InpaintRequest, OutpaintRequest, Sampling, UpscaleRequest)
 from varedit.server import ServerConfig, create_app
 
 W, H = 64, 48
@@ -192,3 +193,110 @@ def test_the_server_schemas_ask_for_what_the_requests_hold():
     for params, request in pairs.items():
         held = {f.name for f in fields(request)} | sampling
         assert set(params.model_fields) - held - server_only == set(), params.__name__
+
+
+# ---- one definition: the request types ------------------------------------------------------------------
+NOT_HTTP = {"image", "mask", "output_type", "mask_mismatch"}  # images travel as files/base64; the server picks
+
+
+def test_every_request_option_is_a_server_parameter_with_its_default(client):
+    """GET /api/v1/schema (what the browser editor reads) lists every option of every request type, under
+    its name, with the request type's default (required where the request has none): a new option reaches
+    the HTTP API without a second definition."""
+    schema = client.get("/api/v1/schema").json()
+    assert set(schema) == set(REQUESTS)
+    for task, request in REQUESTS.items():
+        props, required = schema[task]["properties"], set(schema[task].get("required", []))
+        opts = [g for f in fields(request) for g in (fields(Sampling) if f.name == "sampling" else [f])]
+        hidden = {f.name for f in opts if not f.metadata["http"]}
+        assert hidden <= NOT_HTTP, (task, hidden - NOT_HTTP)
+        for f in opts:
+            if f.name in hidden:
+                assert f.name not in props
+                continue
+            name = f.metadata["alias"] or f.name
+            if f.default is MISSING:
+                assert name in required, (task, name)
+            else:
+                assert props[name]["default"] == f.default, (task, name)
+            assert props[name].get("description") == f.metadata["doc"], (task, name)
+        assert set(props) - {f.metadata["alias"] or f.name for f in opts} <= {"top"}  # infer-label's answer size
+
+
+CALLS = [  # (task, a pipeline call, the same request as JSON)
+    ("inpaint", lambda p, im: p.inpaint(im, box=[4, 4, 30, 20], label="none", n=2, seed=3, cfg=2.5, top_k=40,
+                                        strategy="resize", coverage=0.5, threshold=0.3, rank=False),
+     {"box": [4, 4, 30, 20], "label": "none", "n": 2, "seed": 3, "cfg": 2.5, "top_k": 40, "strategy": "resize",
+      "coverage": 0.5, "threshold": 0.3, "rank": False}),
+    ("outpaint", lambda p, im: p.outpaint(im, right=32, bottom="50%", fill="edge", seed=1, guidance="constant"),
+     {"right": 32, "bottom": "50%", "fill": "edge", "seed": 1, "guidance": "constant"}),
+    ("edit", lambda p, im: p.edit(im, [4, 4, 30, 20], 1, seed=2, grow_tokens=1, paste_back=False, feather=2.0),
+     {"box": [4, 4, 30, 20], "class": 1, "seed": 2, "grow_tokens": 1, "paste_back": False, "feather": 2.0}),
+    ("upscale", lambda p, im: p.upscale(im, scale=1.5, keep_scales=3, back_project=False, top_p=0.5),
+     {"scale": 1.5, "keep_scales": 3, "back_project": False, "top_p": 0.5}),
+    ("generate", lambda p, im: p.generate([0, 1], seed=4, batch_size=1, cfg=1.0),
+     {"class": [0, 1], "seed": 4, "batch_size": 1, "cfg": 1.0}),
+    ("infer-label", lambda p, im: p.infer_label(im, box=[4, 4, 30, 20], strategy="resize"),
+     {"box": [4, 4, 30, 20], "strategy": "resize"}),
+]
+
+
+class Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("task, call, body", CALLS, ids=[c[0] for c in CALLS])
+def test_a_pipeline_call_and_its_json_make_the_same_request(model, photo, monkeypatch, task, call, body):
+    """VarEditPipeline's keyword methods and the server's JSON build one request (the server's inputs,
+    image and mask, aside): the same options, the same defaults for everything not given."""
+    from varedit.pipeline import VarEditPipeline
+    from varedit.server import schemas as Sch
+
+    def capture(request, **progress):
+        raise Captured(request)
+
+    pipe = object.__new__(VarEditPipeline)  # the methods only reach the editor
+    pipe.editor = model.editor
+    monkeypatch.setattr(model.editor, "run", capture)
+    with pytest.raises(Captured) as got:
+        call(pipe, photo)
+    from_api = got.value.args[0]
+    request = REQUESTS[task]
+    from_json = Sch.to_request(request, Sch.PARAMS[task].model_validate(body),
+                               **({"output_type": "pil"} if task != "infer-label" else {}))
+    inputs = {f.name: None for f in fields(request) if f.name in ("image", "mask")}
+    assert replace(from_api, **inputs) == replace(from_json, **inputs)
+    assert type(from_api) is request
+
+
+@pytest.mark.parametrize("task, body, call", [
+    ("inpaint", {"box": [1, 1, 9, 9], "coverage": 0}, lambda ed, im: ed.inpaint(im, box=[1, 1, 9, 9], coverage=0)),
+    ("inpaint", {"box": [1, 1, 9, 9], "n": 0}, lambda ed, im: ed.inpaint(im, box=[1, 1, 9, 9], n=0)),
+    ("outpaint", {"right": 8, "prefill": "magic"}, lambda ed, im: ed.outpaint(im, right=8, prefill="magic")),
+    ("edit", {"box": [1, 1, 9, 9], "class": 0, "grow_tokens": 99},
+     lambda ed, im: ed.edit(im, [1, 1, 9, 9], 0, grow_tokens=99)),
+    ("upscale", {"keep_scales": 9}, lambda ed, im: ed.upscale(im, keep_scales=9)),
+    ("generate", {"n": 0}, lambda ed, im: ed.generate(n=0)),
+    ("generate", {"top_p": 2}, lambda ed, im: ed.generate(top_p=2)),
+])
+def test_a_bad_value_gets_one_message(model, client, photo, task, body, call):
+    """The request type's check speaks for every front-end: the server's 422 is the API's error, word for word."""
+    with pytest.raises((ValueError, TypeError)) as e:
+        call(model.editor, photo)
+    image = {} if task == "generate" else {"image": b64(photo)}
+    assert server_error(client, task, {**image, **body}) == str(e.value)
+
+
+def test_an_unknown_option_names_the_known_ones(model, photo):
+    with pytest.raises(TypeError, match="inpaint: unknown option colour; known: .*cfg.*coverage"):
+        model.editor.inpaint(photo, box=(1, 1, 9, 9), colour="red")
+
+
+def test_none_means_the_tasks_default():
+    """The command line and the nodes pass None for an option left unset: the task's default, held once,
+    on the request type (a label of None keeps its meaning: unconditional)."""
+    assert (OutpaintRequest(strategy=None, prefill=None).strategy, OutpaintRequest(prefill=None).prefill) == \
+        ("auto", "pushpull")
+    assert (InpaintRequest(strategy=None).strategy, InpaintRequest(prefill=None).prefill) == ("crop", "ns")
+    assert (InpaintRequest(coverage=None).coverage, EditRequest(class_=1, coverage=None).coverage) == (0.25, 1.0)
+    assert InpaintRequest(label=None).label is None and InpaintRequest().label == "auto"
