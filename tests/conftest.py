@@ -119,3 +119,50 @@ def tiny_pipeline(golden_models):
     from varedit.pipeline import VarEditPipeline
     var, vae = golden_models
     return VarEditPipeline(var, vae, device="cpu", name="tiny")
+
+
+@pytest.fixture(scope="session")
+def shape_classifier():
+    """The bundled shape classifier (the one `varedit eval` reads the demo's images with), loaded once."""
+    from varedit.evaluation.classifier import load_classifier
+    clf, _ = load_classifier(REPO / "varedit" / "assets" / "demo" / "classifier.pt")
+    return clf
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline():
+    """The bundled demo model, loaded once per session: tests that only use it must not change it."""
+    from varedit.pipeline import VarEditPipeline
+    return VarEditPipeline.from_pretrained("demo", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_export(tmp_path_factory, golden_models) -> Path:
+    """The tiny golden models exported once per session (fp32, batch 2, class names c0..; the export's
+    own parity check is left to the tests that ask for it): read it, copy it before changing anything."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from varedit_onnx.exporter import export_onnx
+    var, vae = golden_models
+    d = tmp_path_factory.mktemp("onnx_tiny_fp32")
+    export_onnx(var, vae, d, batch=2, name="tiny", class_names=[f"c{i}" for i in range(var.num_classes)],
+                check=False)
+    return d
+
+
+def _paint_stroke(page, *points: tuple[float, float], steps: int = 6) -> None:
+    """A brush stroke through ``points`` (image pixels, at least two) on the editor's canvas, as a user
+    drags the mouse."""
+    assert len(points) >= 2, points
+    xy = [page.evaluate(f"window.varedit.imageToClient({x}, {y})") for x, y in points]
+    page.mouse.move(xy[0]["x"], xy[0]["y"])
+    page.mouse.down()
+    for p in xy[1:]:
+        page.mouse.move(p["x"], p["y"], steps=steps)
+    page.mouse.up()
+
+
+@pytest.fixture(scope="session")
+def paint_stroke():
+    """``paint_stroke(page, (x0, y0), (x1, y1), ..., steps=6)``: one brush stroke on the editor's canvas."""
+    return _paint_stroke

@@ -55,7 +55,7 @@ def browser_page():
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
-def test_first_screen_layout(browser_page, size, tmp_path):
+def test_first_screen_layout(browser_page, size, tmp_path, paint_stroke):
     base, browser = browser_page
     from varedit.data.synthetic import render
     Image.fromarray(render(8, seed=5, size=192)).save(tmp_path / "in.png")
@@ -81,11 +81,7 @@ def test_first_screen_layout(browser_page, size, tmp_path):
     # a run with three candidates: the Run button and every candidate in view, nothing scrolled
     page.set_input_files("#file", str(tmp_path / "in.png"))
     page.wait_for_function("() => window.varedit.stage.width === 192")
-    a, b = (page.evaluate(f"window.varedit.imageToClient({x}, {y})") for x, y in ((60, 80), (140, 96)))
-    page.mouse.move(a["x"], a["y"])
-    page.mouse.down()
-    page.mouse.move(b["x"], b["y"], steps=8)
-    page.mouse.up()
+    paint_stroke(page, (60, 80), (140, 96), steps=8)
     page.fill("#n", "3")
     page.click("#run")
     page.wait_for_selector("#gallery .cand:nth-child(3) img", timeout=90000)

@@ -4,10 +4,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from varedit.evaluation.classifier import train_classifier
 from varedit.evaluation.metrics import frechet_distance, kid, outside_change, paired_se, psnr, ring_labels, ssim
-from varedit.evaluation.quality import eval_mask, run_eval, select_variants, to_markdown
+from varedit.evaluation.quality import (BASELINE_ROWS, MASK_KINDS, TASK_PREFILL, combine_markdown, eval_mask,
+                                       finish_fills, merge_reports, row_plan, run_eval, select_variants, to_markdown)
 
 
 def test_frechet_distance_properties():
@@ -52,32 +54,170 @@ def test_masks():
     assert 0.02 < s.mean() < 0.8
 
 
-def test_report_runs(tiny_pipeline):
-    clf, info = train_classifier(n=200, steps=10, batch=16)
-    assert 0 <= info["heldout_accuracy"] <= 1
-    res = run_eval(tiny_pipeline, classifier=clf, n=8, n_ref=30, n_gen_per_class=1, batch=8, n_upscale=2,
-                   upscale_keeps=(4,))
-    md = to_markdown(res)
-    for key in ("official", "default", "opencv-telea", "default-closed-loop", "default-pushpull-prefill", "lanczos",
-                "default-n4-ranked", "default-true-class", "oracle-recon-in-hole", "telea-tokenised"):
-        assert key in md
-    assert "No independent judge" in md and "kid" not in res["inpainting"]["box"]["default"]
-    assert set(res["inpainting"]) == {"box", "strokes", "outpaint"}
-    # each mask kind's default row uses its task's prefill: the matching prefill row is the same fill
-    assert res["default_prefill"] == {"box": "ns", "strokes": "ns", "outpaint": "pushpull"}
-    assert res["inpainting"]["outpaint"]["default"] == res["inpainting"]["outpaint"]["default-pushpull-prefill"]
-    assert res["inpainting"]["box"]["default"] == res["inpainting"]["box"]["default-ns-prefill"]
-    assert len(res["upscale"]["token_agreement_per_scale"]) == len(tiny_pipeline.var.patch_nums)
+def test_report_runs(tiny_pipeline, shape_classifier):
+    """The expensive run on one mask kind with no ablations: a well-formed report (its rendering is tested on
+    a canned report below, which rows repeat which fill on :func:`row_plan`)."""
+    import json
+    res = run_eval(tiny_pipeline, classifier=shape_classifier, n=8, n_ref=30, n_gen_per_class=1, batch=8,
+                   n_upscale=2, upscale_keeps=(4,), ablations="none", masks=("box",))
+    assert list(res["inpainting"]) == ["box"] and res["default_prefill"] == {"box": "ns"}
     box = res["inpainting"]["box"]
-    assert all(np.isfinite(r["known_drift"]) and r["known_drift"] >= 0 for k, r in box.items() if "default" in k)
+    assert set(box) == {*BASELINE_ROWS, "default"}
+    assert np.isfinite(box["default"]["known_drift"]) and box["default"]["known_drift"] >= 0
+    assert all("known_drift" not in r for k, r in box.items() if k != "default")  # only the model's rows drift
+    assert all(0 <= r["class_kept"] <= 1 and np.isfinite(r["fd"]) for r in box.values())
     # the anchors: real held-out images are closer to the reference set than anything generated
     assert res["anchors"]["originals_fd"] < box["default"]["fd"]
-    # harmonize makes the known pixels exact, so the feather is a no-op while it is on; off, it is not
-    same = ("fd", "hole_psnr", "class_kept")
-    assert all(box["default-feather-0"][k] == box["default"][k] for k in same)
-    assert box["no-harmonize-feather-0"]["fd"] != box["no-harmonize-feather-2x"]["fd"]
-    # ranked candidates share the samples of the unranked ones (the same known-region drift)
-    assert box["default-n4-ranked"]["known_drift"] == box["default-n4-first"]["known_drift"]
+    assert res["anchors"]["classifier_acc_originals"] >= 0.9  # the bundled classifier reads real shapes
+    assert 0 <= res["label_inference"]["box"] <= 1 and 0 <= res["generation"]["recognised"] <= 1
+    assert len(res["upscale"]["token_agreement_per_scale"]) == len(tiny_pipeline.var.patch_nums)
+    assert set(res["upscale"]["rows"]) == {"lanczos", "varedit-keep4"} and res["upscale"]["n"] == 2
+    md = to_markdown(res)
+    assert "No independent judge" in md and "kid" not in box["default"] and "| default |" in md
+    # the report written as JSON (keys sorted) renders the same tables
+    assert to_markdown(json.loads(json.dumps(res, sort_keys=True))) == md
+
+
+def test_rows_that_repeat_a_setting_repeat_its_fill():
+    """Which rows `run_eval` measures and which repeat an earlier row's fill (the same plan, guidance and
+    post-processing), and which share samples (they differ only after decoding)."""
+    assert TASK_PREFILL == {"box": "ns", "strokes": "ns", "outpaint": "pushpull"}
+    for kind in MASK_KINDS:
+        plan = {v.name: (v, kw, cfg, same) for v, kw, cfg, same in row_plan(select_variants("all"), kind, 3.0)}
+        assert plan["default"][3] is None and plan["default"][1]["prefill"] == TASK_PREFILL[kind]
+        repeats = {name for name, (_, _, _, same) in plan.items() if same is not None}
+        # each mask kind's default row uses its task's prefill: the matching prefill row is the same fill
+        assert repeats == {f"default-{TASK_PREFILL[kind]}-prefill"}, (kind, repeats)
+        assert plan[f"default-{TASK_PREFILL[kind]}-prefill"][3] == "default"
+        assert plan["default-cfg-5"][2] == 5.0 and plan["default"][2] == plan["default-feather-0"][2] == 3.0
+        assert "default-n4-ranked" in plan if kind == "box" else "default-n4-ranked" not in plan
+        assert ("default-coverage-0.5" in plan) == (kind == "strokes")
+
+        def sampling(name: str) -> tuple:
+            v, kw, cfg, _ = plan[name]
+            return v.sampling_key(kw, cfg)
+        # harmonize and the feather act after decoding: one set of samples for all of them
+        assert sampling("default") == sampling("default-feather-0") == sampling("no-harmonize-feather-2x")
+        assert sampling("default") != sampling("default-cfg-5") and sampling("default") != sampling("default-unconditional")
+        if kind == "box":  # ranked candidates share the samples of the unranked ones
+            assert sampling("default-n4-ranked") == sampling("default-n4-first") != sampling("default")
+    assert [v.name for v, *_ in row_plan(select_variants("none"), "outpaint", 3.0)] == ["default"]
+
+
+def test_finish_fills_ranks_harmonizes_and_feathers():
+    """Harmonize makes the decoded canvas equal the input on every known pixel, so the feather changes
+    nothing while it is on; off, the feather blends the decoder's known pixels in near the hole."""
+    from varedit.evaluation.quality import Variant
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    m = np.zeros((32, 32), bool)
+    m[8:24, 8:24] = True
+    decoded = [np.clip(img / 255 + rng.normal(0, 0.1, img.shape), 0, 1).astype(np.float32) for _ in range(3)]
+    fill = lambda **kw: finish_fills(Variant("x", {}, **kw), decoded, [0.0, 2.0, 1.0], [img], [m], 3.0)[0]  # noqa: E731
+    hard = fill(feather=0.0)
+    assert np.array_equal(hard[~m], img[~m]) and not np.array_equal(hard[m], img[m])
+    assert np.array_equal(fill(), hard) and np.array_equal(fill(feather=2.0), hard)
+    soft = fill(harmonize=False)
+    assert not np.array_equal(soft, fill(harmonize=False, feather=0.0))
+    ring = np.zeros_like(m)
+    ring[5:27, 5:27] = True
+    assert np.array_equal(soft[~ring], img[~ring]) and not np.array_equal(soft[ring & ~m], img[ring & ~m])
+    # candidates: the most likely one (log-likelihood 2.0: the second) when ranking, else the first
+    ranked = finish_fills(Variant("x", {}, candidates=3), decoded, [0.0, 2.0, 1.0], [img], [m], 3.0)[0]
+    first = finish_fills(Variant("x", {}, candidates=3, rank=False), decoded, [0.0, 2.0, 1.0], [img], [m], 3.0)[0]
+    assert np.array_equal(first, hard)
+    assert np.array_equal(ranked, finish_fills(Variant("x", {}), decoded[1:], [0.0], [img], [m], 3.0)[0])
+
+
+def _canned(seed: int, judge: bool = True) -> dict:
+    """A report as `run_eval` writes it, with round numbers: two mask kinds, its rows out of order."""
+    def row(fd: float, kid: float, drift: float | None = None) -> dict:
+        r = {"fd": fd, "class_kept": 0.75, "hole_psnr": 20 + fd, "hole_ssim": 0.5, "hole_colour": 3.0}
+        if drift is not None:
+            r["known_drift"] = drift
+        if judge:  # leave-one-group-out values that differ by a constant between rows: paired s.e. 0
+            ok = [1, 0] * 4
+            r.update(kid=kid, kid_se=5e-4, kid_loo=[kid + 1e-4 * i for i in range(8)], judge_fd=None,
+                     judge_class_kept=0.5, judge_class_ok=ok, paired=0.25, paired_i=[0.25] * 8)
+        return r
+    res = {"n": 8, "n_ref": 24, "seed": seed, "model": "tiny", "image_size": 64,
+           "anchors": {"originals_fd": 1.5, "vqvae_recon_fd": 4.25, "vqvae_recon_psnr": 25.5,
+                       "classifier_acc_originals": 1.0},
+           "generation": {"recognised": 0.625, "fd": 9.5, "per_class": 2, "cfg": 4.0, "top_k": 900, "top_p": 0.95},
+           "editing_sampling": {"cfg": 3.0, "top_k": 0, "top_p": 0.9},
+           "label_inference": {"box": 0.5, "outpaint": 0.25}, "default_prefill": {"box": "ns", "outpaint": "pushpull"},
+           "inpainting": {"box": {"default-cfg-5": row(5.0, 0.015, 1.0), "default": row(2.0, 0.012, 0.5),
+                                  "opencv-telea": row(3.0, 0.02)},
+                          "outpaint": {"default": row(6.0, 0.03, 0.25), "opencv-ns": row(7.0, 0.04)}},
+           "upscale": {"token_agreement_per_scale": [1.0, 0.5, 0.25], "n": 2,
+                       "rows": {"lanczos": {"psnr": 30.0, "fd": 2.0}, "varedit-keep2": {"psnr": 28.0, "fd": 1.75}}}}
+    if judge:
+        res["judge"] = {"network": "efficientnet-lite0", "weights": "ImageNet", "features": "pooled stage 7",
+                        "kid_groups": 8, "probe_train_images": 20, "probe_acc_originals": 0.9}
+        res["anchors"].update(originals_kid=0.001, originals_kid_se=2e-4, originals_judge_class_kept=0.9,
+                              vqvae_recon_kid=0.004, vqvae_recon_kid_se=3e-4, vqvae_recon_judge_class_kept=0.8)
+    return res
+
+
+def test_report_tables_on_a_canned_report():
+    import json
+    md = to_markdown(_canned(1)).splitlines()
+    assert md[0].startswith("Model `tiny`, 8 held-out images (seed 1), reference set 24 images")
+    assert md[2].startswith("Independent judge: efficientnet-lite0 (ImageNet), pooled stage 7 as features")
+    assert "over 8 groups" in md[2] and "trained on 20 real shapes (accuracy on the real held-out images 90%)" in md[2]
+    assert "| originals (held-out vs reference) | 1.0 ± 0.2 | 90% | 1.50 | |" in md
+    assert "| VQVAE reconstruction | 4.0 ± 0.3 | 80% | 4.25 | 25.50 |" in md
+    assert any(x.startswith("Class-conditional samples: **62.5%** recognised") and "own FD 9.50 (cfg 4.0, top-k 900, "
+               "top-p 0.95)" in x for x in md)
+    assert any(x.endswith("inferred class correct: box 50%, outpaint 25%.") for x in md)
+    i = md.index("**box** (the default mode's prefill: ns, as its task's)")
+    assert md[i + 2].startswith("| method | KID x1e3 | judge class kept | paired | own FD |")
+    # baselines first, then the variants in their listed order, whatever the order they were stored in
+    assert md[i + 4:i + 7] == ["| opencv-telea | 20.0 ± 0.5 | 50% | 0.250 | 3.00 | 75% | 23.00 | 0.500 | 3.0 |  |",
+                               "| default | 12.0 ± 0.5 | 50% | 0.250 | 2.00 | 75% | 22.00 | 0.500 | 3.0 | 0.50 |",
+                               "| default-cfg-5 | 15.0 ± 0.5 | 50% | 0.250 | 5.00 | 75% | 25.00 | 0.500 | 3.0 | 1.00 |"]
+    assert "**outpaint** (the default mode's prefill: pushpull, as its task's)" in md
+    assert "token agreement per scale (image vs its Lanczos down-up copy): 100%, 50%, 25%" in md
+    assert md[-2:] == ["| lanczos | 30.00 | 2.00 |", "| varedit-keep2 | 28.00 | 1.75 |"]
+    # read back from JSON (keys sorted): the same tables
+    assert to_markdown(json.loads(json.dumps(_canned(1), sort_keys=True))) == to_markdown(_canned(1))
+    # without the judge: no judge columns, and the report says why
+    plain = to_markdown(_canned(1, judge=False)).splitlines()
+    assert plain[2].startswith("No independent judge (its packages are missing")
+    i = plain.index("**box** (the default mode's prefill: ns, as its task's)")
+    assert plain[i + 2].startswith("| method | own FD | own class kept |")
+    assert "| default | 2.00 | 75% | 22.00 | 0.500 | 3.0 | 0.50 |" in plain
+
+
+def test_combined_report_on_canned_reports():
+    """Seeds side by side, each row against the default with its paired standard error."""
+    md = combine_markdown([_canned(1), _canned(2)]).splitlines()
+    assert md[0].startswith("Model `tiny`; 2 runs (seeds 1, 2: other held-out images, masks and samples), 8 / 8 images")
+    assert "| default | 12.0 / 12.0 |  | 50% / 50% |  | 0.250 / 0.250 | 2.0 / 2.0 | 22.00 / 22.00 |" in md
+    assert ("| default-cfg-5 | 15.0 / 15.0 | +3.0 ± 0.0 / +3.0 ± 0.0 | 50% / 50% | +0 ± 0 / +0 ± 0 | 0.250 / 0.250 "
+            "| 5.0 / 5.0 | 25.00 / 25.00 |") in md
+    assert "| opencv-ns | 40.0 / 40.0 | +10.0 ± 0.0 / +10.0 ± 0.0 | 50% / 50% | +0 ± 0 / +0 ± 0 | 0.250 / 0.250 " \
+           "| 7.0 / 7.0 | 27.00 / 27.00 |" in md
+    assert md.count("### seed 1") == md.count("### seed 2") == 1
+    # one run per mask kind of the same seed: merged into one report
+    a, b = _canned(3), _canned(3)
+    a["inpainting"].pop("outpaint")
+    b["inpainting"].pop("box")
+    merged = merge_reports([a, b])
+    assert len(merged) == 1 and list(merged[0]["inpainting"]) == ["box", "outpaint"]
+    b["n"] = 16
+    with pytest.raises(ValueError, match="reports of seed 3 differ in n"):
+        merge_reports([a, b])
+
+
+def test_train_classifier_is_seeded():
+    clf_a, info = train_classifier(n=32, steps=2, batch=8, size=32, n_heldout=20)
+    clf_b, _ = train_classifier(n=32, steps=2, batch=8, size=32, n_heldout=20)
+    assert info["train_images"] == 32 and info["heldout_images"] == 20 and 0 <= info["heldout_accuracy"] <= 1
+    sa, sb = clf_a.state_dict(), clf_b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    clf_c, _ = train_classifier(n=32, steps=2, batch=8, size=32, n_heldout=20, seed=7)
+    assert not torch.equal(clf_c.state_dict()["head.weight"], sa["head.weight"])
 
 
 def test_variant_selection():

@@ -63,19 +63,20 @@ def test_probe_reads_the_class(judge, shapes):
     assert acc >= 0.5  # 4 training images per class; chance is 0.1
 
 
-def test_report_with_the_judge(tiny_pipeline, tmp_path):
-    from varedit.evaluation.classifier import train_classifier
+def test_report_with_the_judge(tiny_pipeline, shape_classifier, judge, tmp_path):
+    """One mask kind, no ablations, every judge column filled (the tables are tested on canned reports in
+    test_eval.py)."""
     from varedit.evaluation.quality import combine_markdown, run_eval, to_markdown, write_report
-    clf, _ = train_classifier(n=100, steps=5, batch=16)
-    res = run_eval(tiny_pipeline, classifier=clf, judge=J.EfficientNetJudge(batch=16), n=16, n_ref=24, n_probe=20,
-                   batch=16, ablations="none", masks=("box",), generation=False, n_upscale=0)
+    res = run_eval(tiny_pipeline, classifier=shape_classifier, judge=judge, n=8, n_ref=16, n_probe=20, batch=8,
+                   kid_groups=4, ablations="none", masks=("box",), generation=False, n_upscale=0)
     assert list(res["inpainting"]) == ["box"] and "upscale" not in res and "generation" not in res
     box = res["inpainting"]["box"]
     for name in ("opencv-telea", "opencv-ns", "oracle-recon-in-hole", "telea-tokenised", "default"):
         r = box[name]
-        assert np.isfinite(r["kid"]) and r["kid_se"] > 0 and len(r["kid_loo"]) == 8
-        assert 0 <= r["judge_class_kept"] <= 1 and r["paired"] > 0 and len(r["paired_i"]) == 16
-        assert r["judge_fd"] is None  # 16 samples cannot fit a 1280-dimensional covariance
+        assert np.isfinite(r["kid"]) and r["kid_se"] > 0 and len(r["kid_loo"]) == 4  # one per group
+        assert 0 <= r["judge_class_kept"] <= 1 and r["paired"] > 0 and len(r["paired_i"]) == 8
+        assert r["judge_fd"] is None  # 8 samples cannot fit a 1280-dimensional covariance
+    assert res["judge"]["kid_groups"] == 4 and res["judge"]["probe_train_images"] == 20
     a = res["anchors"]
     assert a["originals_kid"] < a["vqvae_recon_kid"]  # the tokeniser's blur is visible to the judge
     md = to_markdown(res)

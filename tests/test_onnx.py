@@ -41,13 +41,11 @@ def _cls(k: int, num_classes: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def fp32_dir(tmp_path_factory, golden_models) -> Path:
-    var, vae = golden_models
-    d = tmp_path_factory.mktemp("onnx_fp32")
+def fp32_dir(tiny_onnx_export) -> Path:
+    # the session's one export of the tiny models (conftest.py: batch 2, class names c0..; read only);
     # the export's own parity check (check=True) is exercised by the fp16 test; these tests do their own
-    export_onnx(var, vae, d, batch=BATCH, name="tiny", class_names=[f"c{i}" for i in range(var.num_classes)],
-                check=False)
-    return d
+    assert read_manifest(tiny_onnx_export)["batch"] == BATCH
+    return tiny_onnx_export
 
 
 @pytest.fixture(scope="module")

@@ -181,15 +181,12 @@ def test_bf16_agrees_with_fp32(golden_models):
 # int8 onnxruntime
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def int8_dirs(tmp_path_factory, golden_models):
-    pytest.importorskip("onnxruntime")
-    from varedit_onnx.exporter import export_onnx
+def int8_dirs(tmp_path_factory, tiny_onnx_export):
+    """The session's float32 export of the tiny models (conftest.py; read only) and its int8 quantization."""
     from varedit_onnx.quantize import quantize_export
-    var, vae = golden_models
     d = tmp_path_factory.mktemp("int8")
-    export_onnx(var, vae, d / "fp32", batch=2, name="tiny", check=False)
-    m = quantize_export(d / "fp32", d / "int8", images=2)
-    return d / "fp32", d / "int8", m
+    m = quantize_export(tiny_onnx_export, d / "int8", images=2)
+    return tiny_onnx_export, d / "int8", m
 
 
 def test_int8_export_quantizes_only_the_transformer(int8_dirs, golden_models):

@@ -51,10 +51,12 @@ def cli(*args: str):
 
 @pytest.fixture(scope="module")
 def tiny_export(request, golden_dir, golden_models) -> Path:
-    """The tiny golden models exported (batch 1, fp32), cached between runs."""
+    """The tiny golden models exported (batch 1, fp32: what `export web` writes; not the session's batch-2
+    export), cached between runs, keyed by the weights and every source the exported graphs come from."""
     pytest.importorskip("onnxscript")
     h = hashlib.sha256()
-    for p in (golden_dir / "var.pth", golden_dir / "vae.pth", REPO / "export" / "exporter.py", REPO / "export" / "runtime.py"):
+    sources = [REPO / "varedit" / d for d in ("models", "editing")] + [REPO / "export"]
+    for p in (golden_dir / "var.pth", golden_dir / "vae.pth", *sorted(f for d in sources for f in d.glob("*.py"))):
         h.update(p.read_bytes())
     cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: export per session
     root = Path(cache.mkdir("varedit-web-export")) if cache is not None else request.getfixturevalue(
@@ -319,18 +321,14 @@ def test_generate_outpaint_and_edit_through_the_api(browser, runtime):
     assert not log["problems"], log["problems"]
 
 
-def test_the_editor_runs_in_the_page(browser, tmp_path):
+def test_the_editor_runs_in_the_page(browser, tmp_path, paint_stroke):
     """The same editor as `varedit serve`: open, paint, Run; the candidates appear in view."""
     page, _, info, log = browser
     S = info["image_size"]
     Image.fromarray(photo(S)).save(tmp_path / "in.png")
     page.set_input_files("#file", str(tmp_path / "in.png"))
     page.wait_for_function(f"() => window.varedit.stage.width === {S}")
-    a, b = (page.evaluate(f"() => window.varedit.imageToClient({x}, {y})") for x, y in ((30, 40), (90, 70)))
-    page.mouse.move(a["x"], a["y"])
-    page.mouse.down()
-    page.mouse.move(b["x"], b["y"], steps=6)
-    page.mouse.up()
+    paint_stroke(page, (30, 40), (90, 70))
     page.fill("#n", "2")
     page.click("#run")
     page.wait_for_selector("#gallery .cand:nth-child(2) img", timeout=60000)

@@ -51,11 +51,12 @@ def _batch(ds: SyntheticShapes, idx: np.ndarray) -> tuple[torch.Tensor, torch.Te
 
 
 def train_classifier(*, n: int = 6000, size: int = 128, steps: int = 600, batch: int = 64, seed: int = 1234,
-                     lr: float = 2e-3) -> tuple[ShapeClassifier, dict[str, float]]:
-    """Train on synthetic images of seed ``seed`` (disjoint from the demo model's and the eval's)."""
+                     lr: float = 2e-3, n_heldout: int = 1000) -> tuple[ShapeClassifier, dict[str, float]]:
+    """Train on synthetic images of seed ``seed`` (disjoint from the demo model's and the eval's); the
+    accuracy is measured on ``n_heldout`` images of seed ``seed + 1``."""
     torch.manual_seed(seed)
     ds = SyntheticShapes(n, seed=seed, size=size)
-    held = SyntheticShapes(1000, seed=seed + 1, size=size)
+    held = SyntheticShapes(n_heldout, seed=seed + 1, size=size)
     model = ShapeClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -78,7 +79,8 @@ def train_classifier(*, n: int = 6000, size: int = 128, steps: int = 600, batch:
             log.info("classifier step %d loss %.4f", step, loss.item())
     model.eval()
     acc = accuracy(model, [held[i][0] for i in range(len(held))], [held[i][1] for i in range(len(held))])
-    return model, {"heldout_accuracy": acc, "train_images": n, "steps": steps, "seed": seed}
+    return model, {"heldout_accuracy": acc, "train_images": n, "heldout_images": n_heldout, "steps": steps,
+                   "seed": seed}
 
 
 @torch.no_grad()

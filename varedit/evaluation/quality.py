@@ -82,6 +82,12 @@ class Variant:
     def key(self, kw: dict[str, Any], cfg: float) -> tuple[Any, ...]:
         return (*self.sampling_key(kw, cfg), self.harmonize, self.feather, self.rank if self.candidates > 1 else True)
 
+    def settings(self, kind: str, edit_cfg: float) -> tuple[dict[str, Any], float]:
+        """The plan keywords and the guidance of this row on ``kind``'s masks: the default mode's prefill
+        is the one its task uses; ``edit_cfg`` (the editing default) unless the row sets its own."""
+        kw = {"prefill": TASK_PREFILL[kind], **self.plan_kw} if self.plan_kw.get("mode") == "default" else self.plan_kw
+        return kw, edit_cfg if self.cfg is None else self.cfg
+
 
 VARIANTS = [
     # every row is guided by the same inferred label (the default "auto") unless it says otherwise
@@ -130,6 +136,23 @@ def select_variants(ablations: str | bool) -> list[Variant]:
         raise ValueError(f"ablations must be one of {', '.join(ABLATIONS)}, got {level!r}")
     groups = {"none": {"core"}, "defaults": {"core", "defaults"}, "all": {"core", "defaults", "extra"}}[level]
     return [v for v in VARIANTS if v.group in groups]
+
+
+def row_plan(variants: Sequence[Variant], kind: str, edit_cfg: float
+             ) -> list[tuple[Variant, dict[str, Any], float, str | None]]:
+    """The rows of one mask kind, in order: (variant, plan keywords, guidance, the earlier row it repeats).
+    A row whose settings an earlier row already has (e.g. the prefill row that is this kind's default)
+    repeats that row's fill instead of sampling it again."""
+    measured: dict[tuple[Any, ...], str] = {}  # a variant's settings -> the row that measured them
+    rows = []
+    for v in variants:
+        if kind not in v.kinds:
+            continue
+        kw, cfg = v.settings(kind, edit_cfg)
+        key = v.key(kw, cfg)
+        rows.append((v, kw, cfg, measured.get(key)))
+        measured.setdefault(key, v.name)
+    return rows
 
 
 def _u8(x01: np.ndarray) -> np.ndarray:
@@ -294,19 +317,12 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
         res.setdefault("label_inference", {})[kind] = float((inferred == labels).mean())
         res.setdefault("default_prefill", {})[kind] = TASK_PREFILL[kind]
         say(f"{kind} inferred label accuracy {res['label_inference'][kind]:.3f}")
-        measured: dict[tuple[Any, ...], str] = {}  # a variant's settings -> the row that measured them
         sampled: dict[tuple[Any, ...], tuple[list[np.ndarray], np.ndarray, list[float]]] = {}
-        for v in select_variants(ablations):
-            if kind not in v.kinds:
+        for v, kw, cfg, same_as in row_plan(select_variants(ablations), kind, pipe.editor.edit_defaults.cfg):
+            if same_as is not None:  # the same fill, same seed
+                rows[v.name] = dict(rows[same_as])
+                say(f"{kind} {v.name} = {same_as}")
                 continue
-            kw = {"prefill": TASK_PREFILL[kind], **v.plan_kw} if v.plan_kw.get("mode") == "default" else v.plan_kw
-            cfg = pipe.editor.edit_defaults.cfg if v.cfg is None else v.cfg
-            key = v.key(kw, cfg)
-            if key in measured:  # e.g. the prefill row that is this kind's default: the same fill, same seed
-                rows[v.name] = dict(rows[measured[key]])
-                say(f"{kind} {v.name} = {measured[key]}")
-                continue
-            measured[key] = v.name
             skey = v.sampling_key(kw, cfg)
             if skey not in sampled:  # variants that differ only after decoding reuse the same samples
                 sampled[skey] = _sample(pipe, v, kw, imgs, ms, labels, inferred, recon, seed, batch)
