@@ -9,24 +9,56 @@ backends give the same tokens for the same seed.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from varedit.editing.noise import portable_draws
-from varedit.editing.plan import CanvasPlan
+from varedit.editing.inputs import model_images, plan_images, plan_keep_maps, sampler_inputs
 from varedit.options import SamplingOptions
 
 from .session import OnnxRuntimeError
 
-if TYPE_CHECKING:  # the runtime imports this module (OnnxVAR.editor); this one needs OnnxVAR for types only
-    from .runtime import OnnxVAR
+if TYPE_CHECKING:  # the runtime imports this module: it stays light (plans bring the image processing)
+    from varedit.editing.plan import CanvasPlan
+
+
+class ExportedModel(Protocol):
+    """What the backend uses of an export (:class:`varedit_onnx.runtime.OnnxVAR`).  Written out here so
+    that the dependency points one way: the runtime imports this module for ``OnnxVAR.editor()``, this
+    module never imports the runtime."""
+
+    name: str
+    image_size: int
+    latent_size: int
+    patch_nums: tuple[int, ...]
+    num_classes: int
+    class_names: list[list[str]] | None
+    precision: str
+    manifest: dict[str, Any]
+
+    @property
+    def has_cell_logprob(self) -> bool: ...
+
+    @property
+    def has_scorer(self) -> bool: ...
+
+    def tokenize(self, img: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
+    def sample(self, labels: Any, keep_maps: Sequence[Any] | None = None, known_tokens: Sequence[Any] | None = None,
+               uniforms: Sequence[Any] | None = None, *, f_known: np.ndarray | None = None,
+               pool_w: Sequence[Any | None] | None = None, cfg: float = ..., guidance: Any = ...,
+               top_k: int = ..., top_p: float = ...) -> Any: ...
+
+    def decode(self, f_hat: np.ndarray) -> np.ndarray: ...
+
+    def class_log_likelihood(self, f: np.ndarray, keep_maps: Sequence[Any], tokens: Sequence[Any] | None = None
+                             ) -> np.ndarray: ...
 
 
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, model: "OnnxVAR"):
+    def __init__(self, model: ExportedModel):
         self.model = model
 
     @property
@@ -54,8 +86,7 @@ class OnnxBackend:
         return np.random.default_rng(seed)
 
     def encode_tokens(self, rgb_BHW3: np.ndarray) -> list[np.ndarray]:
-        x = np.ascontiguousarray(np.asarray(rgb_BHW3, np.float32).transpose(0, 3, 1, 2)) * 2 - 1
-        return self.model.tokenize(x)[1]
+        return self.model.tokenize(model_images(rgb_BHW3))[1]
 
     @property
     def can_score_labels(self) -> bool:
@@ -64,10 +95,8 @@ class OnnxBackend:
     def score_labels(self, plans: Sequence[CanvasPlan]) -> np.ndarray:
         """(B, num_classes) log-likelihood of each plan's known cells under every class, as the torch
         backend's (the export's scorer graph; older exports: one sampler run per class)."""
-        x = np.ascontiguousarray(np.stack([p.encode_rgb for p in plans]).transpose(0, 3, 1, 2)) * 2 - 1
-        f, toks = self.model.tokenize(x.astype(np.float32))
-        keep = [np.concatenate([p.keep_maps[s] for p in plans]) for s in range(len(self.patch_nums))]
-        return self.model.class_log_likelihood(f, keep, tokens=toks)
+        f, toks = self.model.tokenize(plan_images(plans))
+        return self.model.class_log_likelihood(f, plan_keep_maps(plans), tokens=toks)
 
     def run(self, plans: Sequence[CanvasPlan], labels: Sequence[int], opts: SamplingOptions, stream: Any,
             callback: Callable[[int, int, np.ndarray | None], None] | None = None, preview: bool = False,
@@ -75,30 +104,23 @@ class OnnxBackend:
         if opts.more_smooth:
             raise OnnxRuntimeError("Gumbel smoothing (--smooth) is not in the ONNX graph: drop it, or use the "
                                    "torch backend")
-        B, pns, SN = len(plans), self.patch_nums, len(self.patch_nums)
-        closed = {p.closed_loop for p in plans}
-        if len(closed) != 1:
-            raise OnnxRuntimeError("a batch mixes closed- and open-loop plans")
-        keep = [np.concatenate([p.keep_maps[s] for p in plans]) for s in range(SN)]
-        u = portable_draws(stream, B, pns)
-        kw: dict[str, Any] = dict(cfg=opts.cfg, guidance=opts.guidance, top_k=opts.top_k, top_p=opts.top_p)
+        SN = len(self.patch_nums)
+        try:
+            inp = sampler_inputs(plans, labels, self.patch_nums, uniforms_from=stream)
+        except ValueError as e:
+            raise OnnxRuntimeError(str(e)) from None
+        kw: dict[str, Any] = dict(cfg=opts.cfg, guidance=opts.guidance, top_k=opts.top_k, top_p=opts.top_p,
+                                  uniforms=inp.uniforms)
         t0 = t1 = time.perf_counter()
-        if not any(k.any() for k in keep):
-            out = self.model.sample(list(labels), uniforms=u, **kw)
+        if inp.image is None:
+            out = self.model.sample(inp.labels, **kw)
         else:
-            x = np.ascontiguousarray(np.stack([p.encode_rgb for p in plans]).transpose(0, 3, 1, 2)) * 2 - 1
-            f, toks = self.model.tokenize(x.astype(np.float32))
+            f, toks = self.model.tokenize(inp.image)
             t1 = time.perf_counter()
-            if closed.pop():
-                h = pns[-1]
-                pool = []
-                for s in range(SN):
-                    ws = [p.pool_w[s] for p in plans]
-                    pool.append(None if all(w is None for w in ws) else np.concatenate(
-                        [w if w is not None else np.ones((1, 1, h, h), np.float32) for w in ws]))
-                out = self.model.sample(list(labels), keep, uniforms=u, f_known=f, pool_w=pool, **kw)
+            if inp.loop == "closed":
+                out = self.model.sample(inp.labels, inp.keep, f_known=f, pool_w=inp.pool_w, **kw)
             else:
-                out = self.model.sample(list(labels), keep, known_tokens=toks, uniforms=u, **kw)
+                out = self.model.sample(inp.labels, inp.keep, known_tokens=toks, **kw)
         t2 = time.perf_counter()
         img = self.model.decode(out.f_hat).transpose(0, 2, 3, 1)
         if timings is not None:  # onnxruntime's run returns when its outputs are ready: no sync needed
@@ -110,7 +132,7 @@ class OnnxBackend:
         return np.ascontiguousarray(img), out.logprob
 
 
-def onnx_editor(model: "OnnxVAR") -> Any:
+def onnx_editor(model: ExportedModel) -> Any:
     """A :class:`varedit.tasks.Editor` serving the exported model."""
     from varedit.tasks import Editor
     d = model.manifest.get("defaults") or {}  # validated by read_manifest

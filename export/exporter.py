@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from varedit import __version__ as VAREDIT_VERSION
 from varedit.editing.masks import coverage_keep_maps, official_keep_maps, pool_weights
 from varedit.editing.noise import portable_uniforms
-from varedit.models.var import VAR
+from varedit.models.var import VAR, NextScaleStep
 from varedit.models.vqvae import VQVAE
 
 from .runtime import (FORMAT, FORMAT_VERSION, MANIFEST, OnnxVAR, guidance_weights, sha256_file,
@@ -215,78 +215,41 @@ class DecoderGraph(nn.Module):
         return img.clamp(-1, 1).add(1).mul(0.5)
 
 
-class SamplerGraph(nn.Module):
+class SamplerGraph(NextScaleStep):
     """Masked next-scale prediction, every scale unrolled, KV cache as graph values.
 
-    The arithmetic follows :func:`varedit.editing.sampler.masked_sample` step by step (guidance,
-    top-k then top-p, inverse-CDF sampling, forcing the kept cells, f_hat update), so for the same
-    inputs and uniforms it draws the same tokens.
+    The transformer is the model's own step (:class:`varedit.models.var.NextScaleStep`: the same code
+    the torch sampler runs); around it, the arithmetic follows :func:`varedit.editing.sampler.masked_sample`
+    step by step (guidance, top-k then top-p, inverse-CDF sampling, forcing the kept cells, f_hat
+    update), so for the same inputs and uniforms it draws the same tokens.
     """
 
     def __init__(self, var: VAR, quant: _Quant, batch: int, dtype: torch.dtype):
         super().__init__()
         v = var
+        # the model's modules under the model's names: the exported weights are named as in the model
+        # (the int8 quantizer picks the blocks' products by these names)
         self.blocks = _as_dtype(v.blocks, dtype)  # the transformer body: the only part in half precision
         self.class_emb, self.shared_ada_lin = v.class_emb, v.shared_ada_lin
         self.word_embed, self.head_nm, self.head = v.word_embed, v.head_nm, v.head
         self.pos_start = v.pos_start
-        self.register_buffer("lvl_pos", v.lvl_pos().detach().clone())  # computed once, as masked_sample does
+        self.register_buffer("lvl_pos_1LC", v.lvl_pos().detach().clone())  # a constant of the graph
+        self.patch_nums, self.first_l, self.begin_ends = tuple(v.patch_nums), v.first_l, list(v.begin_ends)
         self.quant = quant
         self.batch = batch
         self.dtype = dtype
         self.pns = tuple(v.patch_nums)
-        self.SN, self.first_l, self.V = len(self.pns), v.first_l, v.V
+        self.SN, self.V = len(self.pns), v.V
         self.C, self.Cvae, self.num_classes = v.C, v.Cvae, v.num_classes
         self.register_buffer("not_last_V", torch.arange(self.V) != self.V - 1)
 
-    # -- transformer ---------------------------------------------------------------------------
-    def _block(self, b: int, x: torch.Tensor, ada: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor] | None]
-               ) -> torch.Tensor:
-        blk = self.blocks[b]
-        at = blk.attn
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
-        h = blk.ln_wo_grad(x).mul(scale1.add(1)).add(shift1)
-        N, l, C = h.shape
-        bias = torch.cat((at.q_bias, at.zero_k_bias, at.v_bias))
-        qkv = F.linear(h, at.mat_qkv.weight, bias).view(N, l, 3, at.num_heads, at.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        if at.attn_l2_norm:
-            q = F.normalize(q, dim=-1).mul(at.scale_mul_1H11.clamp_max(at.max_scale_mul).exp())
-            k = F.normalize(k, dim=-1)
-        if kv[b] is not None:
-            k = torch.cat((kv[b][0], k), dim=2)
-            v = torch.cat((kv[b][1], v), dim=2)
-        kv[b] = (k, v)
-        # no mask: a scale sees all earlier scales (the cache) and all of its own tokens
-        o = F.scaled_dot_product_attention(q, k, v, scale=at.scale)
-        x = x + at.proj(o.transpose(1, 2).reshape(N, l, C)).mul(gamma1)
-        h = blk.ln_wo_grad(x).mul(scale2.add(1)).add(shift2)
-        return x + blk.ffn(h).mul(gamma2)
+    def lvl_pos(self) -> torch.Tensor:
+        return self.lvl_pos_1LC
 
-    def _start(self, labels: torch.Tensor, rows: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """The rows' class embedding, every block's AdaLN parameters (once per run, not per scale) and the
-        first scale's input."""
-        cond_BD = self.class_emb(labels)
-        cond_in = self.shared_ada_lin(cond_BD).to(self.dtype)
-        ada = [blk.ada_params(cond_in) for blk in self.blocks]
-        x = (cond_BD.unsqueeze(1).expand(rows, self.first_l, -1) + self.pos_start.expand(rows, self.first_l, -1)
-             + self.lvl_pos[:, :self.first_l])
-        return cond_BD, ada, x
-
-    def _scale_logits(self, x: torch.Tensor, cond_BD: torch.Tensor, ada: list[torch.Tensor],
-                      kv: list[tuple[torch.Tensor, torch.Tensor] | None]) -> torch.Tensor:
-        """One scale through every block (extending the KV cache) and the head: fp32 logits."""
-        h = x.to(self.dtype)
-        for b in range(len(self.blocks)):
-            h = self._block(b, h, ada[b], kv)
-        return self.head(self.head_nm(h.float(), cond_BD).float()).float()
-
-    def _next_input(self, f_hat: torch.Tensor, si: int, cur: int, rows: int) -> torch.Tensor:
-        """The input of scale si + 1: f_hat area-pooled to its grid (area to the same size is exact, so the
-        last scale takes f_hat as it is), projected, plus its level and position embeddings."""
-        nxt = self.quant.area(f_hat, si + 1) if si + 1 != self.SN - 1 else f_hat
-        return self.word_embed(nxt.reshape(rows, self.Cvae, -1).transpose(1, 2)) \
-            + self.lvl_pos[:, cur:cur + self.pns[si + 1] ** 2]
+    def _next_map(self, f_hat: torch.Tensor, si: int) -> torch.Tensor:
+        """f_hat pooled to the grid of scale si + 1 (area to the same size is exact, so the last scale
+        takes f_hat as it is): the input map of :meth:`step`."""
+        return self.quant.area(f_hat, si + 1) if si + 1 != self.SN - 1 else f_hat
 
     # -- sampling (fp32) -----------------------------------------------------------------------
     def _filter(self, logits: torch.Tensor, top_k: torch.Tensor, top_p_thr: torch.Tensor) -> torch.Tensor:
@@ -323,17 +286,16 @@ class SamplerGraph(nn.Module):
         """The graph's body; ``record_logits`` (torch only, never exported) also returns the guided logits."""
         B, q = self.batch, self.quant
         label2 = torch.cat((label, torch.full_like(label, self.num_classes)))  # rows [B:] are the null class
-        cond_BD, ada, x = self._start(label2, 2 * B)
+        ctx = self.start(label2)
+        kv = self.new_kv_caches()
         f_hat = torch.zeros_like(f_known)
         f_rest = f_known
-        kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
         tokens, cell_lps, logits_rec = [], [], []
         logp_sum = torch.zeros(B, dtype=torch.float32)
         logp_cnt = torch.zeros(B, dtype=torch.float32)
-        cur = 0
+        nxt = None
         for si, pn in enumerate(self.pns):
-            cur += pn * pn
-            logits2 = self._scale_logits(x, cond_BD, ada, kv)
+            logits2, kv = self.step(si, ctx, kv, nxt)
             logits = logits2[:B] * guidance[si, 0] - logits2[B:] * guidance[si, 1]
             if record_logits:
                 logits_rec.append(logits)
@@ -354,7 +316,7 @@ class SamplerGraph(nn.Module):
             f_rest = f_rest - contrib
             tokens.append(idx)
             if si != self.SN - 1:
-                x = self._next_input(f_hat, si, cur, B).repeat(2, 1, 1)
+                nxt = self._next_map(f_hat, si)
         return (*tokens, f_hat, logp_sum / logp_cnt.clamp_min(1), *cell_lps), logits_rec
 
 
@@ -369,19 +331,18 @@ class ScorerGraph(SamplerGraph):
 
     def forward(self, label: torch.Tensor, tokens: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         R, q = self.batch, self.quant
-        cond_BD, ada, x = self._start(label, R)
+        ctx = self.start(label)
+        kv = self.new_kv_caches()
         f_hat = torch.zeros(R, self.Cvae, self.pns[-1], self.pns[-1])
-        kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
         cell_lps = []
-        cur = 0
+        nxt = None
         for si, pn in enumerate(self.pns):
-            cur += pn * pn
-            logits = self._scale_logits(x, cond_BD, ada, kv)
+            logits, kv = self.step(si, ctx, kv, nxt)
             idx = tokens[si]
             cell_lps.append(torch.gather(logits.log_softmax(dim=-1), -1, idx.unsqueeze(-1)).squeeze(-1))
             if si != self.SN - 1:
                 f_hat = f_hat + q.contribution(si, q.embed(idx, pn))
-                x = self._next_input(f_hat, si, cur, R)
+                nxt = self._next_map(f_hat, si)
         return tuple(cell_lps)
 
 

@@ -28,10 +28,12 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from varedit.editing import guidance as _guidance
 from varedit.editing.noise import portable_uniforms
 from varedit.options import SamplingOptions
 from varedit.validation import check_class_names, check_number, check_sampling, check_seed, confined_path
 
+from .backend import onnx_editor
 from .session import OnnxRuntimeError, OrtSession, check_provider_choice
 
 log = logging.getLogger(__name__)
@@ -60,24 +62,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def guidance_t(cfg: float, SN: int, schedule: str | Sequence[float] = "linear") -> list[float]:
-    """Per-scale guidance weight t: ``varedit.editing.sampler.guidance_weight`` (same double arithmetic)."""
-    if isinstance(schedule, str):
-        if schedule == "linear":
-            # official order: ratio = si / (SN - 1), then t = cfg * ratio; the first scale is purely conditional
-            return [cfg * (si / (SN - 1)) for si in range(SN)]
-        if schedule == "constant":
-            return [float(cfg)] * SN
-        raise OnnxRuntimeError(f"unknown guidance schedule {schedule!r} (linear, constant, or {SN} weights)")
-    t = [float(x) for x in schedule]
-    if len(t) != SN:
-        raise OnnxRuntimeError(f"guidance has {len(t)} weights; this model has {SN} scales")
-    return t
+    """Per-scale guidance weight t (:func:`varedit.editing.guidance.guidance_t`, the torch sampler's)."""
+    return _guidance.guidance_t(cfg, SN, schedule, OnnxRuntimeError)
 
 
 def guidance_weights(cfg: float, SN: int, schedule: str | Sequence[float] = "linear") -> np.ndarray:
-    """The sampler's ``guidance`` input: per scale [1 + t, t], rounded to float32 from double exactly as
-    torch rounds the Python scalars of ``(1 + t) * cond - t * uncond``."""
-    return np.array([[1 + t, t] for t in guidance_t(cfg, SN, schedule)], dtype=np.float32)
+    """The sampler's ``guidance`` input: per scale [1 + t, t] float32
+    (:func:`varedit.editing.guidance.guidance_weights`)."""
+    return _guidance.guidance_weights(cfg, SN, schedule, OnnxRuntimeError)
 
 
 def top_p_threshold(top_p: float) -> np.float32:
@@ -530,7 +522,6 @@ class OnnxVAR:
 
     def editor(self) -> Any:
         """The image-level tasks (varedit.tasks.Editor) on this model: inpaint, outpaint, edit, upscale."""
-        from .backend import onnx_editor
         return onnx_editor(self)
 
     def decode(self, f_hat: np.ndarray) -> np.ndarray:

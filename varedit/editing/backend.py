@@ -15,8 +15,8 @@ import torch
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..options import SamplingOptions
+from .inputs import model_images, plan_images, plan_keep_maps, sampler_inputs
 from .plan import CanvasPlan
-from .noise import portable_draws
 from .sampler import (IMPLS, Known, ScaleCallback, ScaleState, class_log_likelihood, decode_fhat, masked_sample,
                       new_generator)
 
@@ -72,17 +72,13 @@ class TorchBackend:
             return np.random.default_rng(seed)
         return new_generator(seed, self.device)[0]
 
-    def _to_tensor(self, rgb_BHW3: np.ndarray) -> torch.Tensor:
-        # contiguous NCHW, as the official tokeniser gets its images: the permuted view is channels-last
-        # in memory, and the encoder's CPU convolutions round differently for it (up to 2e-5 in f,
-        # enough to flip a token whose nearest-code margin is smaller)
-        x = torch.from_numpy(np.ascontiguousarray(rgb_BHW3, np.float32)).permute(0, 3, 1, 2).contiguous()
-        return x.to(self.device)
+    def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(self.device)
 
     @torch.no_grad()
     def encode_tokens(self, rgb_BHW3: np.ndarray) -> list[np.ndarray]:
         """Tokens per scale of images in [0, 1] (for analysis and tests)."""
-        idx = self.vae.img_to_idx(self._to_tensor(rgb_BHW3).mul(2).sub(1))
+        idx = self.vae.img_to_idx(self._to_tensor(model_images(rgb_BHW3)))
         return [i.cpu().numpy() for i in idx]
 
     @torch.no_grad()
@@ -90,13 +86,9 @@ class TorchBackend:
         """(B, num_classes) log-likelihood of each plan's known cells under every class (see
         :func:`~varedit.editing.sampler.class_log_likelihood`): the tokens are the plain tokenisation of
         the prefilled canvas, the scored cells the plan's keep maps."""
-        idx = self.vae.img_to_idx(self._to_tensor(np.stack([p.encode_rgb for p in plans])).mul(2).sub(1))
-        return class_log_likelihood(self.var, self.vae, idx, self._keep(plans)).cpu().numpy().astype(np.float64)
-
-    def _keep(self, plans: Sequence[CanvasPlan]) -> list[torch.Tensor]:
-        """The plans' keep maps, one (B, pn*pn) bool tensor per scale."""
-        return [torch.from_numpy(np.concatenate([p.keep_maps[si] for p in plans])).to(self.device)
-                for si in range(len(self.patch_nums))]
+        idx = self.vae.img_to_idx(self._to_tensor(plan_images(plans)))
+        keep = [self._to_tensor(k) for k in plan_keep_maps(plans)]
+        return class_log_likelihood(self.var, self.vae, idx, keep).cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
     def _clock(self) -> float:
@@ -112,42 +104,24 @@ class TorchBackend:
         batched together: rows sharing a stream draw from it together).  ``timings`` (a dict) accumulates
         the seconds spent tokenising, sampling and decoding."""
         t0 = self._clock()
-        B = len(plans)
-        pns = self.patch_nums
-        closed = {p.closed_loop for p in plans}
-        if len(closed) != 1:
-            raise ValueError("a batch mixes closed- and open-loop plans")
-        keep = self._keep(plans)
+        inp = sampler_inputs(plans, labels, self.patch_nums,
+                             uniforms_from=stream if self.sampler == "portable" else None)
+        keep = [self._to_tensor(k) for k in inp.keep]
         known: Known | None = None
-        if not any(bool(k.any()) for k in keep):
-            closed = {None}  # nothing is forced: plain generation, no need to encode
-        else:
-            img = self._to_tensor(np.stack([p.encode_rgb for p in plans])).mul(2).sub(1)
-            f = self.vae.encode(img)
-        mode = closed.pop()
-        if mode is True:
-            pool: list[torch.Tensor | None] = []
-            for si in range(len(pns)):
-                ws = [p.pool_w[si] for p in plans]
-                if all(w is None for w in ws):
-                    pool.append(None)
-                else:
-                    shape = (1, 1, pns[-1], pns[-1])
-                    pool.append(torch.from_numpy(np.concatenate(
-                        [w if w is not None else np.ones(shape, np.float32) for w in ws])).to(self.device))
-            known = Known(keep, f_BChw=f, pool_w_per_scale=pool)
-        elif mode is False:
-            idx = self.vae.quantize.f_to_idx_and_fhat(f)[0]
-            known = Known(keep, idx_per_scale=idx)
-        uniforms = None
-        if self.sampler == "portable":
-            uniforms = [torch.from_numpy(u) for u in portable_draws(stream, B, pns)]
+        if inp.image is not None:
+            f = self.vae.encode(self._to_tensor(inp.image))
+            if inp.loop == "closed":
+                pool = [None if w is None else self._to_tensor(w) for w in inp.pool_w or []]
+                known = Known(keep, f_BChw=f, pool_w_per_scale=pool)
+            else:
+                known = Known(keep, idx_per_scale=self.vae.quantize.f_to_idx_and_fhat(f)[0])
+        uniforms = None if inp.uniforms is None else [torch.from_numpy(u) for u in inp.uniforms]
         cb: ScaleCallback | None = None
         if callback is not None:
             def cb(state: ScaleState) -> None:
                 prev = state.preview().permute(0, 2, 3, 1).cpu().numpy() if preview else None
                 callback(state.si, state.num_scales, prev)
-        label_B = torch.tensor(list(labels), device=self.device, dtype=torch.long)
+        label_B = self._to_tensor(inp.labels)
         o = opts.as_dict()
         t1 = self._clock()
         r = masked_sample(self.var, self.vae, label_B, known=known, generator=stream if uniforms is None else None,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
+from .guidance import Schedule, guidance_t, guidance_weight
 from .noise import portable_uniforms, stream_groups
 
 ScaleCallback = Callable[["ScaleState"], None]
@@ -154,21 +155,6 @@ def gumbel_soft(logits: torch.Tensor, tau: float, generator: Generators) -> torc
     return ((logits + gumbels) / tau).softmax(dim=-1)
 
 
-def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str = "linear") -> float:
-    """Official: ``ratio = si / (SN - 1)`` then ``t = cfg * ratio``, so the first scale is purely conditional.
-
-    The order is the official one (two roundings in double: the ratio first); ``cfg * si / (SN - 1)``
-    differs in the last bit of the double for about a quarter of (cfg, si, SN).  torch then rounds t and
-    1 + t to float32, which has hidden that so far, but the arithmetic is the reference's, not a look-alike.
-    """
-    if schedule == "linear":
-        ratio = si / (num_scales - 1)
-        return cfg * ratio
-    if schedule == "constant":
-        return cfg
-    raise ValueError(f"unknown guidance schedule {schedule!r} (linear, constant)")
-
-
 def _pool(x_BChw: torch.Tensor, pn: int, w: torch.Tensor | None, last: bool) -> torch.Tensor:
     if last:
         return x_BChw
@@ -191,7 +177,7 @@ def masked_sample(
     top_p: float = 0.0,
     more_smooth: bool = False,
     generator: Generators = None,
-    guidance: str = "linear",
+    guidance: Schedule = "linear",
     callback: ScaleCallback | None = None,
     decode: bool = True,
     record_logits: bool = False,
@@ -206,7 +192,8 @@ def masked_sample(
         label_B: (B,) class indices; ``var.num_classes`` is the null class (unconditional).
             Guidance always contrasts the label with the null class (rows [:B] conditional, [B:] null).
         known: which cells are forced at each scale and how (see :class:`Known`); None = generate.
-        cfg, guidance: guidance scale and schedule ("linear" = official ramp from 0, "constant").
+        cfg, guidance: guidance scale and schedule ("linear" = official ramp from 0, "constant", or one
+            weight t per scale: :mod:`varedit.editing.guidance`).
         top_k, top_p: sampling filters (top_k=1 is greedy); more_smooth: Gumbel-softmax blending of
             code embeddings (the official "more_smooth" option, for nicer pictures, not for metrics).
         generator: the only source of randomness (CPU generator for CPU models): one for all rows, or one
@@ -244,84 +231,71 @@ def masked_sample(
     quant = vae.quantize
     HW = pns[-1]
 
+    ts = guidance_t(cfg, SN, guidance)
     # guidance of the null class against itself changes nothing: compute those rows once (fast path)
     null_only = fast and bool((label_B == var.num_classes).all())
-    rows = B if null_only else 2 * B
     labels = label_B if null_only else torch.cat((label_B, torch.full_like(label_B, var.num_classes)), dim=0)
-    cond_BD, cond_in = var.cond(labels)
-    ada = var.ada_cache(cond_BD, cond_in) if fast else None
-    lvl_pos = var.lvl_pos()
-    x_BlC = (cond_BD.unsqueeze(1).expand(rows, var.first_l, -1) + var.pos_start.expand(rows, var.first_l, -1)
-             + lvl_pos[:, :var.first_l])
+    ctx = var.start(labels, cache_ada=fast)
+    # fast: keys and values written into buffers of the whole sequence; eager: grown by concatenation
+    kv = var.new_kv_caches(var.L if fast else None)
 
-    f_hat = cond_BD.new_zeros(B, var.Cvae, HW, HW)
+    f_hat = ctx.cond_BD.new_zeros(B, var.Cvae, HW, HW)
     f_rest = known.f_BChw.float().clone() if (known is not None and known.f_BChw is not None) else None
     out_idx, out_sampled, out_fhat, out_logits = [], [], [], []
     logp_sum = torch.zeros(B, device=device)
     logp_cnt = torch.zeros(B, device=device)
-    cur_L = 0
-    var.kv_caching(True, max_len=var.L if fast else None)
-    try:
-        for si, pn in enumerate(pns):
-            ratio = si / (SN - 1)
-            cur_L += pn * pn
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits_rBlV = var.step(x_BlC, cond_BD, cond_in, ada).float()
-            cond_BlV, uncond_BlV = (logits_rBlV, logits_rBlV) if null_only else (logits_rBlV[:B], logits_rBlV[B:])
-            t = guidance_weight(cfg, si, SN, guidance)
-            logits_BlV = (1 + t) * cond_BlV - t * uncond_BlV
-            if record_logits:
-                out_logits.append(logits_BlV.clone())
-            logprobs_BlV = logits_BlV.log_softmax(dim=-1)
-            (filter_top_k_top_p_fast_ if fast else filter_top_k_top_p_)(logits_BlV, top_k, top_p)
-            if uniforms is not None:
-                idx_Bl = sample_icdf(logits_BlV, uniforms[si].to(device))
+    nxt: torch.Tensor | None = None  # f_hat pooled to the next scale's grid
+    for si, pn in enumerate(pns):
+        ratio = si / (SN - 1)
+        logits_rBlV, kv = var.step(si, ctx, kv, nxt, amp_dtype)
+        cond_BlV, uncond_BlV = (logits_rBlV, logits_rBlV) if null_only else (logits_rBlV[:B], logits_rBlV[B:])
+        t = ts[si]
+        logits_BlV = (1 + t) * cond_BlV - t * uncond_BlV
+        if record_logits:
+            out_logits.append(logits_BlV.clone())
+        logprobs_BlV = logits_BlV.log_softmax(dim=-1)
+        (filter_top_k_top_p_fast_ if fast else filter_top_k_top_p_)(logits_BlV, top_k, top_p)
+        if uniforms is not None:
+            idx_Bl = sample_icdf(logits_BlV, uniforms[si].to(device))
+        else:
+            idx_Bl = sample_tokens(logits_BlV, generator)
+        if more_smooth:
+            gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)  # MaskGIT-style annealing, as official
+            h_BlC = gumbel_soft(logits_BlV.mul(1 + ratio), gum_t, generator) @ quant.embedding.weight.unsqueeze(0)
+        else:
+            h_BlC = quant.embedding(idx_Bl)
+        sampled = idx_Bl
+        if known is not None:
+            keep_Bl = known.keep_per_scale[si].to(device).expand(B, -1)
+            if known.idx_per_scale is not None:
+                forced_Bl = known.idx_per_scale[si].to(device)
             else:
-                idx_Bl = sample_tokens(logits_BlV, generator)
-            if more_smooth:
-                gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)  # MaskGIT-style annealing, as official
-                h_BlC = gumbel_soft(logits_BlV.mul(1 + ratio), gum_t, generator) @ quant.embedding.weight.unsqueeze(0)
-            else:
-                h_BlC = quant.embedding(idx_Bl)
-            sampled = idx_Bl
-            if known is not None:
-                keep_Bl = known.keep_per_scale[si].to(device).expand(B, -1)
-                if known.idx_per_scale is not None:
-                    forced_Bl = known.idx_per_scale[si].to(device)
-                else:
-                    w = known.pool_w_per_scale[si] if known.pool_w_per_scale is not None else None
-                    z_BChw = _pool(f_rest, pn, w, si == SN - 1)
-                    forced_Bl = quant.nearest_code(z_BChw.permute(0, 2, 3, 1).reshape(-1, var.Cvae)).view(B, -1)
-                idx_Bl = torch.where(keep_Bl, forced_Bl, idx_Bl)
-                h_BlC = torch.where(keep_Bl.unsqueeze(-1), quant.embedding(forced_Bl), h_BlC)
-                free_Bl = ~keep_Bl
-            else:
-                free_Bl = torch.ones_like(idx_Bl, dtype=torch.bool)
-            lp = logprobs_BlV.gather(-1, idx_Bl.unsqueeze(-1)).squeeze(-1)
-            logp_sum += (lp * free_Bl).sum(dim=1)
-            logp_cnt += free_Bl.sum(dim=1)
+                w = known.pool_w_per_scale[si] if known.pool_w_per_scale is not None else None
+                z_BChw = _pool(f_rest, pn, w, si == SN - 1)
+                forced_Bl = quant.nearest_code(z_BChw.permute(0, 2, 3, 1).reshape(-1, var.Cvae)).view(B, -1)
+            idx_Bl = torch.where(keep_Bl, forced_Bl, idx_Bl)
+            h_BlC = torch.where(keep_Bl.unsqueeze(-1), quant.embedding(forced_Bl), h_BlC)
+            free_Bl = ~keep_Bl
+        else:
+            free_Bl = torch.ones_like(idx_Bl, dtype=torch.bool)
+        lp = logprobs_BlV.gather(-1, idx_Bl.unsqueeze(-1)).squeeze(-1)
+        logp_sum += (lp * free_Bl).sum(dim=1)
+        logp_cnt += free_Bl.sum(dim=1)
 
-            h_BChw = h_BlC.transpose(1, 2).reshape(B, var.Cvae, pn, pn)
-            if f_rest is not None:
-                # the same arithmetic as the tokeniser, so an all-known edit reproduces it exactly
-                contrib = quant.embed_map_to_last(si, h_BChw, HW, HW, SN)
-                f_hat = f_hat + contrib
-                f_rest.sub_(contrib)
-                nxt = F.interpolate(f_hat, size=(pns[si + 1],) * 2, mode="area") if si < SN - 1 else f_hat
-            else:
-                f_hat, nxt = quant.next_ar_input(si, f_hat, h_BChw)
-            out_idx.append(idx_Bl)
-            out_sampled.append(sampled)
-            out_fhat.append(f_hat)
-            if callback is not None:
-                callback(ScaleState(si, SN, idx_Bl, f_hat, vae))
-            if si != SN - 1:
-                nxt_BlC = nxt.view(B, var.Cvae, -1).transpose(1, 2)
-                x_BlC = var.word_embed(nxt_BlC) + lvl_pos[:, cur_L:cur_L + pns[si + 1] ** 2]
-                if not null_only:
-                    x_BlC = x_BlC.repeat(2, 1, 1)
-    finally:
-        var.kv_caching(False)
+        h_BChw = h_BlC.transpose(1, 2).reshape(B, var.Cvae, pn, pn)
+        if f_rest is not None:
+            # the same arithmetic as the tokeniser, so an all-known edit reproduces it exactly
+            contrib = quant.embed_map_to_last(si, h_BChw, HW, HW, SN)
+            f_hat = f_hat + contrib
+            f_rest.sub_(contrib)
+            nxt = F.interpolate(f_hat, size=(pns[si + 1],) * 2, mode="area") if si < SN - 1 else f_hat
+        else:
+            f_hat, nxt = quant.next_ar_input(si, f_hat, h_BChw)
+        out_idx.append(idx_Bl)
+        out_sampled.append(sampled)
+        out_fhat.append(f_hat)
+        if callback is not None:
+            callback(ScaleState(si, SN, idx_Bl, f_hat, vae))
     img = decode_fhat(vae, f_hat, impl) if decode else None
     return SampleResult(out_idx, out_sampled, out_fhat, img, logp_sum / logp_cnt.clamp_min(1), out_logits)
 

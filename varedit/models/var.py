@@ -5,13 +5,20 @@ is the concatenation of all token maps, coarse to fine (L = sum pn^2).  Scale k 
 token of scales <= k (block-causal); at inference a KV cache holds the earlier scales, so one forward
 per scale suffices and no mask is needed.
 
+Inference is written once, here, for every caller (the torch sampler and the exported ONNX graphs):
+:meth:`NextScaleStep.start` computes what depends on the class only, :meth:`NextScaleStep.step` runs one
+scale (embed its input -> every block, extending the KV caches -> head logits), and the caches are
+values (:class:`KVCache`) passed in and returned, so no module holds state between calls.
+
 The input token for scale k+1 is *not* the embedding of scale k's tokens: it is the cumulative f_hat
 after scale k, area-downsampled to the (k+1) grid and projected by ``word_embed``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -61,6 +68,40 @@ class VARConfig:
                 raise ValueError(f"VARConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
+class KVCache(NamedTuple):
+    """Keys and values (B, H, n, c) one block's attention has seen, of which the first ``length`` are filled.
+
+    A cache with ``capacity`` (:meth:`NextScaleStep.new_kv_caches` with ``max_len``) is allocated once, at
+    its first :meth:`append`, and written in place: no copy of the earlier scales at every step.  Without,
+    it grows by concatenation, as the official code does; that is also what the exported graph needs
+    (the cache as graph values, no in-place writes).
+    """
+
+    k_BHnc: torch.Tensor | None = None
+    v_BHnc: torch.Tensor | None = None
+    length: int = 0
+    capacity: int | None = None
+
+    def append(self, k_BHlc: torch.Tensor, v_BHlc: torch.Tensor
+               ) -> tuple["KVCache", torch.Tensor, torch.Tensor]:
+        """The cache with ``l`` more tokens, and the keys and values of every token so far."""
+        end = self.length + k_BHlc.shape[2]
+        if self.capacity is not None:
+            if end > self.capacity:
+                raise ValueError(f"KV cache of {self.capacity} tokens cannot take {end}")
+            k_buf, v_buf = self.k_BHnc, self.v_BHnc
+            if k_buf is None or v_buf is None:
+                shape = (*k_BHlc.shape[:2], self.capacity, k_BHlc.shape[3])
+                k_buf, v_buf = k_BHlc.new_empty(shape), v_BHlc.new_empty(shape)
+            k_buf[:, :, self.length:end] = k_BHlc
+            v_buf[:, :, self.length:end] = v_BHlc
+            return KVCache(k_buf, v_buf, end, self.capacity), k_buf[:, :, :end], v_buf[:, :, :end]
+        if self.k_BHnc is not None and self.v_BHnc is not None:
+            k_BHlc = torch.cat((self.k_BHnc, k_BHlc), dim=2)
+            v_BHlc = torch.cat((self.v_BHnc, v_BHlc), dim=2)
+        return KVCache(k_BHlc, v_BHlc, end), k_BHlc, v_BHlc
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: VARConfig):
         super().__init__()
@@ -84,25 +125,25 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(C, C)
         self.attn_drop = cfg.attn_drop_rate
         self.proj_drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
-        self.caching = False
-        self.cached_k: torch.Tensor | None = None
-        self.cached_v: torch.Tensor | None = None
-        self.cache_max_len: int | None = None
-        self.cache_pos = 0
         # The official attention is torch's scaled_dot_product_attention (basic_var.py imports it as
         # ``slow_attn``; its matmul-softmax fallback only runs on torch < 2.0).  The explicit path below
         # rounds differently (about 1e-6 in the logits), which the Gumbel-smoothed sampler amplifies
         # past 1e-4 in the image: keep SDPA on to reproduce the reference bit for bit on the CPU.
         self.use_sdpa = True
 
-    def kv_caching(self, enable: bool, max_len: int | None = None) -> None:
-        """Turn the KV cache on or off.  With ``max_len`` the cache is static: keys and values are written
-        into buffers of that length, allocated once, and attention reads the filled prefix; without, the
-        cache grows by concatenation at every step (as the official code does)."""
-        self.caching, self.cached_k, self.cached_v = enable, None, None
-        self.cache_max_len, self.cache_pos = (max_len if enable else None), 0
+    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: every token of the sequence, ``attn_bias`` the block-causal mask."""
+        q_BHLc, k_BHLc, v_BHLc = self._qkv(x_BLC)
+        return self._attend(q_BHLc, k_BHLc, v_BHLc, attn_bias)
 
-    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+    def step(self, x_BlC: torch.Tensor, kv: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """One scale's tokens against themselves and every earlier scale (the cache); no mask is needed, as
+        a scale sees all of its own tokens.  Returns the output and the extended cache."""
+        q_BHlc, k_BHlc, v_BHlc = self._qkv(x_BlC)
+        kv, k_BHnc, v_BHnc = kv.append(k_BHlc, v_BHlc)
+        return self._attend(q_BHlc, k_BHnc, v_BHnc, None), kv
+
+    def _qkv(self, x_BLC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
@@ -111,33 +152,24 @@ class SelfAttention(nn.Module):
             scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
             q_BHLc = F.normalize(q_BHLc, dim=-1).mul(scale_mul)
             k_BHLc = F.normalize(k_BHLc, dim=-1)
-        if self.caching and self.cache_max_len is not None:
-            if self.cached_k is None:
-                shape = (B, self.num_heads, self.cache_max_len, self.head_dim)
-                self.cached_k, self.cached_v = k_BHLc.new_empty(shape), v_BHLc.new_empty(shape)
-            end = self.cache_pos + L
-            self.cached_k[:, :, self.cache_pos:end] = k_BHLc
-            self.cached_v[:, :, self.cache_pos:end] = v_BHLc
-            self.cache_pos = end
-            k_BHLc, v_BHLc = self.cached_k[:, :, :end], self.cached_v[:, :, :end]
-        elif self.caching:
-            if self.cached_k is not None:
-                k_BHLc = torch.cat((self.cached_k, k_BHLc), dim=2)
-                v_BHLc = torch.cat((self.cached_v, v_BHLc), dim=2)
-            self.cached_k, self.cached_v = k_BHLc, v_BHLc
+        return q_BHLc, k_BHLc, v_BHLc
+
+    def _attend(self, q_BHLc: torch.Tensor, k_BHnc: torch.Tensor, v_BHnc: torch.Tensor,
+                attn_bias: torch.Tensor | None) -> torch.Tensor:
+        B, H, L, c = q_BHLc.shape
         p = self.attn_drop if self.training else 0.0
         if self.use_sdpa:
-            o = F.scaled_dot_product_attention(q_BHLc, k_BHLc, v_BHLc, attn_mask=attn_bias, dropout_p=p,
+            o = F.scaled_dot_product_attention(q_BHLc, k_BHnc, v_BHnc, attn_mask=attn_bias, dropout_p=p,
                                                scale=self.scale)
         else:
-            a = q_BHLc.mul(self.scale) @ k_BHLc.transpose(-2, -1)
+            a = q_BHLc.mul(self.scale) @ k_BHnc.transpose(-2, -1)
             if attn_bias is not None:
                 a = a + attn_bias
             a = a.softmax(dim=-1)
             if p > 0:
                 a = F.dropout(a, p=p)
-            o = a @ v_BHLc
-        return self.proj_drop(self.proj(o.transpose(1, 2).reshape(B, L, C)))
+            o = a @ v_BHnc
+        return self.proj_drop(self.proj(o.transpose(1, 2).reshape(B, L, H * c)))
 
 
 class FFN(nn.Module):
@@ -191,11 +223,26 @@ class AdaLNSelfAttn(nn.Module):
 
     def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, attn_bias: torch.Tensor | None,
                 ada_B16C: torch.Tensor | None = None) -> torch.Tensor:
-        if ada_B16C is None:
-            ada_B16C = self.ada_params(cond_BD)
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada_B16C.unbind(2)
+        """Teacher forcing: the whole sequence under the block-causal mask ``attn_bias``."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self._ada(cond_BD, ada_B16C)
         h = self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add(shift1)
         x_BLC = x_BLC + self.drop_path(self.attn(h, attn_bias=attn_bias).mul(gamma1))
+        return self._ffn_residual(x_BLC, gamma2, scale2, shift2)
+
+    def step(self, x_BlC: torch.Tensor, cond_BD: torch.Tensor, kv: KVCache, ada_B16C: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, KVCache]:
+        """One scale with the KV cache of the earlier ones: the output and the extended cache."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self._ada(cond_BD, ada_B16C)
+        h = self.ln_wo_grad(x_BlC).mul(scale1.add(1)).add(shift1)
+        a, kv = self.attn.step(h, kv)
+        x_BlC = x_BlC + self.drop_path(a.mul(gamma1))
+        return self._ffn_residual(x_BlC, gamma2, scale2, shift2), kv
+
+    def _ada(self, cond_BD: torch.Tensor, ada_B16C: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        return (self.ada_params(cond_BD) if ada_B16C is None else ada_B16C).unbind(2)
+
+    def _ffn_residual(self, x_BLC: torch.Tensor, gamma2: torch.Tensor, scale2: torch.Tensor, shift2: torch.Tensor
+                      ) -> torch.Tensor:
         h = self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add(shift2)
         return x_BLC + self.drop_path(self.ffn(h).mul(gamma2))
 
@@ -222,7 +269,101 @@ class SharedAdaLin(nn.Linear):
         return super().forward(cond_BD).view(-1, 1, 6, self.weight.shape[0] // 6)
 
 
-class VAR(nn.Module):
+class ScaleContext(NamedTuple):
+    """What every scale of one generation reads and only the class decides: computed once by
+    :meth:`NextScaleStep.start`."""
+
+    cond_BD: torch.Tensor          # class embedding per row: the first scale's input and the head's AdaLN read it
+    cond_in: torch.Tensor          # the blocks' condition (shared AdaLN applied), in the blocks' dtype
+    ada: list[torch.Tensor] | None  # AdaLN parameters of every block, then of the head; None: per scale
+    lvl_pos_1LC: torch.Tensor      # level + position embedding of every token of the sequence
+
+
+class NextScaleStep(nn.Module):
+    """KV-cached inference, one scale at a time, written once for :class:`VAR` and for the graphs the ONNX
+    exporter traces (which hold the same modules under the same names, so the exported weights keep their
+    names, and may hold the blocks in half precision).
+
+    A generation is ``ctx = start(labels)``, ``kv = new_kv_caches()``, then for each scale
+    ``logits, kv = step(si, ctx, kv, next_BChw)``, where ``next_BChw`` is f_hat after the previous scale
+    pooled to this scale's grid (how it is pooled is the caller's: the quantiser, or constant matrices in
+    the exported graph).
+    """
+
+    patch_nums: tuple[int, ...]
+    first_l: int
+    begin_ends: list[tuple[int, int]]
+    class_emb: nn.Embedding
+    shared_ada_lin: nn.Module
+    pos_start: nn.Parameter
+    word_embed: nn.Linear
+    blocks: nn.ModuleList
+    head_nm: "AdaLNBeforeHead"
+    head: nn.Linear
+
+    def lvl_pos(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def blocks_dtype(self) -> torch.dtype:
+        """The blocks' weights' dtype (the exporter's fp16 graphs hold half-precision blocks, fp32 else)."""
+        return self.blocks[0].attn.mat_qkv.weight.dtype
+
+    def start(self, label_B: torch.Tensor, cache_ada: bool = True) -> ScaleContext:
+        """The class-dependent part of a generation for rows ``label_B``.  ``cache_ada``: the AdaLN
+        parameters once here (they depend on the class only); False recomputes them at every scale, as
+        the official code does."""
+        cond_BD = self.class_emb(label_B)
+        cond_in = self.shared_ada_lin(cond_BD).to(self.blocks_dtype)
+        ada = ([b.ada_params(cond_in) for b in self.blocks] + [self.head_nm.ada_params(cond_BD)]
+               if cache_ada else None)
+        return ScaleContext(cond_BD, cond_in, ada, self.lvl_pos())
+
+    def new_kv_caches(self, max_len: int | None = None) -> list[KVCache]:
+        """Empty caches, one per block; ``max_len``: preallocated for that many tokens (see :class:`KVCache`)."""
+        return [KVCache(capacity=max_len) for _ in self.blocks]
+
+    def scale_input(self, si: int, ctx: ScaleContext, next_BChw: torch.Tensor | None) -> torch.Tensor:
+        """The transformer's input for scale ``si``: the class embedding at the first scale (the start of
+        sequence); after it, f_hat pooled to this scale's grid, projected by ``word_embed``.  Both plus the
+        tokens' level and position embeddings.  When ``next_BChw`` has fewer rows than the context (the
+        guided half and the null-class half of a batch share f_hat), its embedding is repeated."""
+        rows = ctx.cond_BD.shape[0]
+        b, e = self.begin_ends[si]
+        if si == 0:
+            return (ctx.cond_BD.unsqueeze(1).expand(rows, self.first_l, -1)
+                    + self.pos_start.expand(rows, self.first_l, -1) + ctx.lvl_pos_1LC[:, :self.first_l])
+        if next_BChw is None:
+            raise ValueError(f"scale {si} needs the previous scale's f_hat on its grid")
+        B, Cvae = next_BChw.shape[:2]
+        x_BlC = self.word_embed(next_BChw.reshape(B, Cvae, -1).transpose(1, 2)) + ctx.lvl_pos_1LC[:, b:e]
+        return x_BlC if B == rows else x_BlC.repeat(rows // B, 1, 1)
+
+    def step(self, si: int, ctx: ScaleContext, kv: list[KVCache], next_BChw: torch.Tensor | None = None,
+             amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, list[KVCache]]:
+        """One scale: its input (:meth:`scale_input`) through every block, each extending its KV cache, then
+        the head.  Returns float32 logits (rows, pn*pn, V) and the extended caches.
+
+        ``amp_dtype``: the blocks under autocast in that dtype; the input embedding and the head stay
+        float32 (bf16 logits would tie and reorder candidate tokens)."""
+        x_BlC = self.scale_input(si, ctx, next_BChw)
+        amp = (torch.autocast(x_BlC.device.type, dtype=amp_dtype) if amp_dtype is not None
+               else contextlib.nullcontext())
+        new_kv = []
+        with amp:
+            x_BlC = x_BlC.to(self.blocks_dtype)
+            for i, b in enumerate(self.blocks):
+                x_BlC, kv_i = b.step(x_BlC, ctx.cond_in, kv[i], ctx.ada[i] if ctx.ada is not None else None)
+                new_kv.append(kv_i)
+        return self.logits(x_BlC, ctx.cond_BD, ctx.ada[-1] if ctx.ada is not None else None), new_kv
+
+    def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, head_ada: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """The head, in float32 whatever the blocks ran in."""
+        return self.head(self.head_nm(x_BLC.float(), cond_BD, head_ada).float()).float()
+
+
+class VAR(NextScaleStep):
     def __init__(self, cfg: VARConfig):
         super().__init__()
         self.cfg = cfg
@@ -303,10 +444,6 @@ class VAR(nn.Module):
     def lvl_pos(self) -> torch.Tensor:
         return self.lvl_embed(self.lvl_1L) + self.pos_1LC
 
-    def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, head_ada: torch.Tensor | None = None
-               ) -> torch.Tensor:
-        return self.head(self.head_nm(x_BLC.float(), cond_BD, head_ada).float()).float()
-
     def forward(self, label_B: torch.Tensor, x_BLCv_wo_first_l: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: logits (B, L, V) for every position given all coarser scales.
 
@@ -329,31 +466,8 @@ class VAR(nn.Module):
             x_BLC = b(x_BLC, cond_in, attn_bias)
         return self.logits(x_BLC, cond_BD)
 
-    def kv_caching(self, enable: bool, max_len: int | None = None) -> None:
-        """KV caches on (``max_len``: static buffers of that many tokens) or off, in every block."""
-        for b in self.blocks:
-            b.attn.kv_caching(enable, max_len)
-
     def use_fused_attention(self, enable: bool = True) -> None:
         """Attention through torch's SDPA kernel (the default, as the official code) or, with False,
         an explicit matmul-softmax-matmul (not bit-identical to the reference)."""
         for b in self.blocks:
             b.attn.use_sdpa = enable
-
-    def step(self, x_BlC: torch.Tensor, cond_BD: torch.Tensor, cond_in: torch.Tensor,
-             ada_cache: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """One KV-cached scale: embeddings (B, l, C) -> logits (B, l, V).
-
-        ``ada_cache`` (:meth:`ada_cache`) holds each block's and the head's AdaLN parameters, computed
-        once per generation; without it they are computed at every scale, as the official code does
-        (they depend on the class only).
-        """
-        for i, b in enumerate(self.blocks):
-            x_BlC = b(x_BlC, cond_in, None, ada_cache[i] if ada_cache is not None else None)
-        # the head in float32 even under autocast: bf16 logits would tie and reorder candidate tokens
-        with torch.autocast(x_BlC.device.type, enabled=False):
-            return self.logits(x_BlC, cond_BD, ada_cache[self.depth] if ada_cache is not None else None)
-
-    def ada_cache(self, cond_BD: torch.Tensor, cond_in: torch.Tensor) -> list[torch.Tensor]:
-        """The AdaLN parameters of every block, then of the head (``depth + 1`` entries)."""
-        return [b.ada_params(cond_in) for b in self.blocks] + [self.head_nm.ada_params(cond_BD)]
