@@ -2,12 +2,11 @@
 
 Adds the command ``varedit remove IMAGE... (--mask M | --box x0,y0,x1,y1) -o OUT`` and the task
 ``remove`` (``varedit.extensions.get_task("remove")(editor, image, mask)``). Removal is inpainting
-with two changes, both measured on the demo model (``python -m varedit_plugins.bench_remove``,
-README "Plugins"): the region is grown by 2 pixels first, so an object's anti-aliased rim that a
-tight mask leaves outside goes too instead of standing as a ghost outline (tight masks: 12% of the
-object's pixels left closer to the object than to the background without growing, 1% with 2 px;
-4 px is worse again), and the fill is unconditional by default: guided by the class inferred from
-the surroundings (inpaint's ``auto``), about twice as many of the object's pixels are drawn back.
+with two changes, both measured on the demo model (``python -m varedit_plugins.bench_remove``; the
+figures: docs/plugins.md, "First-party plugin"): the region is grown by 2 pixels first, so an
+object's anti-aliased rim that a tight mask leaves outside goes too instead of standing as a ghost
+outline (a wider growth costs context again), and the fill is unconditional by default: guided by
+the class inferred from the surroundings (inpaint's ``auto``), more of the object is drawn back.
 
 The task uses only the public Python API: :mod:`varedit.processing` for masks and
 :meth:`varedit.tasks.Editor.inpaint` for the fill; the command is built from the CLI's own pieces
@@ -69,7 +68,8 @@ def _command() -> click.Command:
     before the model loads, outputs are named, written and reported as ``varedit inpaint`` does."""
     from varedit.commands.common import (GroupedCommand, backend_options, check_class, model_options, opt,
                                          pop_sampling, sampling_options)
-    from varedit.commands.edit import LABEL_KEYWORDS, edit_command, editing_options, output_options, parse_box
+    from varedit.commands.batch import edit_command
+    from varedit.commands.edit_options import LABEL_KEYWORDS, editing_options, output_options, parse_box
 
     @click.command("remove", cls=GroupedCommand)
     @opt("--mask", group="Input", type=click.Path(), default=None,

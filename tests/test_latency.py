@@ -32,7 +32,7 @@ def test_commands_import_nothing_heavy_before_it_is_needed(argv, allowed):
 
 
 def test_prefill_choices_match_the_fills():
-    from varedit.commands.edit import PREFILL_CHOICES
+    from varedit.commands.edit_options import PREFILL_CHOICES
     from varedit.processing import FILL_METHODS
     assert PREFILL_CHOICES == FILL_METHODS
 

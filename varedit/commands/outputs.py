@@ -143,3 +143,25 @@ def report_failures(failures: Sequence[str], total: int) -> None:
     for f in failures:
         click.echo(f"failed: {f}", err=True)
     raise click.ClickException(f"{len(failures)} of {total} inputs failed")
+
+
+def plan_outputs(out: str, jobs: Sequence[Any], n: int, inputs: list[Path], *, overwrite: bool,
+                 skip_existing: bool, own: Sequence[Any] | None = None) -> OutputPlan:
+    """Every job's output names (``n`` candidates each) checked before any work: see the module's rules.
+    ``jobs``: each with its input ``src`` and ``mask`` (:class:`varedit.commands.batch.Job`); ``own``: the
+    jobs this process writes (under ``torchrun``, its share)."""
+    from .. import processing as P
+    check_not_stdout(out)
+    o = Path(out)
+    single_file = is_image_name(o)
+    if single_file and len(inputs) > 1:
+        raise click.ClickException(f"{len(inputs)} inputs need an output folder, not the file {o}")
+    if single_file:
+        P.output_format(o)  # a suffix nothing can write is an error now, not after the work
+    elif o.exists() and not o.is_dir():
+        raise click.ClickException(f"-o {o} is a file; give a folder for the outputs, or a name with an image "
+                                   f"suffix ({', '.join(IMAGE_SUFFIXES)}) for one input")
+    targets = {j.src: candidate_names(o if single_file else o / f"{j.src.stem}.png", n) for j in jobs}
+    protected = [*inputs, *{j.mask for j in jobs if j.mask is not None}]
+    return check_outputs(targets, protected, overwrite=overwrite, skip_existing=skip_existing,
+                         label={j.src: str(j.src) for j in jobs}, own=None if own is None else {j.src for j in own})

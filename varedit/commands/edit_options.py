@@ -1,0 +1,152 @@
+"""The options the editing commands share (``varedit inpaint|outpaint|edit|upscale``, and plugins such as
+``varedit remove``) and their translation into the fields of a task request (:mod:`varedit.requests`).
+Their limits are the requests' (the request validates them again, so every front-end refuses the same
+numbers with the same message); only what click must know at parse time is written here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .. import requests as R
+from ..requests import check_scale
+from .common import backend_options, check_class, model_options, opt, sampling_options
+
+#: the label keywords a fill's --class takes besides a class (varedit.editing.labels.LABEL_KEYWORDS, written
+#: out: importing the editing layer would pull torch into `varedit --help`)
+LABEL_KEYWORDS = ("auto", "infer", "none")
+
+
+def output_options(f: Any) -> Any:
+    for o in reversed([
+        opt("--out", "-o", group="Output", required=True, type=click.Path(),
+            help="Output file (one input) or folder; outputs are named after the inputs."),
+        opt("--overwrite", group="Output", is_flag=True, help="Replace outputs that exist (they are listed)."),
+        opt("--skip-existing", group="Output", is_flag=True, help="Skip inputs whose outputs exist (resume)."),
+    ]):
+        f = o(f)
+    return f
+
+
+def editing_options(f: Any) -> Any:
+    for o in reversed([
+        opt("--n", "-n", group="Editing", type=click.IntRange(1, 64), default=1, show_default=True,
+            help="Candidates per input (ranked by the model's log-likelihood; at most 64)."),
+        opt("--no-rank", group="Editing", is_flag=True, help="Keep candidates in sampling order."),
+        opt("--mode", group="Editing", type=click.Choice(["default", "official"]), default="default",
+            show_default=True,
+            help="default: prefill, coverage keep maps, open loop, harmonize, paste-back; official: the "
+                 "notebook method."),
+        opt("--strategy", group="Editing", type=click.Choice(["auto", "crop", "resize", "original"]),
+            default=None, help="Size strategy: crop (a square around the mask, resized to the model), resize "
+                               "(the whole image), original (native-size tiles in order); auto = crop."),
+        opt("--keep-scales", group="Editing", type=click.IntRange(min=0), default=0, show_default=True,
+            help="Keep the input's first k scales inside the hole (structure kept, detail regenerated)."),
+        opt("--feather", group="Editing", type=click.FloatRange(min=0, max=1e4), default=None,
+            help="Paste-back feather width in pixels of the output: the edit blends into the picture over "
+                 "this band outside the mask; pixels farther away are returned unchanged [default: 4]."),
+        opt("--harmonize/--no-harmonize", group="Editing", default=True, show_default=True,
+            help="Remove the tokeniser's colour error from the fill (membrane correction)."),
+        max_windows_option,
+        batch_size_option,
+    ]):
+        f = o(f)
+    return f
+
+
+max_windows_option = opt("--max-windows", group="Editing", type=click.IntRange(min=1), default=512, show_default=True,
+                         help="Refuse jobs that need more model windows (sampling passes) per image.")
+
+
+batch_size_option = opt("--batch-size", group="Editing", type=click.IntRange(1, 256), default=1, show_default=True,
+                        help="Images edited at once (their model calls run as one batch; each image keeps its "
+                             "own random stream, so its result does not depend on the batch).")
+
+
+def images_argument(f: Any) -> Any:
+    return click.argument("images", nargs=-1, required=True, type=click.Path())(f)
+
+
+def common_options(f: Any) -> Any:
+    return images_argument(output_options(editing_options(sampling_options(model_options(backend_options(f))))))
+
+
+def label_option(f: Any) -> Any:
+    return opt("--class", "-c", "class_", group="Task", default="auto", show_default=True,
+               help="Class that guides the fill: index or name; auto = the class the model finds most likely for "
+                    "the known pixels (models with at most 100 classes, else none); infer = always infer; "
+                    "none = unconditional.")(f)
+
+
+# varedit.processing.FILL_METHODS, written out: importing processing (OpenCV) would slow `varedit --help`
+# (a test checks that the two agree)
+PREFILL_CHOICES = ("ns", "telea", "edge", "mean", "gray", "blur", "pushpull")
+
+
+def prefill_option(f: Any) -> Any:
+    return opt("--prefill", group="Editing", type=click.Choice(list(PREFILL_CHOICES)), default=None,
+               help="How the hole is filled from known pixels before tokenising (default per task: inpaint/edit "
+                    "ns = OpenCV Navier-Stokes, outpaint pushpull).")(f)
+
+
+def parse_box(s: str | None) -> tuple[float, ...] | None:
+    if s is None:
+        return None
+    parts = [p.strip() for p in s.split(",")]
+    try:
+        vals = tuple(float(p) if ("." in p or "e" in p.lower()) else int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"box must be x0,y0,x1,y1 numbers, got {s!r}", param_hint="--box") from None
+    if len(vals) != 4:
+        raise click.BadParameter(f"box needs 4 numbers x0,y0,x1,y1, got {len(vals)}", param_hint="--box")
+    return vals
+
+
+def parse_amount(value: str | None, name: str) -> int | float:
+    """An outpaint amount, read as every front-end reads it (:func:`varedit.processing.outpaint_amount`):
+    whole pixels (``64``), a ratio of the side below 1 (``0.5``) or a percentage (``50%``, ``350%``)."""
+    if value is None:
+        return 0
+    from ..processing import outpaint_amount
+    try:
+        return outpaint_amount(value, name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=f"--{name}") from None
+
+
+def masked_fields(kw: dict[str, Any], sampling: dict[str, Any]) -> dict[str, Any]:
+    """The options of a masked request (:mod:`varedit.requests`) from the command's options."""
+    return dict(n=kw["n"], rank=not kw["no_rank"], mode=kw["mode"], strategy=kw["strategy"],
+                keep_scales=kw["keep_scales"], feather=kw["feather"], harmonize=kw["harmonize"], seed=kw["seed"],
+                prefill=kw["prefill"], output_type="np", sampling=R.Sampling(**sampling))
+
+
+def scale_option(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``--scale`` with the limit and message of every front-end (:func:`varedit.requests.check_scale`)."""
+    try:
+        return check_scale(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def say_windows(src: Path, windows: list[Any], size: int) -> None:
+    """A large job says what it will take before it starts."""
+    if len(windows) > 8:
+        click.echo(f"{src.name}: {len(windows)} model windows of {size} px", err=True)
+
+
+def keep_scales_check(keep: int | None) -> Callable[[Any], None]:
+    def setup(info: Any) -> None:
+        if keep is not None and info.num_scales is not None and keep > info.num_scales:
+            raise click.BadParameter(f"{keep} is more than the model's {info.num_scales} scales",
+                                     param_hint="--keep-scales")
+    return setup
+
+
+def class_check(spec: str, keywords: tuple[str, ...], then: Callable[[Any], None]) -> Callable[[Any], Any]:
+    def setup(info: Any) -> None:
+        check_class(spec, info, keywords)  # an unknown class fails now, before the model loads
+        then(info)
+    return setup
