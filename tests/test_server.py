@@ -394,6 +394,8 @@ class GatedEditor:
         return getattr(self._ed, name)
 
     def run(self, request, *, callback=None, preview=False):  # the server runs every task as a request
+        if request.task != "generate":
+            return self._ed.run(request, callback=callback, preview=preview)
         assert self._gate.wait(180)
         if self._canned is None:
             return self._ed.run(request, callback=callback, preview=preview)
