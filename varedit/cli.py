@@ -14,8 +14,8 @@ import pkgutil
 import sys
 from typing import Any
 
-# OpenMP threads that spin while they wait made 2 threads up to 10x slower than 1 on a shared machine
-# (measured: a 128-px generation took 0.3-4.7 s spinning, 0.18 s passive); set before torch loads it,
+# OpenMP threads that spin while they wait make a short command many times slower on a machine whose
+# cores are shared (docs/decisions.md, "OpenMP threads wait passively"); set before torch loads it,
 # and only when the user has not chosen
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

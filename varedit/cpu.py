@@ -6,9 +6,8 @@ Torch-free: the instruction-set flags come from ``/proc/cpuinfo`` (Linux); torch
 The flags that matter:
 
 * ``avx512_bf16`` (AVX-512 BF16) and ``amx_bf16`` (AMX): bfloat16 dot products. On such CPUs an
-  autocast of the transformer to bfloat16 is faster than float32 (d16 generation 1.53x on an AMD EPYC
-  with AVX-512 BF16, see docs/performance.md); without them bfloat16 is emulated through float32 and
-  is *slower*.
+  autocast of the transformer to bfloat16 is faster than float32 (docs/performance.md, "What to expect
+  on which CPU"); without them bfloat16 is emulated through float32 and is *slower*.
 * ``avx512_vnni``, ``avx_vnni`` and ``amx_int8``: int8 dot products (onnxruntime's quantized MatMuls).
 
 ``--precision auto`` (:func:`resolve_precision`) picks bfloat16 only where the CPU has bf16
@@ -26,11 +25,9 @@ CPUINFO = Path("/proc/cpuinfo")
 PRECISIONS = ("fp32", "bf16", "fp16")  # what the torch backend runs
 CHOICES = ("auto", "fp32", "bf16", "fp16")  # what --precision accepts
 
-# The judge's verdict on bfloat16 autocast: on the demo model's eval (40 held-out shapes and 32 real
-# photo crops, box and strokes, the same noise as float32) the KID and paired distance of every row were
-# within two standard errors of float32's (docs/performance.md, "CPU precision: bf16 and int8";
-# `varedit bench --no-speed --precision fp32,bf16,int8 --picture 40 --picture-real 32`, 2026-12-06).
-# Without it, auto would never pick bf16, whatever the hardware.
+# The judge's verdict on bfloat16 autocast: the picture it gives held against float32's on the demo
+# model's eval (docs/decisions.md, "Automatic precision"). Without it, auto would never pick bf16, whatever
+# the hardware.
 BF16_PICTURE_HOLDS = True
 
 

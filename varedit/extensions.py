@@ -176,9 +176,10 @@ def _scan(group: str) -> list[EntryPoint] | None:
     """The fast path of discovery: read ``entry_points.txt`` of the ``*.dist-info`` / ``*.egg-info``
     folders on ``sys.path`` directly, in importlib.metadata's order (path entries in order, dist-info
     before egg-info, the first distribution of a name wins). importlib.metadata finds the same entry
-    points (tested) but costs about 15 ms to import and parse every distribution's metadata on each
-    ``varedit --help``; this takes about 1 ms. None when it cannot see what importlib.metadata would
-    (a zip file on sys.path, a meta-path finder that provides distributions): use importlib.metadata."""
+    points (tested) but imports and parses every distribution's metadata on each ``varedit --help``, which
+    costs more than this whole path (docs/decisions.md, "Plugins are found by reading entry_points.txt").
+    None when it cannot see what importlib.metadata would (a zip file on sys.path, a meta-path finder
+    that provides distributions): use importlib.metadata."""
     import os
     import sys
     from importlib.machinery import PathFinder
@@ -245,7 +246,7 @@ def load_plugins(*, group: str = GROUP, reserved_commands: Iterable[str] = (),
     to load: ERROR``), recorded in ``Plugins.failures``, and the others load. ``reserved_commands``
     are names a plugin may not take (the CLI passes its built-in commands). ``entry_points``
     replaces discovery (objects with ``name``, ``value`` and ``load()``), for hosts and tests.
-    Each call discovers afresh (about 5 ms plus the plugins' imports); keep the result.
+    Each call discovers afresh (it reads the entry points and imports the plugins again); keep the result.
     """
     eps = list(entry_points) if entry_points is not None else _entry_points(group)
     found = Plugins()

@@ -138,7 +138,7 @@ def check_size(preset: Preset, filename: str, path: Path) -> None:
 
 def check_structure(preset: Preset, filename: str, path: Path) -> None:
     """Every tensor of the file has the key and shape the preset's model has (read from the file's
-    structure: no tensor is loaded, so this takes a second even for 9 GB).  Raises WeightsError."""
+    structure: no tensor is loaded, so its time does not grow with the file's size).  Raises WeightsError."""
     import torch
 
     from .building import check_state_dict

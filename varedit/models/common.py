@@ -10,8 +10,9 @@ def embedding(num: int, dim: int) -> nn.Embedding:
     meta device, where the initialisation is skipped.
 
     Models are built on the meta device when weights are loaded (``assign=True``); ``normal_`` on a meta
-    tensor runs torch's Python reference kernel, whose first use imports ``torch._dynamo`` (about 1.4 s
-    of start-up for values that are overwritten anyway).
+    tensor runs torch's Python reference kernel, whose first use imports ``torch._dynamo``: a noticeable
+    start-up for values that are overwritten anyway (docs/decisions.md, "No initialisation on the meta
+    device").
     """
     w = torch.empty(num, dim)
     if not w.is_meta:
