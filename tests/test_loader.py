@@ -161,3 +161,41 @@ def test_unknown_preset_suggests():
     with pytest.raises(WeightsError, match="did you mean 'var-d16'"):
         get_preset("var-d15")
     assert set(PRESETS) >= {"demo", "var-d16", "var-d20", "var-d24", "var-d30", "var-d36"}
+
+
+def test_one_loading_path_reads_what_each_file_says(golden_models, golden_config, official_files, tmp_path):
+    """registry.load_models: a self-describing file brings its class names and defaults, an official VAR file
+    its VQVAE from beside it (or a clear error), and only the bundled demo carries a notice."""
+    from varedit.registry import load_models
+    var, vae = golden_models
+    names = [[f"c{i}"] for i in range(var.num_classes)]
+    p = tmp_path / "model.pt"
+    save_models(p, var=var, vae=vae, meta={"class_names": names, "sampling": {"top_k": 7}})
+    m = load_models(p)
+    assert (m.name, m.notice, m.defaults.top_k) == ("model", None, 7)
+    assert [list(c) for c in m.class_names] == names
+    pns = tuple(golden_config["var_ctor"]["patch_nums"])
+    o = load_models(official_files / "var_tiny.pth", patch_nums=pns)
+    assert o.class_names is None and o.vae.cfg.vocab_size == vae.cfg.vocab_size
+    for (k, a), b in zip(var.state_dict().items(), o.var.state_dict().values()):
+        assert torch.equal(a, b), k
+    alone = tmp_path / "alone" / "var_tiny.pth"
+    alone.parent.mkdir()
+    shutil.copy(official_files / "var_tiny.pth", alone)
+    with pytest.raises(WeightsError, match="needs its VQVAE"):
+        load_models(alone, patch_nums=pns)
+    demo = load_models("demo")
+    assert demo.name == "demo" and demo.notice and demo.class_names
+
+
+def test_a_wrapped_official_file_reads_the_same_everywhere(official_files, golden_config, tmp_path):
+    """The wrappers around an official state dict ({"model": ...}) are undone in one place
+    (official.unwrap_state_dict): by the structure-only info and by loading alike."""
+    sd = read_weights(official_files / "var_tiny.pth")
+    wrapped = tmp_path / "var_wrapped.pth"
+    torch.save({"model": sd, "epoch": 3}, wrapped)
+    info = file_info(wrapped)
+    assert info["format"] == "official state dict" and info["keys"] == len(sd)
+    pns = tuple(golden_config["var_ctor"]["patch_nums"])
+    var, _ = load_official(wrapped, official_files / "vae_ch160v4096z32.pth", patch_nums=pns)
+    assert torch.equal(var.head.weight, sd["head.weight"])

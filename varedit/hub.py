@@ -139,37 +139,13 @@ def check_size(preset: Preset, filename: str, path: Path) -> None:
 def check_structure(preset: Preset, filename: str, path: Path) -> None:
     """Every tensor of the file has the key and shape the preset's model has (read from the file's
     structure: no tensor is loaded, so its time does not grow with the file's size).  Raises WeightsError."""
-    import torch
-
-    from .building import check_state_dict
     from .checkpoint import TensorInfo, peek
-    from .official import infer_var_config, infer_vqvae_config, unwrap_state_dict
+    from .official import check_release, unwrap_state_dict
     obj = peek(path)
     sd = unwrap_state_dict(obj) if isinstance(obj, Mapping) and obj else obj
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, TensorInfo) for v in sd.values()):
         raise WeightsError(f"{path.name} is not a state dict of tensors")
-    if filename == preset.var_file:
-        from .models.var import VAR
-        cfg = infer_var_config(sd, patch_nums=preset.patch_nums, name=path.name)
-        want = preset.var_config()
-        diffs = [f"{k} {getattr(cfg, k)} (expected {getattr(want, k)})"
-                 for k in ("depth", "embed_dim", "num_heads", "num_classes", "vocab_size", "Cvae", "shared_aln")
-                 if getattr(cfg, k) != getattr(want, k)]
-        if diffs:
-            raise WeightsError(f"{path.name} is not {preset.name}: it has " + ", ".join(diffs))
-        with torch.device("meta"):
-            model: torch.nn.Module = VAR(cfg)
-    else:
-        from .models.vqvae import VQVAE
-        cfg_v = infer_vqvae_config(sd, patch_nums=preset.patch_nums, name=path.name)
-        want_v = preset.vae_config()
-        diffs = [f"{k} {getattr(cfg_v, k)} (expected {getattr(want_v, k)})"
-                 for k in ("vocab_size", "z_channels", "ch") if getattr(cfg_v, k) != getattr(want_v, k)]
-        if diffs:
-            raise WeightsError(f"{path.name} is not the official VQVAE: it has " + ", ".join(diffs))
-        with torch.device("meta"):
-            model = VQVAE(cfg_v)
-    check_state_dict(model, sd, path.name)
+    check_release(sd, preset, filename, path.name)
 
 
 def verify_file(preset: Preset, filename: str, path: Path) -> None:

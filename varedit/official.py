@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .building import as_float32, build_var, build_vqvae, var_vae_consistent
+from .building import as_float32, build_var, build_vqvae, check_state_dict, var_vae_consistent
 from .checkpoint import TensorInfo, WeightsError, tensor_dims as _dims
 from .models.var import VAR, VARConfig
 from .models.vqvae import VQVAE, VQVAEConfig
@@ -215,6 +215,32 @@ def check_against_preset(sd: Mapping[str, torch.Tensor], preset: Preset, name: s
     diffs = [f"{k} {found[k]} (expected {want[k]})" for k in want if found[k] != want[k]]
     if diffs:
         raise WeightsError(f"{name} is not {preset.name}: it has " + ", ".join(diffs))
+
+
+def check_release(sd: Mapping[str, Any], preset: Preset, filename: str, name: str) -> None:
+    """A file of an official release (``filename`` of ``preset``) has the key and shape of every tensor
+    of the preset's model: ``sd`` is its structure (:class:`~varedit.checkpoint.TensorInfo`, nothing
+    loaded), so this is quick whatever the file's size.  Raises WeightsError naming what differs."""
+    if filename == preset.var_file:
+        cfg = infer_var_config(sd, patch_nums=preset.patch_nums, name=name)
+        want = preset.var_config()
+        diffs = [f"{k} {getattr(cfg, k)} (expected {getattr(want, k)})"
+                 for k in ("depth", "embed_dim", "num_heads", "num_classes", "vocab_size", "Cvae", "shared_aln")
+                 if getattr(cfg, k) != getattr(want, k)]
+        if diffs:
+            raise WeightsError(f"{name} is not {preset.name}: it has " + ", ".join(diffs))
+        with torch.device("meta"):
+            model: torch.nn.Module = VAR(cfg)
+    else:
+        cfg_v = infer_vqvae_config(sd, patch_nums=preset.patch_nums, name=name)
+        want_v = preset.vae_config()
+        diffs = [f"{k} {getattr(cfg_v, k)} (expected {getattr(want_v, k)})"
+                 for k in ("vocab_size", "z_channels", "ch") if getattr(cfg_v, k) != getattr(want_v, k)]
+        if diffs:
+            raise WeightsError(f"{name} is not the official VQVAE: it has " + ", ".join(diffs))
+        with torch.device("meta"):
+            model = VQVAE(cfg_v)
+    check_state_dict(model, sd, name)
 
 
 def build_official(var_sd: Mapping[str, torch.Tensor], vae_sd: Mapping[str, torch.Tensor], *, var_name: str,
