@@ -1,8 +1,12 @@
 """What a task request may ask for, defined once for every front-end (torch-free).
 
-The Python API (:class:`varedit.tasks.Editor`), the command line, the HTTP server, the ComfyUI nodes and
-the plugins read their numbers with these rules and limits, so the same numbers mean the same canvas and
-fail with the same message everywhere:
+One request type per task (:class:`InpaintRequest`, :class:`OutpaintRequest`, :class:`EditRequest`,
+:class:`UpscaleRequest`, :class:`GenerateRequest`, :class:`InferLabelRequest`) holds every option of the
+task with its default, its limits and its description (:func:`opt`); ``validate`` checks them. The
+Editor's keyword methods build these requests (:meth:`_Options.of`) and ``Editor.run`` runs them; the
+command line, the ComfyUI nodes and the plugins build them from their inputs, and the HTTP server's
+parameter models are generated from their fields (:mod:`varedit.server.schemas`). So the same numbers
+mean the same canvas and fail with the same message everywhere:
 
 * outpaint amounts: :func:`varedit.processing.outpaint_amount` (an int is pixels, a float below 1 a
   ratio of the side, ``"150%"`` a percentage; a float of 1 or more is refused as ambiguous);
@@ -132,11 +136,8 @@ SAMPLING_NAMES = tuple(f.name for f in fields(Sampling))
 
 
 @dataclass(kw_only=True)
-class _Request:
-    seed: int | None = opt(None, "Random seed, 0 to 2**63-1 (default: drawn, and returned in the settings).")
-    sampling: Sampling = opt(doc="Sampling overrides.", factory=Sampling, http=False)
-    output_type: str = opt("pil", "pil (PIL images) or np (arrays; 16-bit inputs stay 16-bit).", kind="choice",
-                           choices=OUTPUT_TYPES, http=False)
+class _Options:
+    """What every request type shares: options declared with :func:`opt`, built from keywords, checked."""
 
     task: ClassVar[str] = ""
 
@@ -192,16 +193,25 @@ class _Request:
                 if not isinstance(v, str) or v not in allowed:
                     raise ValueError(f"unknown {f.name} {clip_value(v)}; choose from {', '.join(allowed)}")
 
-    def _check_common(self, scales: "int | Sequence[int] | None") -> None:
-        check_seed(self.seed)
-        self.sampling.validate()
-        self._check_fields(scales)
-
     def options(self) -> dict[str, Any]:
         """The request's options as the Editor's keyword methods take them (sampling flattened; the inputs
         left out)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("image", "mask", "sampling")}
-        return {**d, **self.sampling.overrides()}
+        sampling = getattr(self, "sampling", None)
+        return {**d, **(sampling.overrides() if sampling is not None else {})}
+
+
+@dataclass(kw_only=True)
+class _Request(_Options):
+    seed: int | None = opt(None, "Random seed, 0 to 2**63-1 (default: drawn, and returned in the settings).")
+    sampling: Sampling = opt(doc="Sampling overrides.", factory=Sampling, http=False)
+    output_type: str = opt("pil", "pil (PIL images) or np (arrays; 16-bit inputs stay 16-bit).", kind="choice",
+                           choices=OUTPUT_TYPES, http=False)
+
+    def _check_common(self, scales: "int | Sequence[int] | None") -> None:
+        check_seed(self.seed)
+        self.sampling.validate()
+        self._check_fields(scales)
 
 
 def clip_value(v: Any, limit: int = 200) -> str:
@@ -396,7 +406,7 @@ class GenerateRequest(_Request):
 
 
 @dataclass(kw_only=True)
-class InferLabelRequest:
+class InferLabelRequest(_Options):
     """The class the model finds most likely for what lies outside a ``mask`` or ``box`` (or the image's
     transparent pixels)."""
 
@@ -407,10 +417,6 @@ class InferLabelRequest:
     strategy: str = opt("crop", "Size strategy of the windows read.", kind="choice", choices=STRATEGIES)
 
     task: ClassVar[str] = "infer-label"
-
-    of = classmethod(_Request.of.__func__)  # type: ignore[attr-defined]
-    _check_fields = _Request._check_fields
-    options = _Request.options
 
     def validate(self, scales: "int | Sequence[int] | None" = None, image_size: tuple[int, int] | None = None
                  ) -> None:
