@@ -190,12 +190,16 @@ def test_one_loading_path_reads_what_each_file_says(golden_models, golden_config
 
 def test_a_wrapped_official_file_reads_the_same_everywhere(official_files, golden_config, tmp_path):
     """The wrappers around an official state dict ({"model": ...}) are undone in one place
-    (official.unwrap_state_dict): by the structure-only info and by loading alike."""
+    (checkpoint.unwrap_state_dict): by the torch-free facts the command line checks arguments with, the
+    structure-only info and the load alike."""
+    from varedit.modelinfo import model_info
     sd = read_weights(official_files / "var_tiny.pth")
     wrapped = tmp_path / "var_wrapped.pth"
     torch.save({"model": sd, "epoch": 3}, wrapped)
+    facts = model_info(wrapped, vae_path=official_files / "vae_ch160v4096z32.pth")
+    pns = tuple(golden_config["var_ctor"]["patch_nums"])
+    assert (facts.num_classes, facts.num_scales) == (sd["class_emb.weight"].shape[0] - 1, len(pns))
     info = file_info(wrapped)
     assert info["format"] == "official state dict" and info["keys"] == len(sd)
-    pns = tuple(golden_config["var_ctor"]["patch_nums"])
     var, _ = load_official(wrapped, official_files / "vae_ch160v4096z32.pth", patch_nums=pns)
     assert torch.equal(var.head.weight, sd["head.weight"])

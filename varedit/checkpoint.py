@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["WeightsError", "TensorInfo", "peek", "tensor_dims", "MAX_PICKLE_BYTES"]
+__all__ = ["WeightsError", "TensorInfo", "peek", "tensor_dims", "unwrap_state_dict", "STATE_DICT_WRAPPERS",
+           "MAX_PICKLE_BYTES"]
 
 #: the structure pickle is read into memory whole; real ones are kilobytes (a few MB with long metadata)
 MAX_PICKLE_BYTES = 64 << 20
@@ -82,6 +83,20 @@ def tensor_dims(sd: Mapping[str, Any], key: str, layout: str, name: str) -> tupl
         what = f"a rank-{rank} tensor {layout}" if len(shape) != rank else f"{layout} with no empty dimension"
         raise WeightsError(f"{name}: {key} has shape {list(shape)}, expected {what}")
     return shape
+
+
+#: keys that wrap a state dict in released checkpoints (e.g. the official trainer's)
+STATE_DICT_WRAPPERS = ("state_dict", "model", "trainer")
+
+
+def unwrap_state_dict(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The state dict inside the common wrappers (:data:`STATE_DICT_WRAPPERS`), on a loaded file (tensors)
+    or on its structure (:class:`TensorInfo`): one rule for the argument checks, the info and the load."""
+    for wrapper in STATE_DICT_WRAPPERS:
+        inner = obj.get(wrapper)
+        if isinstance(inner, Mapping) and not hasattr(next(iter(obj.values())), "shape"):
+            obj = inner
+    return obj
 
 
 def _itemsize(dtype: str) -> int:

@@ -216,8 +216,8 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> tu
 def file_info(path: str | os.PathLike) -> dict[str, Any]:
     """What a weights file holds, from its structure alone (:func:`varedit.checkpoint.peek`): no tensor is
     read, so it is fast on multi-gigabyte files, and everything reported has been validated."""
-    from .official import candidate_patch_nums, infer_patch_nums, infer_var_config, infer_vqvae_config, \
-        unwrap_state_dict
+    from .checkpoint import unwrap_state_dict
+    from .official import candidate_patch_nums, infer_patch_nums, infer_var_config, infer_vqvae_config
     name = Path(path).name
     obj = peek(path)
     if not isinstance(obj, Mapping):

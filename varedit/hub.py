@@ -139,8 +139,8 @@ def check_size(preset: Preset, filename: str, path: Path) -> None:
 def check_structure(preset: Preset, filename: str, path: Path) -> None:
     """Every tensor of the file has the key and shape the preset's model has (read from the file's
     structure: no tensor is loaded, so its time does not grow with the file's size).  Raises WeightsError."""
-    from .checkpoint import TensorInfo, peek
-    from .official import check_release, unwrap_state_dict
+    from .checkpoint import TensorInfo, peek, unwrap_state_dict
+    from .official import check_release
     obj = peek(path)
     sd = unwrap_state_dict(obj) if isinstance(obj, Mapping) and obj else obj
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, TensorInfo) for v in sd.values()):

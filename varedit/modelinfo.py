@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .checkpoint import TensorInfo, WeightsError, peek, tensor_dims
+from .checkpoint import TensorInfo, WeightsError, peek, tensor_dims, unwrap_state_dict
 from .classes import imagenet_classes
 from .fileformat import FORMAT, FORMAT_VERSION, _int, check_varedit_meta  # noqa: F401 (re-exported)
 from .options import SamplingOptions
@@ -61,7 +61,7 @@ def _from_varedit_file(path: Path, obj: Any, name: str, kind: str, description: 
 
 
 def _from_official_file(path: Path, obj: Any, vae_path: Path | None) -> ModelInfo:
-    sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
+    sd = unwrap_state_dict(obj) if isinstance(obj, Mapping) and obj else None
     if not isinstance(sd, Mapping) or not isinstance(sd.get("class_emb.weight"), TensorInfo) \
             or not isinstance(sd.get("lvl_embed.weight"), TensorInfo):
         raise WeightsError(f"{path.name} is neither a varedit model file nor an official VAR state dict "

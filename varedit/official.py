@@ -1,6 +1,7 @@
 """The official weights (as FoundationVision released them: ``vae_ch160v4096z32.pth``, ``var_d16.pth``
 ...): flat state dicts that record no configuration.  Everything varedit knows about that foreign format
-is here: the wrappers around a state dict, the configuration read off the keys and shapes (depth, width,
+is here (the wrappers around a state dict aside: :func:`varedit.checkpoint.unwrap_state_dict`, torch-free
+for the argument checks): the configuration read off the keys and shapes (depth, width,
 classes, vocabulary, shared AdaLN, cosine attention, scale list), the official constructors' arguments,
 and the check against a preset.  Every tensor the inference reads is checked for its rank and non-empty
 dimensions first (:func:`varedit.checkpoint.tensor_dims`), and the model built from it compares every
@@ -16,25 +17,12 @@ from typing import Any, Mapping
 import torch
 
 from .building import as_float32, build_var, build_vqvae, check_state_dict, var_vae_consistent
-from .checkpoint import TensorInfo, WeightsError, tensor_dims as _dims
+from .checkpoint import WeightsError, tensor_dims as _dims, unwrap_state_dict
 from .models.var import VAR, VARConfig
 from .models.vqvae import VQVAE, VQVAEConfig
 from .presets import KNOWN_PATCH_NUMS, PATCH_NUMS_256, Preset
 
 log = logging.getLogger(__name__)
-
-#: keys that wrap a state dict in released checkpoints (e.g. the official trainer's)
-WRAPPERS = ("state_dict", "model", "trainer")
-
-
-def unwrap_state_dict(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The state dict inside the common wrappers, on a loaded file (tensors) or on its structure
-    (:class:`~varedit.checkpoint.TensorInfo`)."""
-    for wrapper in WRAPPERS:
-        if isinstance(obj.get(wrapper), Mapping) and not isinstance(next(iter(obj.values())), (torch.Tensor, TensorInfo)):
-            obj = obj[wrapper]
-    return obj
-
 
 def state_dict_of(obj: Mapping[str, Any], name: str) -> dict[str, torch.Tensor]:
     """The float32 state dict of a loaded official file, or one :class:`WeightsError`."""
