@@ -82,9 +82,8 @@ class _TaskRunner:
 
     async def __call__(self, request: Request, task: str, stream: bool, fmt: str | None, preview: bool
                        ) -> Response:
-        editor, cfg, worker = self.editor, self.cfg, self.worker
         model, image_fields, _ = TASKS[task]
-        fields, files = await read_body(request, cfg, image_fields)
+        fields, files = await read_body(request, self.cfg, image_fields)
         params = validate(model, fields)
         want_preview = stream and preview and self.previews
         prepare = getattr(self.tasks, task.replace("-", "_"))
@@ -94,95 +93,116 @@ class _TaskRunner:
             raise failure(e) from None
         del files
         try:
-            job = worker.submit(task, fn, want_preview=want_preview)
+            job = self.worker.submit(task, fn, want_preview=want_preview)
         except QueueFull as e:
             raise ApiError(503, str(e), {"Retry-After": str(e.retry_after)}) from None
-        deadline = job.submitted + cfg.timeout_s
-
-        async def finish(ev: Any) -> dict[str, Any]:
-            if ev.error is not None:
-                raise failure(ev.error)
-            elapsed = (job.finished or time.monotonic()) - (job.started or job.submitted)
-            if task == "infer-label":
-                return label_json(editor, ev.result, params.top, elapsed)
-            return await run_in_threadpool(result_json, task, ev.result, elapsed)
-
-        def timed_out() -> ApiError:
-            worker.cancel(job)
-            return ApiError(504, f"the request took longer than this server's limit of {cfg.timeout_s:g} s "
-                                 f"(queue wait included) and was abandoned")
-
+        top = getattr(params, "top", None)
         if stream:
-            async def events() -> AsyncIterator[bytes]:
-                last_pos = -1
-                last_beat = time.monotonic()
-                try:
-                    while True:
-                        pos = worker.position(job)
-                        if last_pos < 0 or (job.started is None and pos != last_pos):
-                            last_pos = pos
-                            yield _sse("queued", {"job": job.id, "position": pos})
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            e = timed_out()
-                            yield _sse("error", {"status": e.status, "detail": e.detail})
-                            return
+            return self._stream(job, task, top)
+        ev = await self._wait(job, request)
+        if ev is None:
+            return _err(499, "client closed the request")
+        out = await self._finish(job, task, ev, top)
+        return self._answer(out, job, task, fmt, request.headers.get("accept", ""))
+
+    def _deadline(self, job: Any) -> float:
+        return job.submitted + self.cfg.timeout_s
+
+    def _timed_out(self, job: Any) -> ApiError:
+        self.worker.cancel(job)
+        return ApiError(504, f"the request took longer than this server's limit of {self.cfg.timeout_s:g} s "
+                             f"(queue wait included) and was abandoned")
+
+    async def _finish(self, job: Any, task: str, ev: Any, top: int | None) -> dict[str, Any]:
+        """The JSON of a finished job (its failure as an ApiError)."""
+        if ev.error is not None:
+            raise failure(ev.error)
+        elapsed = (job.finished or time.monotonic()) - (job.started or job.submitted)
+        if task == "infer-label":
+            return label_json(self.editor, ev.result, top or 1, elapsed)
+        return await run_in_threadpool(result_json, task, ev.result, elapsed)
+
+    def _stream(self, job: Any, task: str, top: int | None) -> Response:
+        """The job's events as server-sent events: queued (with the position), start, progress, then result
+        or error; the job is cancelled when the stream ends before it does."""
+        worker, deadline = self.worker, self._deadline(job)
+
+        async def events() -> AsyncIterator[bytes]:
+            last_pos = -1
+            last_beat = time.monotonic()
+            try:
+                while True:
+                    pos = worker.position(job)
+                    if last_pos < 0 or (job.started is None and pos != last_pos):
+                        last_pos = pos
+                        yield _sse("queued", {"job": job.id, "position": pos})
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        e = self._timed_out(job)
+                        yield _sse("error", {"status": e.status, "detail": e.detail})
+                        return
+                    try:
+                        ev = await asyncio.wait_for(job.events.get(), timeout=min(remaining, 1.0))
+                    except asyncio.TimeoutError:
+                        if time.monotonic() - last_beat > 15:
+                            last_beat = time.monotonic()
+                            yield b": keep-alive\n\n"
+                        continue
+                    if ev.kind == "start":
+                        yield _sse("start", {"job": job.id})
+                    elif ev.kind == "progress":
+                        yield _sse("progress", {"step": ev.step, "total": ev.total, "preview": ev.preview})
+                    else:
                         try:
-                            ev = await asyncio.wait_for(job.events.get(), timeout=min(remaining, 1.0))
-                        except asyncio.TimeoutError:
-                            if time.monotonic() - last_beat > 15:
-                                last_beat = time.monotonic()
-                                yield b": keep-alive\n\n"
-                            continue
-                        if ev.kind == "start":
-                            yield _sse("start", {"job": job.id})
-                        elif ev.kind == "progress":
-                            yield _sse("progress", {"step": ev.step, "total": ev.total, "preview": ev.preview})
-                        else:
-                            try:
-                                yield _sse("result", await finish(ev))
-                            except ApiError as e:
-                                yield _sse("error", {"status": e.status, "detail": e.detail})
-                            return
-                finally:
-                    if not job.done:
-                        worker.cancel(job)  # the client went away, or the deadline passed
+                            yield _sse("result", await self._finish(job, task, ev, top))
+                        except ApiError as e:
+                            yield _sse("error", {"status": e.status, "detail": e.detail})
+                        return
+            finally:
+                if not job.done:
+                    worker.cancel(job)  # the client went away, or the deadline passed
 
-            return _JobStream(lambda: None if job.done else worker.cancel(job), events(),
-                              media_type="text/event-stream",
-                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job": job.id})
+        return _JobStream(lambda: None if job.done else worker.cancel(job), events(),
+                          media_type="text/event-stream",
+                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job": job.id})
 
+    async def _wait(self, job: Any, request: Request) -> Any:
+        """The job's final event, or None when the client went away first (the job is then cancelled);
+        a 504 past the deadline."""
         # the body was read: the next message the server hands over is the client going away (or, once
         # the answer is sent, the end of the exchange); it is watched beside the job's events, however
         # often those come
+        deadline = self._deadline(job)
         gone = asyncio.ensure_future(_disconnected(request.receive))
         next_event: asyncio.Future[Any] | None = None
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise timed_out()
+                    raise self._timed_out(job)
                 if next_event is None:
                     next_event = asyncio.ensure_future(job.events.get())
                 await asyncio.wait((next_event, gone), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if next_event.done():
                     ev, next_event = next_event.result(), None
                     if ev.kind == "done":
-                        break
+                        return ev
                 elif gone.done():
-                    worker.cancel(job)
-                    return _err(499, "client closed the request")
+                    self.worker.cancel(job)
+                    return None
         finally:
             for f in (gone, next_event):
                 if f is not None and not f.done():
                     f.cancel()
             if not job.done:
-                worker.cancel(job)
-        out = await finish(ev)
+                self.worker.cancel(job)
+
+    @staticmethod
+    def _answer(out: dict[str, Any], job: Any, task: str, fmt: str | None, accept: str) -> Response:
+        """JSON, or the best image as PNG (``format=png``, or a client that accepts only PNG)."""
         if task == "infer-label":
             return JSONResponse(out)
         headers = {"X-Seed": str(out["seed"]), "X-Job": job.id}
-        accept = request.headers.get("accept", "")
         if fmt == "png" or (fmt is None and "image/png" in accept and "application/json" not in accept):
             score = out["scores"][0] if out["scores"] else None
             headers.update({"X-Settings": json.dumps(out["settings"], separators=(",", ":"), ensure_ascii=True),
