@@ -203,3 +203,15 @@ def test_a_wrapped_official_file_reads_the_same_everywhere(official_files, golde
     assert info["format"] == "official state dict" and info["keys"] == len(sd)
     var, _ = load_official(wrapped, official_files / "vae_ch160v4096z32.pth", patch_nums=pns)
     assert torch.equal(var.head.weight, sd["head.weight"])
+
+
+def test_loading_modules_depend_one_way():
+    """checkpoint <- building <- official <- fileformat <- registry, never back; the torch-free facts
+    (presets, modelinfo) import none of the torch side."""
+    from test_architecture import import_graph
+    graph = import_graph()
+    order = ["varedit.checkpoint", "varedit.building", "varedit.official", "varedit.fileformat", "varedit.registry"]
+    back = [(m, later) for i, m in enumerate(order) for later in order[i + 1:] if later in graph[m]]
+    assert back == []
+    torch_side = {"varedit.building", "varedit.official", "varedit.registry"}
+    assert [(m, d) for m in ("varedit.presets", "varedit.modelinfo") for d in graph[m] if d in torch_side] == []
