@@ -31,7 +31,6 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 
 from . import processing as P
-from . import requests as R
 from .classes import resolve_class
 from .editing import labels as L
 from .editing.labels import LABEL_KEYWORDS, LabelGuess  # noqa: F401

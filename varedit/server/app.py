@@ -34,7 +34,7 @@ from .. import __version__
 from . import images as I
 from . import schemas as S
 from .config import ServerConfig
-from .guard import API, DOCS_CSP, EDITOR_CSP, Guard, security_headers  # noqa: F401
+from .guard import API, Guard
 from .jobs import QueueFull, Worker
 from .prepare import TASKS, Tasks, body_doc, failure, label_json, result_json
 from .reading import ApiError, read_body, validate

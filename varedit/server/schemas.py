@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API (pydantic). The task parameters are generated from the
 request types (:mod:`varedit.requests`); images are not fields of these models: they come as base64
 strings in JSON (``image``, ``mask``) or as files in multipart, and are checked against the limits before
-they are decoded (see :mod:`varedit.server.app`)."""
+they are decoded (see :mod:`varedit.server.reading`)."""
 from __future__ import annotations
 
 import dataclasses as dc
