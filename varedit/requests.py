@@ -333,20 +333,19 @@ class OutpaintRequest(_MaskedRequest):
 
     task: ClassVar[str] = "outpaint"
 
-    def amounts(self) -> list[int | float]:
-        """left, right, top, bottom in the one meaning of every front-end (ints pixels, ratios)."""
-        from .processing import outpaint_amount
-        return [outpaint_amount(getattr(self, s), s) for s in ("left", "right", "top", "bottom")]
+    def sides(self) -> tuple[Any, Any, Any, Any]:
+        """left, right, top, bottom as given (:func:`varedit.processing.outpaint_amount` reads each)."""
+        return self.left, self.right, self.top, self.bottom
 
     def validate(self, scales: "int | Sequence[int] | None" = None, image_size: tuple[int, int] | None = None
                  ) -> None:
-        from .processing import extended_size
-        amounts = self.amounts()
+        from .processing import extended_size, outpaint_amount
+        amounts = [outpaint_amount(v, s) for v, s in zip(self.sides(), ("left", "right", "top", "bottom"))]
         if not any(amounts):
             raise ValueError("nothing to extend: left, right, top and bottom are all 0 (ints are pixels, floats "
                              "below 1 a ratio of the side, '150%' a percentage)")
         self._check_fields(scales)  # the fill, before the size
-        size = None if image_size is None else extended_size(image_size, *amounts)
+        size = None if image_size is None else extended_size(image_size, *self.sides())
         self._check_masked(scales, size)
 
 

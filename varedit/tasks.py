@@ -271,7 +271,7 @@ class Editor:
         if isinstance(request, UpscaleRequest):
             return self._upscale(request, loaded, callback, preview)
         if isinstance(request, OutpaintRequest):
-            ext, new_area = P.extend_loaded(loaded, *request.amounts(), fill=request.fill)
+            ext, new_area = P.extend_loaded(loaded, *request.sides(), fill=request.fill)
             alpha = None if ext.alpha is None else np.ones(new_area.shape, np.float32)
             return self._masked(request, ext, new_area, request.label, callback, preview, edited_alpha=alpha,
                                 extra=dict(left=request.left, right=request.right, top=request.top,

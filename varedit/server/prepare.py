@@ -91,7 +91,7 @@ class Tasks:
         loaded = self._image(files)
         p.label = self.ed.check_label(p.label)
         req = S.to_request(R.OutpaintRequest, p, image=loaded, output_type=self._output_type(loaded))
-        w, h = P.extended_size(loaded.size, *req.amounts())
+        w, h = P.extended_size(loaded.size, *req.sides())
         self._out_size(w, h, "outpainted image")
         return self._job(req, preview, loaded.size)
 
