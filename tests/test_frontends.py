@@ -311,3 +311,16 @@ def test_a_percentage_of_100_or_more_extends_by_that_share(model, client, photo)
     r = client.post("/api/v1/outpaint", json={"image": b64(photo), "right": "150%", "seed": 0})
     assert r.status_code == 200, r.text
     assert (r.json()["width"], r.json()["height"]) == want
+
+
+def test_a_grey_mask_is_read_with_the_requests_threshold(model, client, photo):
+    """threshold is an option of the inpaint request, so the server reads an uploaded grey mask with it."""
+    grey = np.zeros((H, W), np.uint8)
+    grey[10:30, 10:40] = 100  # 0.39: regenerated at threshold 0.3, kept at the default 0.5
+    api = model.editor.inpaint(photo, grey, threshold=0.3, label="none", seed=0, output_type="np")
+    assert api.mask.sum() == 20 * 30
+    r = client.post("/api/v1/inpaint", json={"image": b64(photo), "mask": b64(grey), "threshold": 0.3,
+                                             "label": "none", "seed": 0})
+    assert r.status_code == 200, r.text
+    served = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["mask"])))) > 0
+    assert np.array_equal(served, api.mask)

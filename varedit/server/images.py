@@ -70,14 +70,15 @@ def load_image(data: bytes, max_pixels: int) -> P.LoadedImage:
         raise ValueError(_unnamed(str(e), "image")) from None
 
 
-def load_mask(data: bytes, size_wh: tuple[int, int], max_pixels: int) -> np.ndarray:
+def load_mask(data: bytes, size_wh: tuple[int, int], max_pixels: int, **options: Any) -> np.ndarray:
     """Decode an uploaded mask (white = regenerate; a mask of another size than the image is refused,
-    since a browser or script that sends one has lost track of which image it belongs to)."""
+    since a browser or script that sends one has lost track of which image it belongs to). ``options``:
+    :func:`varedit.processing.load_mask`'s (``threshold``)."""
     w, h = check_size(data, "mask", max_pixels)
     if (w, h) != tuple(size_wh):
         raise ValueError(f"mask is {w}x{h} but the image is {size_wh[0]}x{size_wh[1]}")
     try:
-        return P.load_mask(data, size_wh, on_size_mismatch="error")
+        return P.load_mask(data, size_wh, on_size_mismatch="error", **options)
     except ValueError as e:
         raise ValueError(_unnamed(str(e), "mask")) from None
 

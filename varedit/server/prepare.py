@@ -47,8 +47,10 @@ class Tasks:
             raise ApiError(422, "image: missing (send it as a base64 string in JSON or as a file in multipart)")
         return I.load_image(files["image"], self.cfg.max_pixels)
 
-    def _mask(self, files: dict[str, bytes], loaded: P.LoadedImage) -> np.ndarray | None:
-        return I.load_mask(files["mask"], loaded.size, self.cfg.max_pixels) if "mask" in files else None
+    def _mask(self, files: dict[str, bytes], loaded: P.LoadedImage, options: dict[str, Any]) -> np.ndarray | None:
+        if "mask" not in files:
+            return None
+        return I.load_mask(files["mask"], loaded.size, self.cfg.max_pixels, **options)
 
     def _n(self, n: int) -> None:
         if n > self.cfg.max_candidates:
@@ -73,7 +75,8 @@ class Tasks:
         """The image and the region of a task with one: the mask checked against the image, and the checks
         the Editor makes on the region (one source: a mask, a box or the alpha), made now."""
         loaded = self._image(files)
-        mask = self._mask(files, loaded)
+        threshold = getattr(p, "threshold", None)  # a grey mask is read with the request's threshold
+        mask = self._mask(files, loaded, {} if threshold is None else {"threshold": threshold})
         P.region_mask(loaded.size, mask, p.box, alpha=loaded.alpha)
         return dict(image=loaded, mask=mask)
 
