@@ -130,6 +130,23 @@ def test_batch_goes_on_past_a_bad_file(runner, cli_model, images, tmp_path):
     assert "broken.png" in res.output and "1 of 2 inputs failed" in res.output
 
 
+def test_a_batch_checks_each_input_as_its_request_does(runner, cli_model, images, tmp_path):
+    """The command only translates its options into a request: an input the request refuses (a box in
+    pixels wholly outside a small image) fails with the request's own message before the model loads, and
+    the batch goes on with the others."""
+    from varedit.requests import InpaintRequest
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(small)
+    with pytest.raises(ValueError) as e:
+        InpaintRequest(box=(30, 30, 60, 60)).validate(None, (24, 20))
+    out = tmp_path / "o"
+    res = runner.invoke(main, ["inpaint", str(images / "in" / "im0.png"), str(small), "--box", "30,30,60,60",
+                               "-o", str(out), "-m", str(cli_model), "--seed", "0"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"failed: {small}: {e.value}" in res.output and "1 of 2 inputs failed" in res.output
+    assert (out / "im0.png").is_file() and not (out / "small.png").exists()
+
+
 def test_outputs_never_overwrite_inputs(runner, cli_model, images):
     src = images / "in" / "im1.png"
     before = src.read_bytes()
