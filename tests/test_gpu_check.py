@@ -32,7 +32,7 @@ def test_gpu_check_runs_every_step_and_summarises(tmp_path):
         assert summary["training"][kind]["images_per_s"] > 0 and summary["training"][kind]["parameters"] > 0
     assert summary["training"]["var"]["flops_per_image"] > 6 * summary["training"]["var"]["parameters"]
     d16 = summary["bench"]["bench_d16"]
-    assert {r["backend"] for r in d16["rows"]} == {"eager", "fast", "onnx"}
+    assert {r["backend"] for r in d16["rows"]} == {"eager", "fast", "onnx"} and {r["batch"] for r in d16["rows"]} == {1}
     assert all(r["token_agreement_with_eager"] == 1.0 for r in d16["rows"])  # fp32: exact on every backend
     assert summary["bench"]["bench_d16_bf16"]["settings"]["precision"] == "bf16"
     assert {r["batch"] for r in summary["bench"]["bench_d30"]["rows"]} == {2}

@@ -171,9 +171,8 @@ def test_plugin_api_rejects_bad_additions():
 
 # ---- varedit remove ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def demo_editor():
-    from varedit import VarEditPipeline
-    return VarEditPipeline.from_pretrained("demo", device="cpu").editor
+def demo_editor(demo_pipeline):
+    return demo_pipeline.editor
 
 
 def test_remove_task_fills_the_grown_region_and_keeps_the_rest(demo_editor):

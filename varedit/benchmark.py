@@ -418,20 +418,21 @@ def cli_breakdown(image_size: int = 512, box: tuple[int, int, int, int] = (192, 
     return out
 
 
-def outpaint_strategies(model: str = "demo", n: int = 24, strategies: Sequence[str] = ("crop", "original"),
+def outpaint_strategies(model: Any = "demo", n: int = 24, strategies: Sequence[str] = ("crop", "original"),
                         seed: int = 0, device: str = "cpu", n_ref: int = 400) -> dict[str, Any]:
     """Outpaint strategies by time and quality on canvases twice the model size: held-out synthetic
     shapes rendered at 2S, their left half kept and the right half outpainted back; quality is the
     Fréchet distance of the results (downscaled to the model size) to real held-out shapes in the
     features of the eval's shape classifier (``varedit eval``'s measure).  The strategy behind
-    outpaint's ``auto`` was chosen with this (README, "How editing works")."""
+    outpaint's ``auto`` was chosen with this (README, "How editing works").  ``model``: a name the
+    loader takes, or a loaded :class:`~varedit.pipeline.VarEditPipeline`."""
     from PIL import Image
 
     from .data.synthetic import render
     from .evaluation.classifier import features, load_classifier
     from .evaluation.metrics import frechet_distance
     from .pipeline import VarEditPipeline
-    pipe = VarEditPipeline.from_pretrained(model, device=device)
+    pipe = model if isinstance(model, VarEditPipeline) else VarEditPipeline.from_pretrained(model, device=device)
     S = pipe.image_size
     clf, _ = load_classifier(Path(__file__).parent / "assets" / "demo" / "classifier.pt")
     rng = np.random.default_rng(seed)
