@@ -102,6 +102,9 @@ def test_rows_that_repeat_a_setting_repeat_its_fill():
         if kind == "box":  # ranked candidates share the samples of the unranked ones
             assert sampling("default-n4-ranked") == sampling("default-n4-first") != sampling("default")
     assert [v.name for v, *_ in row_plan(select_variants("none"), "outpaint", 3.0)] == ["default"]
+    # another prefill for the default mode (the real-photo report's): the row of that prefill repeats it
+    plan = row_plan(select_variants("defaults"), "box", 3.0, prefill="pushpull")
+    assert [(v.name, same) for v, _, _, same in plan if same] == [("default-pushpull-prefill", "default")]
 
 
 def test_finish_fills_ranks_harmonizes_and_feathers():

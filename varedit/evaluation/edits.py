@@ -4,10 +4,10 @@ into the asked class?
 Each held-out synthetic image gets the box around its object (the object's bounding box grown by an
 eighth of the image side, clipped: what a user would draw) and a target class other than its own,
 drawn with a seeded generator.  The edited image is read by the project's shape classifier (the
-bundled one, 100% accurate on real held-out images): the box holds the whole object, so the class of
-the image is the class of what is inside the box.  Success = the classifier reads the target class.
-(Classifying the box's crop alone would be unfair: the classifier reads only about 65% of real
-objects correctly from a crop, since it was trained on whole images.)
+bundled one; its accuracy on real held-out images is in docs/quality.md): the box holds the whole
+object, so the class of the image is the class of what is inside the box.  Success = the classifier
+reads the target class.  (Classifying the box's crop alone would be unfair: the classifier was trained
+on whole images and misreads many real objects from a crop.)
 """
 from __future__ import annotations
 

@@ -82,10 +82,10 @@ class Variant:
     def key(self, kw: dict[str, Any], cfg: float) -> tuple[Any, ...]:
         return (*self.sampling_key(kw, cfg), self.harmonize, self.feather, self.rank if self.candidates > 1 else True)
 
-    def settings(self, kind: str, edit_cfg: float) -> tuple[dict[str, Any], float]:
-        """The plan keywords and the guidance of this row on ``kind``'s masks: the default mode's prefill
-        is the one its task uses; ``edit_cfg`` (the editing default) unless the row sets its own."""
-        kw = {"prefill": TASK_PREFILL[kind], **self.plan_kw} if self.plan_kw.get("mode") == "default" else self.plan_kw
+    def settings(self, prefill: str, edit_cfg: float) -> tuple[dict[str, Any], float]:
+        """The plan keywords and the guidance of this row: the default mode fills the hole with ``prefill``
+        (its task's) unless the row sets its own; ``edit_cfg`` (the editing default) unless the row sets its own."""
+        kw = {"prefill": prefill, **self.plan_kw} if self.plan_kw.get("mode") == "default" else self.plan_kw
         return kw, edit_cfg if self.cfg is None else self.cfg
 
 
@@ -120,7 +120,7 @@ VARIANTS = [
     Variant("default-n4-ranked", dict(mode="default"), candidates=4, rank=True, group="defaults", kinds=("box",)),
     # diagnostics: what the fill would gain from the real class (read from the hole's image: an oracle)
     Variant("default-true-class", dict(mode="default"), label="true", group="defaults"),
-    # older ablations (measured worse or no effect in the previous report)
+    # ablations outside the defaults: each no better than the default (docs/quality.md, Why each default)
     Variant("default-no-prefill", dict(mode="default", prefill="none"), group="extra"),
     Variant("default-free-1x1", dict(mode="default", coarse_tokens=0), group="extra"),
     Variant("default-grow-1", dict(mode="default", grow_tokens=1), group="extra"),
@@ -138,17 +138,19 @@ def select_variants(ablations: str | bool) -> list[Variant]:
     return [v for v in VARIANTS if v.group in groups]
 
 
-def row_plan(variants: Sequence[Variant], kind: str, edit_cfg: float
+def row_plan(variants: Sequence[Variant], kind: str, edit_cfg: float, *, prefill: str | None = None
              ) -> list[tuple[Variant, dict[str, Any], float, str | None]]:
-    """The rows of one mask kind, in order: (variant, plan keywords, guidance, the earlier row it repeats).
-    A row whose settings an earlier row already has (e.g. the prefill row that is this kind's default)
-    repeats that row's fill instead of sampling it again."""
+    """The rows of one mask kind (the variants measured on ``kind``), in order: (variant, plan keywords,
+    guidance, the earlier row it repeats).  The default mode's prefill is ``prefill`` (default: the one
+    ``kind``'s task uses).  A row whose settings an earlier row already has (e.g. the prefill row that is
+    this kind's default) repeats that row's fill instead of sampling it again."""
+    prefill = TASK_PREFILL[kind] if prefill is None else prefill
     measured: dict[tuple[Any, ...], str] = {}  # a variant's settings -> the row that measured them
     rows = []
     for v in variants:
         if kind not in v.kinds:
             continue
-        kw, cfg = v.settings(kind, edit_cfg)
+        kw, cfg = v.settings(prefill, edit_cfg)
         key = v.key(kw, cfg)
         rows.append((v, kw, cfg, measured.get(key)))
         measured.setdefault(key, v.name)

@@ -30,7 +30,8 @@ import numpy as np
 from ..data.photos import HELDOUT, load_photo, photo_info, random_crop
 from ..editing.plan import make_plan
 from .metrics import RING_EDGES, kid, outside_change, paired_se, psnr, ssim
-from .quality import TASK_PREFILL, _kid, _reconstruct, _sample, _u8, eval_mask, finish_fills, save_report, select_variants
+from .quality import (TASK_PREFILL, _kid, _reconstruct, _sample, _u8, eval_mask, finish_fills, row_plan, save_report,
+                      select_variants)
 
 log = logging.getLogger(__name__)
 
@@ -160,20 +161,13 @@ def run_real_eval(pipe: Any, *, judge: Any, n: int = 64, n_ref: int = 256, seed:
                 x = np.stack(imgs[s:s + batch]).astype(np.float32) / 255
                 plans = [make_plan(im, m, backend.patch_nums, backend.downsample) for im, m in zip(x, ms[s:s + batch])]
                 inferred[s:s + len(plans)] = np.asarray(backend.score_labels(plans)).argmax(axis=1)
-        measured: dict[tuple[Any, ...], str] = {}
         sampled: dict[tuple[Any, ...], tuple[list[np.ndarray], np.ndarray, list[float]]] = {}
-        variants = [v for v in select_variants(ablations) if v.label != "true"]
-        for v in _with_official(variants):
-            vk = "box" if kind == "objects" else kind  # objects are boxes: the box's variant set
-            if vk not in v.kinds:
+        variants = _with_official([v for v in select_variants(ablations) if v.label != "true"])
+        vk = "box" if kind == "objects" else kind  # objects are boxes: the box's variant set
+        for v, kw, cfg, same_as in row_plan(variants, vk, pipe.editor.edit_defaults.cfg, prefill=REAL_PREFILL[kind]):
+            if same_as is not None:  # the same fill, same seed
+                rows[v.name] = dict(rows[same_as])
                 continue
-            kw = {"prefill": REAL_PREFILL[kind], **v.plan_kw} if v.plan_kw.get("mode") == "default" else v.plan_kw
-            cfg = pipe.editor.edit_defaults.cfg if v.cfg is None else v.cfg
-            key = v.key(kw, cfg)
-            if key in measured:
-                rows[v.name] = dict(rows[measured[key]])
-                continue
-            measured[key] = v.name
             skey = v.sampling_key(kw, cfg)
             if skey not in sampled:
                 sampled[skey] = _sample(pipe, v, kw, imgs, ms, dummy_labels, inferred, recon, seed, batch)
@@ -221,7 +215,7 @@ def photo_mask(kind: str, hw: tuple[int, int], rng: np.random.Generator) -> np.n
 
 def parse_feathers(specs: str | Sequence[str]) -> list[str]:
     """Feather widths to compare: pixels of the output (``"0"``, ``"4.5"``) or ``"token"`` (half a token in
-    the image's pixels: the rule before the feather was measured), without repeats."""
+    the image's pixels: the width the feather study compares against), without repeats."""
     items = [x.strip().lower() for x in (specs.split(",") if isinstance(specs, str) else specs) if str(x).strip()]
     out: list[str] = []
     for x in items:
