@@ -278,9 +278,11 @@ def _add_info_routes(app: FastAPI, editor: Any, cfg: ServerConfig, worker: Worke
                            "timeout_s": cfg.timeout_s},
                 "auth": cfg.token is not None}
 
-    @app.get(f"{API}/schema", summary="The JSON schema of every task's parameters (what a client may send).")
+    @app.get(f"{API}/schema", summary="The JSON schema of every task's JSON body (what a client may send): the "
+                                      "options of the task's request type and its base64 images.")
     async def task_schemas() -> dict[str, Any]:
-        return {task: model.model_json_schema(by_alias=True) for task, (model, _, _) in TASKS.items()}
+        return {task: body_doc(model, images)["requestBody"]["content"]["application/json"]["schema"]
+                for task, (model, images, _) in TASKS.items()}
 
 
 def _add_error_handlers(app: FastAPI) -> None:
