@@ -303,6 +303,8 @@ def test_none_means_the_tasks_default():
     assert (InpaintRequest(strategy=None).strategy, InpaintRequest(prefill=None).prefill) == ("crop", "ns")
     assert (InpaintRequest(coverage=None).coverage, EditRequest(class_=1, coverage=None).coverage) == (0.25, 1.0)
     assert InpaintRequest(label=None).label is None and InpaintRequest().label == "auto"
+    from varedit.options import SamplingOptions
+    assert [f.name for f in fields(Sampling)] == [f.name for f in fields(SamplingOptions)]  # overrides of each
     from varedit.editing.plan import COVERAGE
     assert InpaintRequest().coverage == COVERAGE  # a fill's coverage is the planner's default
 
