@@ -281,6 +281,7 @@ def test_a_pipeline_call_and_its_json_make_the_same_request(model, photo, monkey
     ("upscale", {"keep_scales": 9}, lambda ed, im: ed.upscale(im, keep_scales=9)),
     ("generate", {"n": 0}, lambda ed, im: ed.generate(n=0)),
     ("generate", {"top_p": 2}, lambda ed, im: ed.generate(top_p=2)),
+    ("generate", {"cfg": 1e300}, lambda ed, im: ed.generate(cfg=1e300)),  # would overflow the logits
 ])
 def test_a_bad_value_gets_one_message(model, client, photo, task, body, call):
     """The request type's check speaks for every front-end: the server's 422 is the API's error, word for word."""

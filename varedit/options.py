@@ -12,13 +12,16 @@ from typing import Any
 from .validation import check_int, check_number
 
 GUIDANCE_SCHEDULES = ("linear", "constant")
+# guidance scales beyond this overflow the guided logits (the sampler's probabilities become inf/NaN);
+# useful ones are below 10
+MAX_CFG = 100.0
 
 
 @dataclass
 class SamplingOptions:
     """Defaults are the official demo's (cfg 4, top-k 900, top-p 0.95); a model file may carry its own.
 
-    ``cfg``: guidance scale (finite, >= 0; 0 = purely conditional); ``top_k``: keep the k most likely
+    ``cfg``: guidance scale (in [0, ``MAX_CFG``]; 0 = purely conditional); ``top_k``: keep the k most likely
     tokens (0 = off, 1 = greedy); ``top_p``: nucleus in [0, 1] (0 = off); ``more_smooth``: Gumbel
     smoothing of the code embeddings (torch only); ``guidance``: schedule over scales (``linear`` from
     0 at the first scale, as the official code, or ``constant``).
@@ -45,7 +48,7 @@ class SamplingOptions:
         return SamplingOptions(**d)
 
     def __post_init__(self) -> None:
-        self.cfg = check_number(self.cfg, "cfg", lo=0)
+        self.cfg = check_number(self.cfg, "cfg", lo=0, hi=MAX_CFG)
         self.top_k = check_int(self.top_k, "top_k", lo=0)
         self.top_p = check_number(self.top_p, "top_p", lo=0, hi=1)
         if not isinstance(self.more_smooth, bool):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence, Union
 
-from .options import GUIDANCE_SCHEDULES, SamplingOptions
+from .options import GUIDANCE_SCHEDULES, MAX_CFG, SamplingOptions
 from .validation import check_int, check_number, check_seed
 
 if TYPE_CHECKING:
@@ -115,12 +115,15 @@ def choices_of(f: Any) -> tuple[str, ...]:
 
 @dataclass(kw_only=True)
 class Sampling:
-    """Sampling overrides of one request; None keeps the model's default (see SamplingOptions)."""
+    """Sampling overrides of one request; None keeps the model's default. SamplingOptions checks them (the
+    limits here are the ones it applies, for the server's schema)."""
 
-    cfg: float | None = opt(None, "Guidance scale, finite and at least 0 (0: purely conditional; default: "
-                                  "the model's).")
-    top_k: int | None = opt(None, "Keep the k most likely tokens (1 = greedy, 0 = off; default: the model's).")
-    top_p: float | None = opt(None, "Nucleus filter in [0, 1] (0 = off; default: the model's).")
+    cfg: float | None = opt(None, f"Guidance scale in [0, {MAX_CFG:g}] (0: purely conditional; default: the "
+                                  f"model's).", kind="number", lo=0, hi=MAX_CFG)
+    top_k: int | None = opt(None, "Keep the k most likely tokens (1 = greedy, 0 = off; default: the model's).",
+                            kind="int", lo=0)
+    top_p: float | None = opt(None, "Nucleus filter in [0, 1] (0 = off; default: the model's).", kind="number",
+                              lo=0, hi=1)
     more_smooth: bool | None = opt(None, "Gumbel smoothing of the code embeddings (torch backend only).")
     guidance: str | None = opt(None, "Guidance schedule over scales: linear (from 0 at the first scale) or "
                                      "constant (default: the model's).", choices=GUIDANCES)
