@@ -60,7 +60,6 @@ STRATEGIES = ("auto", "crop", "resize", "original")
 MODES = ("default", "official")
 FILLS = ("blur", "edge", "mean", "gray")
 OUTPUT_TYPES = ("pil", "np")
-GUIDANCES = GUIDANCE_SCHEDULES
 MAX_CANDIDATES = 64
 MAX_CANDIDATE_PIXELS = 400_000_000
 MAX_GENERATE = 100_000
@@ -98,7 +97,7 @@ def opt(default: Any = MISSING, doc: str = "", *, kind: str | None = None, lo: f
         choices: "tuple[str, ...] | Callable[[], tuple[str, ...]] | None" = None, http: bool = True,
         json: Any = None, alias: str | None = None, factory: Any = MISSING) -> Any:
     """A request option: its default (none: required), its description, and its limits, read by
-    :meth:`_Request.validate` and by the server's schema. ``kind``: ``int``, ``number`` or ``choice``
+    :meth:`_Options._check_fields` (each request's ``validate``) and by the server's schema. ``kind``: ``int``, ``number`` or ``choice``
     (checked against ``lo``/``hi``/``choices``; ``hi`` may name ``"scales"``, the model's number of
     scales, or ``"patch"``, its largest token grid); None = checked by the request's own rules. A None
     value is allowed where the default is None (it means the model's or the task's default).
@@ -126,7 +125,7 @@ class Sampling:
                               lo=0, hi=1)
     more_smooth: bool | None = opt(None, "Gumbel smoothing of the code embeddings (torch backend only).")
     guidance: str | None = opt(None, "Guidance schedule over scales: linear (from 0 at the first scale) or "
-                                     "constant (default: the model's).", choices=GUIDANCES)
+                                     "constant (default: the model's).", choices=GUIDANCE_SCHEDULES)
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
