@@ -1,4 +1,4 @@
-"""Sampling settings shared by every backend (torch-free).
+"""Sampling settings shared by every backend, and the few names every layer reads (torch- and numpy-free).
 
 :class:`SamplingOptions` is the one place sampling options are validated: the torch and onnxruntime
 backends, the CLI and the defaults stored in model files all construct it, so a bad value (a NaN
@@ -12,6 +12,15 @@ from typing import Any
 from .validation import check_int, check_number
 
 GUIDANCE_SCHEDULES = ("linear", "constant")
+# what a masked task's ``label`` takes besides a class index or name (read by the request types, the label
+# resolver in editing/ and the command line, which must start without importing numpy)
+LABEL_KEYWORDS = ("auto", "infer", "none")
+# how a canvas is encoded: ``default`` (prefill, coverage keep maps, open loop) or ``official`` (as is)
+MODES = ("default", "official")
+# a fill regenerates a latent cell when more than 1 - FILL_COVERAGE of it is hole, and encodes a lightly or
+# half-touched cell from the prefilled canvas: the planner's default (editing.plan.make_plan) and the inpaint
+# and outpaint requests' (docs/quality.md, "Why each default")
+FILL_COVERAGE = 0.25
 # guidance scales beyond this overflow the guided logits (the sampler's probabilities become inf/NaN);
 # useful ones are below 10
 MAX_CFG = 100.0

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence, Union
 
-from .options import GUIDANCE_SCHEDULES, MAX_CFG, SamplingOptions
+from .options import FILL_COVERAGE, GUIDANCE_SCHEDULES, LABEL_KEYWORDS, MAX_CFG, MODES, SamplingOptions  # noqa: F401
 from .validation import check_int, check_number, check_seed
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ def top_classes(posterior: "Sequence[float] | np.ndarray", class_name: Callable[
 # (:meth:`_Request.of`), and the HTTP server's parameter models are generated from these fields
 # (:mod:`varedit.server.schemas`).
 STRATEGIES = ("auto", "crop", "resize", "original")
-MODES = ("default", "official")
 FILLS = ("blur", "edge", "mean", "gray")
 OUTPUT_TYPES = ("pil", "np")
 MAX_CANDIDATES = 64
@@ -70,11 +69,9 @@ MAX_FEATHER = 4096.0
 # better (docs/quality.md, "Why each default").
 INPAINT_PREFILL = "ns"
 OUTPAINT_PREFILL = "pushpull"
-# The keep-map coverage (editing.plan.make_plan): a fill regenerates a latent cell when more than three
-# quarters of it is hole (the planner's own default, editing.plan.COVERAGE); a class edit asks for a new
-# object in the box, so every cell the box touches is regenerated and the coarse scales can lay it out
-# (docs/quality.md, "Class edits").
-FILL_COVERAGE = 0.25
+# The keep-map coverage (editing.plan.make_plan): a fill keeps the planner's default (FILL_COVERAGE); a class
+# edit asks for a new object in the box, so every cell the box touches is regenerated and the coarse scales
+# can lay it out (docs/quality.md, "Class edits").
 EDIT_COVERAGE = 1.0
 
 

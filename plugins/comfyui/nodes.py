@@ -93,9 +93,9 @@ def _edit_params() -> tuple[Param, ...]:
               tooltip="Candidates per image, ranked by the model's log-likelihood; 'image' is the best."),
         Param("keep_scales", "INT", 0, 0, 32,
               tooltip="Keep the input's first k scales inside the region (structure kept, detail regenerated)."),
-        Param("mode", "COMBO", "default", options=("default", "official"),
+        Param("mode", "COMBO", "default", options=R.MODES,
               tooltip="default: varedit's method (prefill, coverage, harmonize); official: the notebook's."),
-        Param("feather", "FLOAT", -1.0, -1.0, 1024.0, 0.5,
+        Param("feather", "FLOAT", -1.0, -1.0, R.MAX_FEATHER, 0.5,
               tooltip="Paste-back feather width in output pixels; -1 = the default (4). Pixels farther than this "
                       "from the region are returned unchanged."),
     )
@@ -297,7 +297,7 @@ class Outpaint(VarEditNode):
     PARAMS = (_model_param(), Param("image", "IMAGE"),
               *(Param(side, "INT", 0, 0, MAX_SIDE, 8, tooltip=f"Pixels added on the {side}.")
                 for side in ("left", "right", "top", "bottom")),
-              Param("fill", "COMBO", "blur", options=("blur", "edge", "mean", "gray"),
+              Param("fill", "COMBO", "blur", options=R.FILLS,
                     tooltip="What the new area holds before it is encoded."),
               _label_param(), *_sampling_params("3, the editing default"), *_edit_params())
     OUTPUTS = (Out("image", "IMAGE", "The best candidate of every extended image."),

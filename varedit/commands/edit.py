@@ -62,7 +62,7 @@ def register(main: click.Group) -> None:
     @opt("--right", group="Task", default=None, help="Pixels, ratio of the width below 1, or percentage.")
     @opt("--top", group="Task", default=None, help="Pixels, ratio of the height below 1, or percentage.")
     @opt("--bottom", group="Task", default=None, help="Pixels, ratio of the height below 1, or percentage.")
-    @opt("--fill", group="Task", type=click.Choice(["blur", "edge", "mean", "gray"]), default="blur",
+    @opt("--fill", group="Task", type=click.Choice(R.FILLS), default="blur",
          show_default=True, help="What fills the new canvas before encoding.")
     @label_option
     @prefill_option
@@ -80,7 +80,8 @@ def register(main: click.Group) -> None:
 
         def check(src: Path, header: Any) -> tuple[int, int]:
             from ..processing import extended_size
-            request(None, None).validate(kw["model_info"].num_scales, header.size)
+            req = request(None, None)
+            req.validate(kw["model_info"].num_scales, header.size)
             size = extended_size(header.size, **amounts)
             S = kw["model_info"].image_size
             if S:  # the windows this canvas needs, counted now rather than after the model loaded
@@ -92,7 +93,7 @@ def register(main: click.Group) -> None:
                 l, _, t, _ = outpaint_pads(header.size, **amounts)
                 new_area = np.ones((size[1], size[0]), bool)
                 new_area[t:t + h, l:l + w] = False
-                say_windows(src, plan_windows(kw["strategy"] or "auto", new_area, size, S, kw["max_windows"]), S)
+                say_windows(src, plan_windows(req.strategy, new_area, size, S, kw["max_windows"]), S)
             return size
 
         edit_command("outpaint", kw, kw["n"], check, run_request(request), None,

@@ -14,9 +14,7 @@ from .. import requests as R
 from ..requests import check_scale
 from .common import backend_options, check_class, model_options, opt, sampling_options
 
-#: the label keywords a fill's --class takes besides a class (varedit.editing.labels.LABEL_KEYWORDS, written
-#: out: importing the editing layer would pull torch into `varedit --help`)
-LABEL_KEYWORDS = ("auto", "infer", "none")
+from ..options import LABEL_KEYWORDS  # noqa: F401  (the label keywords --class takes besides a class)
 
 
 def output_options(f: Any) -> Any:
@@ -35,16 +33,16 @@ def editing_options(f: Any) -> Any:
         opt("--n", "-n", group="Editing", type=click.IntRange(1, 64), default=1, show_default=True,
             help="Candidates per input (ranked by the model's log-likelihood; at most 64)."),
         opt("--no-rank", group="Editing", is_flag=True, help="Keep candidates in sampling order."),
-        opt("--mode", group="Editing", type=click.Choice(["default", "official"]), default="default",
+        opt("--mode", group="Editing", type=click.Choice(R.MODES), default="default",
             show_default=True,
             help="default: prefill, coverage keep maps, open loop, harmonize, paste-back; official: the "
                  "notebook method."),
-        opt("--strategy", group="Editing", type=click.Choice(["auto", "crop", "resize", "original"]),
+        opt("--strategy", group="Editing", type=click.Choice(R.STRATEGIES),
             default=None, help="Size strategy: crop (a square around the mask, resized to the model), resize "
                                "(the whole image), original (native-size tiles in order); auto = crop."),
         opt("--keep-scales", group="Editing", type=click.IntRange(min=0), default=0, show_default=True,
             help="Keep the input's first k scales inside the hole (structure kept, detail regenerated)."),
-        opt("--feather", group="Editing", type=click.FloatRange(min=0, max=1e4), default=None,
+        opt("--feather", group="Editing", type=click.FloatRange(min=0, max=R.MAX_FEATHER), default=None,
             help="Paste-back feather width in pixels of the output: the edit blends into the picture over "
                  "this band outside the mask; pixels farther away are returned unchanged [default: 4]."),
         opt("--harmonize/--no-harmonize", group="Editing", default=True, show_default=True,

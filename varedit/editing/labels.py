@@ -9,11 +9,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import processing as P
+from ..options import LABEL_KEYWORDS
 from .runner import class_log_likelihood
 
 log = logging.getLogger(__name__)
 
-LABEL_KEYWORDS = ("auto", "infer", "none")  # besides a class index or name
 
 
 @dataclass

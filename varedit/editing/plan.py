@@ -35,14 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..options import FILL_COVERAGE, MODES
 from ..processing import latent_mask, prefill_hole
 from .masks import area_resize, coverage_keep_maps, grow_latent_hole, official_keep_maps, pool_weights
 
-MODES = ("default", "official")
 COARSE_TOKENS = 4  # closed loop: scales of at most this many tokens pool whole cells of the prefilled canvas
-# a cell is regenerated when more than 1 - COVERAGE of it is hole; a lightly or half-touched cell is encoded
-# from the prefilled canvas instead (README, "Measured quality": strokes, both seeds, independent judge)
-COVERAGE = 0.25
+COVERAGE = FILL_COVERAGE  # the planner's default coverage (varedit.options.FILL_COVERAGE says why)
 
 
 @dataclass
