@@ -478,7 +478,7 @@ class OnnxVAR:
 
         ``use_scorer`` None (auto) takes the scorer when its session is open, when the sampler's is (a warm
         process: the scorer's one-time opening pays for itself within a few calls, a scored image then
-        costs one run instead of one per class: 0.12 s against 0.31 s for the demo), or when the sampler
+        costs one run instead of one per class: docs/decisions.md, "The ONNX scorer graph"), or when the sampler
         would need 32 runs or more; a cold one-shot call with few classes scores with the sampler, whose
         session it opens anyway (opening a second graph would cost more than the runs it saves)."""
         fk = self._latent("f", f, np.shape(f)[0] if np.ndim(f) == 4 else 1)
