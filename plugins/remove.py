@@ -52,15 +52,11 @@ def remove(editor: Any, image: Any, mask: Any = None, *, box: Sequence[float] | 
 
 
 def _request(loaded: Any, region: Any, label: int | str | None, kwargs: dict[str, Any]) -> Any:
-    """The inpaint request of a removal (:mod:`varedit.requests`): sampling keywords go to its
-    ``Sampling``, the progress keywords to ``Editor.run``, the rest are the request's own options."""
-    from dataclasses import fields
-
-    from varedit.requests import InpaintRequest, Sampling
-    sampling = {f.name for f in fields(Sampling)}
-    own = {k: v for k, v in kwargs.items() if k not in sampling and k not in ("callback", "preview")}
-    return InpaintRequest(image=loaded, mask=region, label=label,
-                          sampling=Sampling(**{k: v for k, v in kwargs.items() if k in sampling}), **own)
+    """The inpaint request of a removal (:mod:`varedit.requests`), read as ``Editor.inpaint`` reads its
+    keywords; the progress keywords go to ``Editor.run``."""
+    from varedit.requests import InpaintRequest
+    own = {k: v for k, v in kwargs.items() if k not in ("callback", "preview")}
+    return InpaintRequest.of(image=loaded, mask=region, label=label, **own)
 
 
 def _command() -> click.Command:
