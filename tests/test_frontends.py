@@ -310,13 +310,19 @@ def test_none_means_the_tasks_default():
     assert InpaintRequest().coverage == COVERAGE  # a fill's coverage is the planner's default
 
 
-def test_a_percentage_of_100_or_more_extends_by_that_share(model, client, photo):
+def test_a_percentage_of_100_or_more_extends_by_that_share(model, client, photo, tmp_path):
     """"150%" is a ratio of 1.5: read once, never re-read as the ambiguous number 1.5."""
     want = (W + W * 3 // 2, H)
     assert model.editor.outpaint(photo, right="150%", seed=0, output_type="np").image.shape[1::-1] == want
     r = client.post("/api/v1/outpaint", json={"image": b64(photo), "right": "150%", "seed": 0})
     assert r.status_code == 200, r.text
     assert (r.json()["width"], r.json()["height"]) == want
+    src = tmp_path / "in.png"
+    Image.fromarray(photo).save(src)
+    res = CliRunner().invoke(main, ["outpaint", str(src), "--right", "150%", "-m", "demo", "--seed", "0",
+                                    "-o", str(tmp_path / "out.png")])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "out.png").size == want
 
 
 def test_a_grey_mask_is_read_with_the_requests_threshold(model, client, photo):

@@ -22,6 +22,13 @@ from .edit_options import (LABEL_KEYWORDS, batch_size_option, class_check, commo
                            parse_amount, parse_box, prefill_option, say_windows, scale_option)
 
 
+def _amount(value: str | None, name: str) -> int | float | str:
+    """An outpaint amount as the request should receive it: pixels as an int, a ratio below 1 as a float,
+    a larger percentage as its text (``"150%"``)."""
+    v = parse_amount(value, name)
+    return v if isinstance(v, int) or v < 1 else str(value)
+
+
 def _mask_arg(mask: Path | None) -> str | None:
     return None if mask is None else str(mask)
 
@@ -70,8 +77,10 @@ def register(main: click.Group) -> None:
     def outpaint(**kw: Any) -> None:
         """Extend each image and fill the new area."""
         s = pop_sampling(kw)
-        amounts = {k: parse_amount(kw[k], k) for k in ("left", "right", "top", "bottom")}
-        if not any(amounts.values()):
+        # each amount is read here (a bad one fails before any file is read); a percentage of 100 or more
+        # is handed on as given, since the request reads it again and 1.5 alone would be ambiguous
+        amounts = {k: _amount(kw[k], k) for k in ("left", "right", "top", "bottom")}
+        if not any(parse_amount(v, k) for k, v in amounts.items()):
             raise click.UsageError("nothing to extend: give --left, --right, --top and/or --bottom")
 
         def request(image: Any, mask: Path | None) -> R.OutpaintRequest:
