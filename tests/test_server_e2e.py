@@ -108,7 +108,7 @@ def chromium_path() -> str | None:
     return None
 
 
-def test_editor_in_a_real_browser(tmp_path):
+def test_editor_in_a_real_browser(tmp_path, paint_stroke):
     browser_exe = chromium_path()
     if browser_exe is None:
         pytest.skip("no Chromium here (Debian: apt-get install chromium; .ci/run installs it when it runs as root)")
@@ -134,13 +134,7 @@ def test_editor_in_a_real_browser(tmp_path):
         page.wait_for_function("() => window.varedit.stage.image && window.varedit.stage.width === 192")
         page.keyboard.press("]")  # brush 24 -> 30
         assert page.evaluate("window.varedit.stage.brush") == 30
-        pts = [(60, 80), (90, 88), (120, 84), (140, 96)]
-        xy = [page.evaluate(f"window.varedit.imageToClient({x}, {y})") for x, y in pts]
-        page.mouse.move(xy[0]["x"], xy[0]["y"])
-        page.mouse.down()
-        for p in xy[1:]:
-            page.mouse.move(p["x"], p["y"], steps=6)
-        page.mouse.up()
+        paint_stroke(page, (60, 80), (90, 88), (120, 84), (140, 96))
         count = "(() => { let n = 0; for (const v of window.varedit.stage.maskBinary()) n += v; return n; })()"
         painted = page.evaluate(count)
         assert 2000 < painted < 8000, painted
