@@ -62,24 +62,24 @@ def _request(loaded: Any, region: Any, label: int | str | None, kwargs: dict[str
 def _command() -> click.Command:
     """The command, built from the CLI's own pieces (``varedit.commands``): every argument is checked
     before the model loads, outputs are named, written and reported as ``varedit inpaint`` does."""
-    from varedit.commands.common import (GroupedCommand, backend_options, check_class, model_options, opt,
-                                         pop_sampling, sampling_options)
     from varedit.commands.batch import edit_command
-    from varedit.commands.edit_options import LABEL_KEYWORDS, editing_options, output_options, parse_box
+    from varedit.commands.common import (GroupedCommand, backend_options, check_class, model_options, opt,
+                                         pop_sampling, request_opt, sampling_options)
+    from varedit.commands.edit_options import (LABEL_KEYWORDS, editing_options, label_option, output_options,
+                                               parse_box)
+    from varedit.requests import InpaintRequest
 
     @click.command("remove", cls=GroupedCommand)
     @opt("--mask", group="Input", type=click.Path(), default=None,
          help="Mask file for all inputs, or a folder of masks paired by file stem (white = remove).")
-    @opt("--box", group="Input", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
-    @opt("--invert", group="Input", is_flag=True, help="Invert the mask (black = remove).")
+    @request_opt("--box", request=InpaintRequest, name="box", group="Input", type=str)
+    @request_opt("--invert", request=InpaintRequest, name="invert", group="Input", is_flag=True)
     @opt("--grow", group="Task", type=click.FloatRange(min=0, max=1024), default=REMOVE_GROW, show_default=True,
          help="Grow the region by this many pixels first (takes the object's soft rim along).")
-    @opt("--class", "-c", "class_", group="Task", default=REMOVE_LABEL, show_default=True,
-         help="Class that guides the fill: none = unconditional, auto = inferred from the surroundings, "
-              "or a class index or name.")
+    @label_option(InpaintRequest, default=REMOVE_LABEL)  # the fill's class; removal's default: unconditional
     @click.argument("images", nargs=-1, required=True, type=click.Path())
     @output_options
-    @editing_options
+    @editing_options(InpaintRequest)
     @sampling_options
     @model_options
     @backend_options
@@ -106,7 +106,7 @@ def _command() -> click.Command:
         def call(ed: Any, loaded: Any, mask: Any, bar: Any) -> Any:
             return remove(ed, loaded, None if mask is None else str(mask), box=box, invert=kw["invert"],
                           grow=kw["grow"], label=kw["class_"], n=n, rank=not kw["no_rank"], mode=kw["mode"],
-                          strategy=kw["strategy"] or "crop", keep_scales=kw["keep_scales"], feather=kw["feather"],
+                          strategy=kw["strategy"], keep_scales=kw["keep_scales"], feather=kw["feather"],
                           harmonize=kw["harmonize"], seed=kw["seed"], output_type="np", callback=bar, **sampling)
 
         edit_command("remove", kw, n, check, call, kw["mask"], setup)

@@ -336,3 +336,123 @@ def test_a_grey_mask_is_read_with_the_requests_threshold(model, client, photo):
     assert r.status_code == 200, r.text
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["mask"])))) > 0
     assert np.array_equal(served, api.mask)
+
+
+# ---- one description: the command line's options and the nodes' inputs are the request's fields ---------
+SAMPLING_OPTIONS = {"seed": "seed", "cfg": "cfg", "top_k": "top_k", "top_p": "top_p", "more_smooth": "more_smooth",
+                    "guidance": "guidance"}
+EDITING_OPTIONS = {"n": "n", "mode": "mode", "strategy": "strategy", "keep_scales": "keep_scales",
+                   "feather": "feather", "harmonize": "harmonize"}
+CLI_FIELDS = {  # command: (its request type, {click parameter: request field})
+    "inpaint": (InpaintRequest, {"box": "box", "invert": "invert", "class_": "label", "prefill": "prefill",
+                                 **EDITING_OPTIONS, **SAMPLING_OPTIONS}),
+    "outpaint": (OutpaintRequest, {"left": "left", "right": "right", "top": "top", "bottom": "bottom", "fill": "fill",
+                                   "class_": "label", "prefill": "prefill", **EDITING_OPTIONS, **SAMPLING_OPTIONS}),
+    "edit": (EditRequest, {"box": "box", "invert": "invert", "class_": "class_", "prefill": "prefill",
+                           **EDITING_OPTIONS, **SAMPLING_OPTIONS}),
+    "upscale": (UpscaleRequest, {"scale": "scale", "keep_scales": "keep_scales", **SAMPLING_OPTIONS}),
+    "generate": (GenerateRequest, {"n": "n", "batch_size": "batch_size", **SAMPLING_OPTIONS}),
+    "remove": (InpaintRequest, {"box": "box", "invert": "invert", "class_": "label", **EDITING_OPTIONS,
+                                **SAMPLING_OPTIONS}),
+}
+# options named like a field that really differ: --mask is a file or a folder of masks paired by file stem;
+# generate's --class is required and takes the word none (the request: null, or a list of classes)
+CLI_OWN = {("inpaint", "mask"), ("edit", "mask"), ("remove", "mask"), ("generate", "class_")}
+
+
+def _cli_command(name: str):
+    if name == "remove":
+        from varedit_plugins.remove import _command
+        return _command()
+    return main.commands[name]
+
+
+@pytest.mark.parametrize("command", sorted(CLI_FIELDS))
+def test_cli_options_are_the_request_fields(command):
+    """Every option of a command that is a request field has the field's description as its help, the
+    field's default and the field's choices (and its limits, where click checks them)."""
+    import click
+    from varedit.requests import option_info
+    request, table = CLI_FIELDS[command]
+    params = {p.name: p for p in _cli_command(command).params if isinstance(p, click.Option)}
+    names = {f.name for f in fields(request)} | {f.name for f in fields(Sampling)}
+    assert set(params) & names <= set(table) | {n for c, n in CLI_OWN if c == command}, command
+    for param, name in table.items():
+        info, p = option_info(request, name), params[param]
+        assert p.help == info.doc, (command, param)
+        if command == "remove" and name == "label":  # removal's own default: an unconditional fill
+            from varedit_plugins.remove import REMOVE_LABEL
+            assert p.default == REMOVE_LABEL != info.default
+        elif info.required:
+            assert p.required, (command, param)
+        else:
+            assert p.default == info.default, (command, param)
+        if info.choices is None:
+            assert not isinstance(p.type, click.Choice), (command, param)
+        else:
+            assert tuple(p.type.choices) == info.choices, (command, param)
+        if isinstance(p.type, (click.IntRange, click.FloatRange)):
+            assert info.lo is None or p.type.min == info.lo, (command, param)
+            assert info.max is None or p.type.max == info.max, (command, param)
+
+
+NODE_FIELDS = {  # node: (its request type, {input: request field})
+    "VarEditInpaint": (InpaintRequest, {"label": "label", "candidates": "n", "keep_scales": "keep_scales",
+                                        "mode": "mode", "feather": "feather"}),
+    "VarEditOutpaint": (OutpaintRequest, {"fill": "fill", "label": "label", "candidates": "n",
+                                          "keep_scales": "keep_scales", "mode": "mode", "feather": "feather"}),
+    "VarEditClassEdit": (EditRequest, {"class_name": "class_", "candidates": "n", "keep_scales": "keep_scales",
+                                       "mode": "mode", "feather": "feather"}),
+    "VarEditUpscale": (UpscaleRequest, {"scale": "scale", "keep_scales": "keep_scales",
+                                        "back_project": "back_project"}),
+    "VarEditGenerate": (GenerateRequest, {"batch_size": "n"}),
+}
+# inputs named like a field that really differ: ComfyUI's seed (a widget always holds one; image i of a batch
+# uses seed + i), outpaint's sides (whole pixels only, INT widgets), the images and masks (tensors)
+NODE_OWN = {"seed", "left", "right", "top", "bottom", "image", "mask"}
+
+
+@pytest.mark.parametrize("node_id", sorted(NODE_FIELDS))
+def test_node_inputs_are_the_request_fields(node_id):
+    """Every input of a node that is a request field: the field's description as its tooltip (then what the
+    node adds, e.g. that -1 stands for the default), the field's default (-1 where it is None: the model's
+    or the task's) and the field's choices."""
+    from varedit.requests import option_info
+    request, table = NODE_FIELDS[node_id]
+    spec = NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+    inputs = {**spec["required"], **spec.get("optional", {})}
+    table = {**table, **{k: k for k in ("cfg", "top_k", "top_p")}}
+    names = {f.name for f in fields(request)} | {f.name for f in fields(Sampling)}
+    assert set(inputs) & names <= set(table) | NODE_OWN, node_id
+    for inp, name in table.items():
+        info = option_info(request, name)
+        kind, opts = inputs[inp][0], inputs[inp][1]
+        tip = opts["tooltip"]
+        assert tip == info.doc or tip.startswith(info.doc + " "), (node_id, inp)
+        if info.required:
+            assert opts["default"] == "", (node_id, inp)
+        elif info.default is None:
+            assert opts["default"] == opts["min"] == -1 and "-1 = the default" in tip, (node_id, inp)
+        else:
+            assert opts["default"] == info.default, (node_id, inp)
+        assert (kind if isinstance(kind, list) else None) == (None if info.choices is None else list(info.choices))
+        if "max" in opts and info.max is not None:
+            assert opts["max"] <= info.max, (node_id, inp)
+
+
+def test_the_figures_in_the_descriptions_are_the_codes():
+    """A description that names a default the code keeps elsewhere names that default."""
+    import inspect
+
+    from varedit.commands.edit_options import PREFILL_CHOICES
+    from varedit.processing import FILL_METHODS
+    from varedit.processing.blending import DEFAULT_FEATHER_PX
+    from varedit.requests import PREFILLS, option_info
+    from varedit.tasks import EDIT_CFG, Editor
+    assert f"default: {EDIT_CFG:g} for inpaint, outpaint and edit" in option_info(Sampling, "cfg").doc
+    assert f"(default: {DEFAULT_FEATHER_PX:g})" in option_info(InpaintRequest, "feather").doc
+    most = inspect.signature(Editor.__init__).parameters["auto_label_max_classes"].default
+    assert f"at most {most} classes" in option_info(InpaintRequest, "label").doc
+    assert PREFILL_CHOICES == FILL_METHODS and PREFILLS == (*FILL_METHODS, "none")
+    with pytest.raises(KeyError, match="inpaint has no option 'colour'"):
+        option_info(InpaintRequest, "colour")

@@ -84,9 +84,10 @@ def check_candidates(n: Any, wh: tuple[int, int] | None = None) -> int:
     return n
 
 
-def _prefills() -> tuple[str, ...]:
-    from .processing import FILL_METHODS  # here: the command line reads these limits without loading numpy
-    return tuple(FILL_METHODS) + ("none",)
+# varedit.processing.FILL_METHODS, written out: the command line reads these choices without loading OpenCV
+# (a test checks that the two agree); ``none`` leaves the hole as it is
+PREFILL_METHODS = ("ns", "telea", "edge", "mean", "gray", "blur", "pushpull")
+PREFILLS = PREFILL_METHODS + ("none",)
 
 
 def opt(default: Any = MISSING, doc: str = "", *, kind: str | None = None, lo: float | None = None,
@@ -109,18 +110,60 @@ def choices_of(f: Any) -> tuple[str, ...]:
     return tuple(c() if callable(c) else c)
 
 
+@dataclass(frozen=True)
+class OptionInfo:
+    """One request option as a front-end presents it (:func:`option_info`): the command line's options and
+    the ComfyUI nodes' inputs take their help text, default and choices from here, so they read as the
+    request (and the HTTP schema) does."""
+
+    name: str
+    doc: str
+    default: Any  # MISSING: required; None: the task's or the model's default
+    choices: tuple[str, ...] | None
+    kind: str | None  # "int", "number", "choice" or None (checked by the request's own rules)
+    lo: float | None
+    hi: float | str | None  # a number, or "scales" / "patch": a limit of the model (see opt)
+    lo_open: bool
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+    @property
+    def max(self) -> float | None:
+        """The upper limit when it is a number (not one that depends on the model)."""
+        return self.hi if isinstance(self.hi, (int, float)) else None
+
+
+def option_info(request: type, name: str) -> OptionInfo:
+    """The option ``name`` of ``request`` (a request type, or :class:`Sampling`): its description, default,
+    choices and limits. A request's sampling options are found by their own names (``cfg``, ``top_k`` ...).
+    An unknown name is a KeyError."""
+    own = {f.name: f for f in fields(request) if f.name != "sampling"}
+    if "sampling" in {f.name for f in fields(request)}:
+        own = {**{f.name: f for f in fields(Sampling)}, **own}
+    if name not in own:
+        raise KeyError(f"{getattr(request, 'task', '') or request.__name__} has no option {name!r}")
+    f = own[name]
+    md = f.metadata
+    return OptionInfo(name=name, doc=md["doc"], default=f.default,
+                      choices=choices_of(f) if md.get("choices") is not None else None, kind=md.get("kind"),
+                      lo=md.get("lo"), hi=md.get("hi"), lo_open=bool(md.get("lo_open")))
+
+
 @dataclass(kw_only=True)
 class Sampling:
     """Sampling overrides of one request; None keeps the model's default. SamplingOptions checks them (the
     limits here are the ones it applies, for the server's schema)."""
 
-    cfg: float | None = opt(None, f"Guidance scale in [0, {MAX_CFG:g}] (0: purely conditional; default: the "
-                                  f"model's).", kind="number", lo=0, hi=MAX_CFG)
-    top_k: int | None = opt(None, "Keep the k most likely tokens (1 = greedy, 0 = off; default: the model's).",
+    cfg: float | None = opt(None, f"Classifier-free guidance scale in [0, {MAX_CFG:g}] (0: purely conditional; "
+                                  f"default: 3 for inpaint, outpaint and edit, else the model's).", kind="number",
+                             lo=0, hi=MAX_CFG)
+    top_k: int | None = opt(None, "Sample among the k most likely tokens (1 = greedy, 0 = off; default: the model's).",
                             kind="int", lo=0)
-    top_p: float | None = opt(None, "Nucleus filter in [0, 1] (0 = off; default: the model's).", kind="number",
+    top_p: float | None = opt(None, "Nucleus (top-p) filter in [0, 1] (0 = off; default: the model's).", kind="number",
                               lo=0, hi=1)
-    more_smooth: bool | None = opt(None, "Gumbel smoothing of the code embeddings (torch backend only).")
+    more_smooth: bool | None = opt(None, "Gumbel-softmax smoothing of the code embeddings (torch backend only).")
     guidance: str | None = opt(None, "Guidance schedule over scales: linear (from 0 at the first scale) or "
                                      "constant (default: the model's).", choices=GUIDANCE_SCHEDULES)
 
@@ -202,7 +245,7 @@ class _Options:
 
 @dataclass(kw_only=True)
 class _Request(_Options):
-    seed: int | None = opt(None, "Random seed, 0 to 2**63-1 (default: drawn, and returned in the settings).")
+    seed: int | None = opt(None, "Random seed, 0 to 2**63-1 (default: drawn at random and recorded with the result).")
     sampling: Sampling = opt(doc="Sampling overrides.", factory=Sampling, http=False)
     output_type: str = opt("pil", "pil (PIL images) or np (arrays; 16-bit inputs stay 16-bit).", kind="choice",
                            choices=OUTPUT_TYPES, http=False)
@@ -218,30 +261,36 @@ def clip_value(v: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
-_LABEL_DOC = ("Class guiding the fill: an index or a name, auto (the class the model finds most likely for the "
-              "known pixels), infer (always infer) or none (unconditional).")
+_LABEL_DOC = ("Class that guides the fill: an index or a name; auto = the class the model finds most likely for "
+              "the known pixels (models with at most 100 classes, else none); infer = always infer; none = "
+              "unconditional.")
 
 
 @dataclass(kw_only=True)
 class _MaskedRequest(_Request):
-    strategy: str = opt("crop", "Size strategy: crop (a square around the region), resize (the whole image in "
-                                "one canvas), original (native-size tiles), auto.", kind="choice",
+    strategy: str = opt("crop", "Size strategy: crop (a square around the region, resized to the model), resize "
+                                "(the whole image in one canvas), original (native-size tiles in order); auto = "
+                                "crop.", kind="choice",
                         choices=STRATEGIES)
-    mode: str = opt("default", "default, or official (the official notebook's method: no prefill, no "
-                               "coverage rule).", kind="choice", choices=MODES)
-    n: int = opt(1, f"Candidates (1 to {MAX_CANDIDATES}), ranked by the model's log-likelihood unless rank is "
-                    f"false.", kind="int", lo=1, hi=MAX_CANDIDATES)
-    rank: bool = opt(True, "Rank the candidates, best first.")
+    mode: str = opt("default", "How the canvas is encoded: default = varedit's method (the hole prefilled, "
+                               "coverage keep maps, open loop); official = the official notebook's (the canvas as "
+                               "it is: no prefill, no coverage rule).",
+                   kind="choice", choices=MODES)
+    n: int = opt(1, f"Candidates per image (1 to {MAX_CANDIDATES}), best first by the model's log-likelihood "
+                    f"unless ranking is off.", kind="int", lo=1, hi=MAX_CANDIDATES)
+    rank: bool = opt(True, "Rank the candidates by the model's log-likelihood, best first (off: sampling order).")
     keep_scales: int = opt(0, "Keep the input's first k scales inside the hole: the layout is kept and the "
-                              "detail re-rolled (at most the model's number of scales).", kind="int", lo=0,
+                              "detail regenerated (at most the model's number of scales).", kind="int", lo=0,
                            hi="scales")
     grow_tokens: int = opt(0, "Grow the regenerated token region by this many cells (at most the model's "
                               "largest token grid).", kind="int", lo=0, hi="patch")
-    feather: float | None = opt(None, "Paste-back feather in pixels of the output (default: 4).", kind="number",
-                                lo=0, hi=MAX_FEATHER)
-    prefill: str = opt(INPAINT_PREFILL, "How the hole is filled from the known pixels before tokenising.",
-                       kind="choice", choices=_prefills)
-    harmonize: bool = opt(True, "Remove the tokeniser's colour error from the fill.")
+    feather: float | None = opt(None, "Paste-back feather width in pixels of the output: the edit blends into the "
+                                         "picture over this band outside the region; pixels farther away are "
+                                         "returned unchanged (default: 4).", kind="number", lo=0, hi=MAX_FEATHER)
+    prefill: str = opt(INPAINT_PREFILL, "How the hole is filled from the known pixels before tokenising (ns: "
+                                         "OpenCV Navier-Stokes; pushpull: a smooth membrane; none: not filled).",
+                       kind="choice", choices=PREFILLS)
+    harmonize: bool = opt(True, "Remove the tokeniser's colour error from the fill (membrane correction).")
     paste_back: bool = opt(True, "Blend the result into the input with the feathered mask (false: the decoded "
                                  "window as it is).")
     coverage: float = opt(FILL_COVERAGE, "Default mode: a latent cell is regenerated when more than 1 - "
@@ -257,9 +306,9 @@ class _MaskedRequest(_Request):
 class _RegionRequest(_MaskedRequest):
     image: Any = opt(None, "The input image (a path, PIL image, array or LoadedImage).", http=False)
     mask: Any = opt(None, "White = regenerate (an image, array or path; alpha honoured).", http=False)
-    box: Sequence[float] | None = opt(None, "x0,y0,x1,y1: pixels (ints) or fractions of the side (floats).",
+    box: Sequence[float] | None = opt(None, "The region x0,y0,x1,y1: pixels (ints) or fractions of the side (floats).",
                                       json=Optional[list[Union[int, float]]])
-    invert: bool = opt(False, "Regenerate what the mask leaves black instead.")
+    invert: bool = opt(False, "Invert the mask: regenerate what it leaves black.")
     threshold: float = opt(0.5, "Mask threshold in [0, 1] for grey masks.", kind="number", lo=0, hi=1)
     mask_mismatch: str = opt("resize", "A mask of another size than the image: resize it, or error.",
                              kind="choice", choices=("resize", "error"), http=False)
@@ -310,7 +359,7 @@ class EditRequest(_RegionRequest):
             raise ValueError("give the region to redraw: a box or a mask")
 
 
-_AMOUNT_DOC = ("Whole pixels (64), a ratio of the side below 1 (0.5) or a percentage string (\"150%\"); a "
+_AMOUNT_DOC = ("Whole pixels (64), a ratio of the side below 1 (0.5) or a percentage (\"150%\"); a "
                "number of 1 or more with a point (64.0) is refused as ambiguous.")
 
 
@@ -323,12 +372,15 @@ class OutpaintRequest(_MaskedRequest):
     right: Any = opt(0, _AMOUNT_DOC, json=Union[int, float, str])
     top: Any = opt(0, _AMOUNT_DOC, json=Union[int, float, str])
     bottom: Any = opt(0, _AMOUNT_DOC, json=Union[int, float, str])
-    fill: str = opt("blur", "How the new area is filled before tokenising.", kind="choice", choices=FILLS)
+    fill: str = opt("blur", "What the new area of the canvas holds at first: blur (its edges replicated, then "
+                                "blurred), edge, mean (the image's mean colour) or gray.",
+                   kind="choice", choices=FILLS)
     label: int | str | None = opt("auto", _LABEL_DOC, json=Optional[Union[int, str]])
     strategy: str = opt("auto", "Size strategy: auto (crop), crop, resize, original (native-size tiles, each "
                                 "seeing less context).", kind="choice", choices=STRATEGIES)
-    prefill: str = opt(OUTPAINT_PREFILL, "How the new area is filled from the known pixels before tokenising.",
-                       kind="choice", choices=_prefills)
+    prefill: str = opt(OUTPAINT_PREFILL, "How the new area is filled from the known pixels before tokenising "
+                                          "(pushpull: a smooth membrane; ns: OpenCV Navier-Stokes; none: not "
+                                          "filled).", kind="choice", choices=PREFILLS)
 
     task: ClassVar[str] = "outpaint"
 
@@ -355,11 +407,13 @@ class UpscaleRequest(_Request):
     image: Any = opt(None, "The input image (a path, PIL image, array or LoadedImage).", http=False)
     scale: float = opt(2.0, f"Output size / input size, above 0 and at most {MAX_UPSCALE:g}.", kind="number",
                        lo=0, lo_open=True, hi=MAX_UPSCALE)
-    keep_scales: int | None = opt(None, "Scales forced from the input (default: the model's upscale default).",
+    keep_scales: int | None = opt(None, "Scales forced from the input (default: all but the last third; 0 samples "
+                                            "every scale).",
                                   kind="int", lo=0, hi="scales")
     label: int | str | None = opt(None, "Class: an index or a name (default: unconditional).",
                                   json=Optional[Union[int, str]])
-    back_project: bool = opt(True, "Make the result's downsampled version match the input again.")
+    back_project: bool = opt(True, "Re-impose the input's low frequencies: the result's downscaled version matches the "
+                                "input again.")
 
     task: ClassVar[str] = "upscale"
 
@@ -385,9 +439,9 @@ class GenerateRequest(_Request):
     """``class_``: an index, a name, a list of them (one image each) or None (unconditional)."""
 
     class_: int | str | Sequence[int | str] | None = opt(
-        None, "Class index or name, a list of them (one image each), or null (unconditional).", alias="class",
-        json=Optional[Union[int, str, list[Union[int, str]]]])
-    n: int = opt(1, "Images (ignored when class is a list).", kind="int", lo=1, hi=MAX_GENERATE)
+        None, "Class index or name, a list of them (one image each, whatever n), or null (unconditional).",
+        alias="class", json=Optional[Union[int, str, list[Union[int, str]]]])
+    n: int = opt(1, "Number of images.", kind="int", lo=1, hi=MAX_GENERATE)
     batch_size: int = opt(8, "Images sampled at once.", kind="int", lo=1)
 
     task: ClassVar[str] = "generate"
@@ -410,7 +464,7 @@ class InferLabelRequest(_Options):
 
     image: Any = opt(None, "The input image (a path, PIL image, array or LoadedImage).", http=False)
     mask: Any = opt(None, "White = the region whose surroundings are read.", http=False)
-    box: Sequence[float] | None = opt(None, "x0,y0,x1,y1: pixels (ints) or fractions of the side (floats).",
+    box: Sequence[float] | None = opt(None, "The region x0,y0,x1,y1: pixels (ints) or fractions of the side (floats).",
                                       json=Optional[list[Union[int, float]]])
     strategy: str = opt("crop", "Size strategy of the windows read.", kind="choice", choices=STRATEGIES)
 

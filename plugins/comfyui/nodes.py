@@ -10,19 +10,23 @@ work in the class method ``compute``. From that one declaration come the classic
 Batches: every image of an IMAGE batch is edited on its own, image ``i`` with seed ``seed + i``
 (modulo 2**64), so it equals a run of that image alone with that seed. A MASK batch of 1 applies to
 every image. Sampling inputs set to -1 take the model's default.
+
+An input that is an option of the task's request (:mod:`varedit.requests`) is made from it
+(:func:`request_param`): its tooltip, default, choices and limits are the request's, so the nodes
+say what ``varedit --help`` and the HTTP schema say; where the request's default is None (the model's
+or the task's), the widget shows -1 for it.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from varedit import processing as P
 from varedit import requests as R
-from varedit.requests import MAX_UPSCALE
 
 from . import convert
 from .loader import BACKENDS, DEVICES, VarEditModel, load_model, model_key
@@ -70,51 +74,65 @@ class Out:
     is_list: bool = False
 
 
+UNSET = -1  # the widget value of an option left to its default (the request's None)
+
+
+def request_param(request: type, name: str, kind: str, *, widget: str | None = None, note: str = "",
+                  **over: Any) -> Param:
+    """The input that is the option ``name`` of ``request`` (:func:`varedit.requests.option_info`): its tooltip
+    is the option's description (``note``: what the node adds), its default, choices and numeric limits the
+    option's; an option whose default is None shows ``UNSET`` for it. ``widget``: the input's name where it
+    differs; ``over``: what ComfyUI needs besides (a step, a widget's own bound)."""
+    info = R.option_info(request, name)
+    unset = kind in ("INT", "FLOAT") and info.default is None
+    tip = " ".join(filter(None, (info.doc, f"{UNSET} = the default." if unset else "", note)))
+    num: Callable[[Any], Any] = int if kind == "INT" else float
+    default = "" if info.required else (UNSET if unset else info.default)
+    p = Param(widget or name, kind, num(default) if kind in ("INT", "FLOAT") else default, tooltip=tip)
+    if info.choices is not None:
+        p = replace(p, kind="COMBO", options=info.choices)
+    elif kind in ("INT", "FLOAT"):
+        lo = UNSET if unset else info.lo
+        p = replace(p, min=None if lo is None else num(lo), max=None if info.max is None else num(info.max))
+    return replace(p, **over)
+
+
 def _model_param() -> Param:
     return Param("model", MODEL_TYPE, tooltip="A model from the VarEdit Model Loader node.")
 
 
-def _sampling_params(cfg_tip: str = "model default") -> tuple[Param, ...]:
+def _sampling_params() -> tuple[Param, ...]:
     return (
+        # the node's own seed: a ComfyUI widget always holds one, and image i of a batch uses seed + i
         Param("seed", "INT", 0, 0, MAX_SEED, seed=True,
               tooltip="Random seed; image i of a batch uses seed + i."),
-        Param("cfg", "FLOAT", -1.0, -1.0, 100.0, 0.1,
-              tooltip=f"Classifier-free guidance scale; -1 = {cfg_tip}."),
-        Param("top_k", "INT", -1, -1, 1_000_000,
-              tooltip="Sample among the k most likely tokens (1 = greedy, 0 = off); -1 = the model's default."),
-        Param("top_p", "FLOAT", -1.0, -1.0, 1.0, 0.01,
-              tooltip="Nucleus sampling threshold (0 = off); -1 = the model's default."),
+        request_param(R.Sampling, "cfg", "FLOAT", step=0.1),
+        request_param(R.Sampling, "top_k", "INT", max=1_000_000),  # a widget needs a bound
+        request_param(R.Sampling, "top_p", "FLOAT", step=0.01),
     )
 
 
-def _edit_params() -> tuple[Param, ...]:
+def _edit_params(request: type) -> tuple[Param, ...]:
     return (
-        Param("candidates", "INT", 1, 1, 64,
-              tooltip="Candidates per image, ranked by the model's log-likelihood; 'image' is the best."),
-        Param("keep_scales", "INT", 0, 0, 32,
-              tooltip="Keep the input's first k scales inside the region (structure kept, detail regenerated)."),
-        Param("mode", "COMBO", "default", options=R.MODES,
-              tooltip="default: varedit's method (prefill, coverage, harmonize); official: the notebook's."),
-        Param("feather", "FLOAT", -1.0, -1.0, R.MAX_FEATHER, 0.5,
-              tooltip="Paste-back feather width in output pixels; -1 = the default (4). Pixels farther than this "
-                      "from the region are returned unchanged."),
+        request_param(request, "n", "INT", widget="candidates", note="The image output is the best."),
+        request_param(request, "keep_scales", "INT", max=32),  # a widget needs a bound: the model checks its own
+        request_param(request, "mode", "COMBO"),
+        request_param(request, "feather", "FLOAT", step=0.5),
     )
 
 
-def _label_param(default: str = "auto") -> Param:
-    return Param("label", "STRING", default,
-                 tooltip="Class that guides the fill: auto (inferred from the known pixels), none "
-                         "(unconditional), or a class name or index.")
+def _label_param(request: type) -> Param:
+    return request_param(request, "label", "STRING")
 
 
 def _sampling(kw: dict[str, Any]) -> dict[str, Any]:
     """Widget values -> Editor keywords (-1 means the model's default, i.e. not given)."""
     out: dict[str, Any] = {}
-    if kw["cfg"] != -1:
+    if kw["cfg"] != UNSET:
         out["cfg"] = float(kw["cfg"])
-    if kw["top_k"] != -1:
+    if kw["top_k"] != UNSET:
         out["top_k"] = int(kw["top_k"])
-    if kw["top_p"] != -1:
+    if kw["top_p"] != UNSET:
         out["top_p"] = float(kw["top_p"])
     for k, v in out.items():
         if v < 0:
@@ -263,7 +281,7 @@ def _edit_outputs(results: Sequence[Any], masks: Sequence[np.ndarray]) -> tuple[
 def _edit_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     """Widget values -> the options of a masked request (varedit.requests)."""
     return dict(n=int(kw["candidates"]), keep_scales=int(kw["keep_scales"]), mode=kw["mode"],
-                feather=None if kw["feather"] == -1 else float(kw["feather"]), output_type="np",
+                feather=None if kw["feather"] == UNSET else float(kw["feather"]), output_type="np",
                 sampling=R.Sampling(**_sampling(kw)))
 
 
@@ -273,7 +291,7 @@ class Inpaint(VarEditNode):
     DESCRIPTION = ("Regenerates the masked part of each image by masked next-scale prediction (MASK 1 = "
                    "regenerate). Pixels farther than the feather width from the mask are returned unchanged.")
     PARAMS = (_model_param(), Param("image", "IMAGE"), Param("mask", "MASK", tooltip="1 = regenerate."),
-              _label_param(), *_sampling_params("3, the editing default"), *_edit_params())
+              _label_param(R.InpaintRequest), *_sampling_params(), *_edit_params(R.InpaintRequest))
     OUTPUTS = _EDIT_OUTPUTS
 
     @classmethod
@@ -297,9 +315,8 @@ class Outpaint(VarEditNode):
     PARAMS = (_model_param(), Param("image", "IMAGE"),
               *(Param(side, "INT", 0, 0, MAX_SIDE, 8, tooltip=f"Pixels added on the {side}.")
                 for side in ("left", "right", "top", "bottom")),
-              Param("fill", "COMBO", "blur", options=R.FILLS,
-                    tooltip="What the new area holds before it is encoded."),
-              _label_param(), *_sampling_params("3, the editing default"), *_edit_params())
+              request_param(R.OutpaintRequest, "fill", "COMBO"),
+              _label_param(R.OutpaintRequest), *_sampling_params(), *_edit_params(R.OutpaintRequest))
     OUTPUTS = (Out("image", "IMAGE", "The best candidate of every extended image."),
                Out("candidates", "IMAGE", "Every candidate: for each input image its candidates, best first."),
                Out("mask", "MASK", "The new area (1), on the extended canvas."),
@@ -328,12 +345,12 @@ class ClassEdit(VarEditNode):
     DESCRIPTION = ("Regenerates a region as the given class: the MASK when connected, else the box "
                    "x, y, width, height (pixels).")
     PARAMS = (_model_param(), Param("image", "IMAGE"),
-              Param("class_name", "STRING", "", tooltip="The class to draw: a name or an index."),
+              request_param(R.EditRequest, "class_", "STRING", widget="class_name"),
               Param("x", "INT", 0, 0, MAX_SIDE, tooltip="Box left edge (pixels)."),
               Param("y", "INT", 0, 0, MAX_SIDE, tooltip="Box top edge (pixels)."),
               Param("width", "INT", 0, 0, MAX_SIDE, tooltip="Box width (pixels); 0 = use the mask."),
               Param("height", "INT", 0, 0, MAX_SIDE, tooltip="Box height (pixels); 0 = use the mask."),
-              *_sampling_params("3, the editing default"), *_edit_params(),
+              *_sampling_params(), *_edit_params(R.EditRequest),
               Param("mask", "MASK", optional=True, tooltip="The region (1 = regenerate), instead of the box."))
     OUTPUTS = _EDIT_OUTPUTS
 
@@ -376,11 +393,9 @@ class Upscale(VarEditNode):
     DESCRIPTION = ("Zero-shot restoration and upscaling: Lanczos to the target size, then per model-size tile "
                    "the coarse scales are kept from the image and the fine scales sampled.")
     PARAMS = (_model_param(), Param("image", "IMAGE"),
-              Param("scale", "FLOAT", 2.0, 0.25, MAX_UPSCALE, 0.25, tooltip="Output size / input size."),
-              Param("keep_scales", "INT", -1, -1, 32,
-                    tooltip="Scales kept from the input; -1 = the default (all but the last third)."),
-              Param("back_project", "BOOLEAN", True,
-                    tooltip="Make the result's downscaled version match the input again."),
+              request_param(R.UpscaleRequest, "scale", "FLOAT", min=0.25, step=0.25),  # the widget's steps
+              request_param(R.UpscaleRequest, "keep_scales", "INT", max=32),
+              request_param(R.UpscaleRequest, "back_project", "BOOLEAN"),
               *_sampling_params())
     OUTPUTS = (Out("image", "IMAGE", "The upscaled images."),
                Out("info", "STRING", "The settings of every image as JSON."))
@@ -389,7 +404,7 @@ class Upscale(VarEditNode):
     def compute(cls, **kw: Any) -> tuple[Any, ...]:
         m = _check_model(kw["model"])
         images = convert.image_batch(kw["image"])
-        keep = None if int(kw["keep_scales"]) == -1 else int(kw["keep_scales"])
+        keep = None if int(kw["keep_scales"]) == UNSET else int(kw["keep_scales"])
         bar = comfy_progress_bar(len(images))
         results = [m.editor.run(R.UpscaleRequest(image=img, scale=float(kw["scale"]), keep_scales=keep,
                                                  back_project=bool(kw["back_project"]), seed=_seed(kw["seed"], i),
@@ -406,7 +421,7 @@ class Generate(VarEditNode):
     PARAMS = (_model_param(),
               Param("class_name", "STRING", "0",
                     tooltip="The class: a name or an index (none = unconditional)."),
-              Param("batch_size", "INT", 1, 1, 64, tooltip="Number of images."),
+              request_param(R.GenerateRequest, "n", "INT", widget="batch_size", max=64),  # one batch: at most 64
               *_sampling_params())
     OUTPUTS = (Out("image", "IMAGE", "The generated images."),
                Out("info", "STRING", "The settings as JSON."))

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import click
 
+from .. import requests as R
 from ..presets import DEFAULT_MODEL, MODEL_ENV
 
 log = logging.getLogger("varedit")
@@ -48,6 +49,26 @@ class GroupedCommand(click.Command):
 def opt(*decls: str, group: str, **kwargs: Any) -> Callable[[Any], Any]:
     """``click.option`` listed under ``group`` in the help."""
     return click.option(*decls, cls=GroupedOption, help_group=group, **kwargs)
+
+
+def request_opt(*decls: str, request: type, name: str, group: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """An option that is the field ``name`` of ``request`` (a request type or :class:`varedit.requests.Sampling`,
+    :func:`varedit.requests.option_info`): its help text, default and choices are the field's, its type a
+    click range of the field's limits (those that depend on the model are checked by the request). Keywords
+    override (a ``type`` that checks with the request's own message, a command's default shown)."""
+    info = R.option_info(request, name)
+    kw: dict[str, Any] = dict(help=info.doc)
+    if info.required:
+        kw["required"] = True
+    else:
+        kw.update(default=info.default, show_default=info.default is not None)
+    if info.choices is not None:
+        kw["type"] = click.Choice(info.choices)
+    elif info.kind == "int":
+        kw["type"] = click.IntRange(min=info.lo, max=info.max)
+    elif info.kind == "number":
+        kw["type"] = click.FloatRange(min=info.lo, max=info.max, min_open=info.lo_open)
+    return opt(*decls, group=group, **{**kw, **kwargs})
 
 
 def model_options(f: Any = None, *, env: bool = True) -> Any:
@@ -94,24 +115,23 @@ def backend_options(f: Any) -> Any:
 
 
 def sampling_options(f: Any) -> Any:
-    """--seed, --cfg, --top-k, --top-p, --smooth, --guidance."""
+    """--seed, --cfg, --top-k, --top-p, --smooth, --guidance: the request's seed and sampling options."""
+    from ..validation import MAX_SEED
+    sampling = R.InpaintRequest  # every request type with a seed and sampling options holds the same ones
     for o in reversed([
-        opt("--seed", group="Sampling", type=click.IntRange(0, 2 ** 63 - 1), default=None,
-            help="Random seed (default: drawn and written to the sidecar)."),
-        opt("--cfg", group="Sampling", type=float, default=None,
-            help="Guidance scale (default: the model's for generate, 3 for inpaint, outpaint and edit)."),
-        opt("--top-k", group="Sampling", type=click.IntRange(min=0), default=None, help="Top-k filter (1 = greedy)."),
-        opt("--top-p", group="Sampling", type=click.FloatRange(0, 1), default=None, help="Top-p (nucleus) filter."),
-        opt("--smooth/--no-smooth", "more_smooth", group="Sampling", default=None,
-            help="Gumbel-softmax smoothing (torch backend)."),
-        opt("--guidance", group="Sampling", type=click.Choice(["linear", "constant"]), default=None,
-            help="Guidance schedule over scales (official: linear)."),
+        request_opt("--seed", request=sampling, name="seed", group="Sampling", type=click.IntRange(0, MAX_SEED)),
+        # a number, checked with the message of every front-end (pop_sampling)
+        request_opt("--cfg", request=sampling, name="cfg", group="Sampling", type=float),
+        request_opt("--top-k", request=sampling, name="top_k", group="Sampling"),
+        request_opt("--top-p", request=sampling, name="top_p", group="Sampling"),
+        request_opt("--smooth/--no-smooth", "more_smooth", request=sampling, name="more_smooth", group="Sampling"),
+        request_opt("--guidance", request=sampling, name="guidance", group="Sampling"),
     ]):
         f = o(f)
     return f
 
 
-SAMPLING_KEYS = ("cfg", "top_k", "top_p", "more_smooth", "guidance")
+SAMPLING_KEYS = R.SAMPLING_NAMES
 
 
 def pop_sampling(kw: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,8 @@ from typing import Any
 import click
 
 from .. import requests as R
-from ..requests import MAX_UPSCALE
 from .batch import edit_command, run_request
-from .common import GroupedCommand, backend_options, model_options, opt, pop_sampling, sampling_options
+from .common import GroupedCommand, backend_options, model_options, opt, pop_sampling, request_opt, sampling_options
 from .edit_options import (LABEL_KEYWORDS, batch_size_option, class_check, common_options, images_argument,
                            keep_scales_check, label_option, masked_fields, max_windows_option, output_options,
                            parse_amount, parse_box, prefill_option, say_windows, scale_option)
@@ -38,11 +37,11 @@ def register(main: click.Group) -> None:
     @main.command(cls=GroupedCommand)
     @opt("--mask", group="Input", type=click.Path(), default=None,
          help="Mask file for all inputs, or a folder of masks paired by file stem (white = regenerate).")
-    @opt("--box", group="Input", type=str, default=None, help="Region x0,y0,x1,y1 (pixels, or fractions 0-1).")
-    @opt("--invert", group="Input", is_flag=True, help="Invert the mask (black = regenerate).")
-    @label_option
-    @prefill_option
-    @common_options
+    @request_opt("--box", request=R.InpaintRequest, name="box", group="Input", type=str)
+    @request_opt("--invert", request=R.InpaintRequest, name="invert", group="Input", is_flag=True)
+    @label_option(R.InpaintRequest)
+    @prefill_option(R.InpaintRequest)
+    @common_options(R.InpaintRequest)
     def inpaint(**kw: Any) -> None:
         """Regenerate the masked part of each image (white = regenerate; no mask: the transparent pixels)."""
         s = pop_sampling(kw)
@@ -64,16 +63,14 @@ def register(main: click.Group) -> None:
                      class_check(kw["class_"], LABEL_KEYWORDS, keep_scales_check(kw["keep_scales"])))
 
     @main.command(cls=GroupedCommand)
-    @opt("--left", group="Task", default=None, help="Pixels (64), a ratio of the width below 1 (0.5), or a "
-                                                    "percentage (150%).")
-    @opt("--right", group="Task", default=None, help="Pixels, ratio of the width below 1, or percentage.")
-    @opt("--top", group="Task", default=None, help="Pixels, ratio of the height below 1, or percentage.")
-    @opt("--bottom", group="Task", default=None, help="Pixels, ratio of the height below 1, or percentage.")
-    @opt("--fill", group="Task", type=click.Choice(R.FILLS), default="blur",
-         show_default=True, help="What fills the new canvas before encoding.")
-    @label_option
-    @prefill_option
-    @common_options
+    @request_opt("--left", request=R.OutpaintRequest, name="left", group="Task", type=str)
+    @request_opt("--right", request=R.OutpaintRequest, name="right", group="Task", type=str)
+    @request_opt("--top", request=R.OutpaintRequest, name="top", group="Task", type=str)
+    @request_opt("--bottom", request=R.OutpaintRequest, name="bottom", group="Task", type=str)
+    @request_opt("--fill", request=R.OutpaintRequest, name="fill", group="Task")
+    @label_option(R.OutpaintRequest)
+    @prefill_option(R.OutpaintRequest)
+    @common_options(R.OutpaintRequest)
     def outpaint(**kw: Any) -> None:
         """Extend each image and fill the new area."""
         s = pop_sampling(kw)
@@ -109,15 +106,14 @@ def register(main: click.Group) -> None:
                      class_check(kw["class_"], LABEL_KEYWORDS, keep_scales_check(kw["keep_scales"])))
 
     @main.command(cls=GroupedCommand)
-    @opt("--box", group="Task", type=str, default=None,
-         help="Region x0,y0,x1,y1 (pixels, or fractions 0-1); or give --mask.")
+    @request_opt("--box", request=R.EditRequest, name="box", group="Task", type=str)
     @opt("--mask", group="Task", type=click.Path(), default=None,
          help="Or the region as a mask file for all inputs, or a folder of masks paired by file stem "
               "(white = redraw).")
-    @opt("--invert", group="Task", is_flag=True, help="Invert the mask (black = redraw).")
-    @opt("--class", "-c", "class_", group="Task", required=True, help="Target class index or name.")
-    @prefill_option
-    @common_options
+    @request_opt("--invert", request=R.EditRequest, name="invert", group="Task", is_flag=True)
+    @request_opt("--class", "-c", "class_", request=R.EditRequest, name="class_", group="Task")
+    @prefill_option(R.EditRequest)
+    @common_options(R.EditRequest)
     def edit(**kw: Any) -> None:
         """Class-conditional edit: redraw a box (or a masked region) as another class."""
         s = pop_sampling(kw)
@@ -137,11 +133,11 @@ def register(main: click.Group) -> None:
                      class_check(kw["class_"], (), keep_scales_check(kw["keep_scales"])))
 
     @main.command(cls=GroupedCommand)
-    @opt("--scale", group="Task", type=float, default=2.0, callback=scale_option, show_default=True,
-         help=f"Output size over input size (above 0, at most {MAX_UPSCALE:g}).")
-    @opt("--keep-scales", group="Task", type=click.IntRange(min=0), default=None,
-         help="Scales forced from the input (default: all but the last third; 0 samples every scale).")
-    @opt("--no-back-project", group="Task", is_flag=True, help="Do not re-impose the input's low frequencies.")
+    # --scale: a number checked with the message of every front-end (scale_option)
+    @request_opt("--scale", request=R.UpscaleRequest, name="scale", group="Task", type=float, callback=scale_option)
+    @request_opt("--keep-scales", request=R.UpscaleRequest, name="keep_scales", group="Task")
+    @opt("--no-back-project", group="Task", is_flag=True,
+         help="Do not re-impose the input's low frequencies.")
     @max_windows_option
     @batch_size_option
     @images_argument

@@ -1,10 +1,13 @@
 """The options the editing commands share (``varedit inpaint|outpaint|edit|upscale``, and plugins such as
 ``varedit remove``) and their translation into the fields of a task request (:mod:`varedit.requests`).
-Their limits are the requests' (the request validates them again, so every front-end refuses the same
-numbers with the same message); only what click must know at parse time is written here.
+An option that is a request field is made from that field (:func:`varedit.commands.common.request_opt`):
+its help text, default and choices are the request's, so ``--help``, the HTTP schema and the ComfyUI nodes
+say the same. Their limits are the requests' too (the request validates them again, so every front-end
+refuses the same numbers with the same message); only what click must know at parse time is written here.
 """
 from __future__ import annotations
 
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,7 +15,7 @@ import click
 
 from .. import requests as R
 from ..requests import check_scale
-from .common import backend_options, check_class, model_options, opt, sampling_options
+from .common import backend_options, check_class, model_options, opt, request_opt, sampling_options
 
 from ..options import LABEL_KEYWORDS  # noqa: F401  (the label keywords --class takes besides a class)
 
@@ -28,30 +31,25 @@ def output_options(f: Any) -> Any:
     return f
 
 
-def editing_options(f: Any) -> Any:
-    for o in reversed([
-        opt("--n", "-n", group="Editing", type=click.IntRange(1, 64), default=1, show_default=True,
-            help="Candidates per input (ranked by the model's log-likelihood; at most 64)."),
-        opt("--no-rank", group="Editing", is_flag=True, help="Keep candidates in sampling order."),
-        opt("--mode", group="Editing", type=click.Choice(R.MODES), default="default",
-            show_default=True,
-            help="default: prefill, coverage keep maps, open loop, harmonize, paste-back; official: the "
-                 "notebook method."),
-        opt("--strategy", group="Editing", type=click.Choice(R.STRATEGIES),
-            default=None, help="Size strategy: crop (a square around the mask, resized to the model), resize "
-                               "(the whole image), original (native-size tiles in order); auto = crop."),
-        opt("--keep-scales", group="Editing", type=click.IntRange(min=0), default=0, show_default=True,
-            help="Keep the input's first k scales inside the hole (structure kept, detail regenerated)."),
-        opt("--feather", group="Editing", type=click.FloatRange(min=0, max=R.MAX_FEATHER), default=None,
-            help="Paste-back feather width in pixels of the output: the edit blends into the picture over "
-                 "this band outside the mask; pixels farther away are returned unchanged [default: 4]."),
-        opt("--harmonize/--no-harmonize", group="Editing", default=True, show_default=True,
-            help="Remove the tokeniser's colour error from the fill (membrane correction)."),
-        max_windows_option,
-        batch_size_option,
-    ]):
-        f = o(f)
-    return f
+def editing_options(request: type) -> Callable[[Any], Any]:
+    """The editing options of a masked task, the fields of its ``request`` type (the strategy's default is
+    the task's), with --no-rank (the request's rank turned off), --max-windows and --batch-size."""
+    def add(f: Any) -> Any:
+        for o in reversed([
+            request_opt("--n", "-n", request=request, name="n", group="Editing"),
+            opt("--no-rank", group="Editing", is_flag=True,
+                help="Keep the candidates in sampling order (do not rank them by the model's log-likelihood)."),
+            request_opt("--mode", request=request, name="mode", group="Editing"),
+            request_opt("--strategy", request=request, name="strategy", group="Editing"),
+            request_opt("--keep-scales", request=request, name="keep_scales", group="Editing"),
+            request_opt("--feather", request=request, name="feather", group="Editing"),
+            request_opt("--harmonize/--no-harmonize", request=request, name="harmonize", group="Editing"),
+            max_windows_option,
+            batch_size_option,
+        ]):
+            f = o(f)
+        return f
+    return add
 
 
 max_windows_option = opt("--max-windows", group="Editing", type=click.IntRange(min=1), default=512, show_default=True,
@@ -67,26 +65,27 @@ def images_argument(f: Any) -> Any:
     return click.argument("images", nargs=-1, required=True, type=click.Path())(f)
 
 
-def common_options(f: Any) -> Any:
-    return images_argument(output_options(editing_options(sampling_options(model_options(backend_options(f))))))
+def common_options(request: type) -> Callable[[Any], Any]:
+    """The images, output, editing, sampling, model and backend options of a masked task's command."""
+    def add(f: Any) -> Any:
+        return images_argument(output_options(editing_options(request)(sampling_options(model_options(
+            backend_options(f))))))
+    return add
 
 
-def label_option(f: Any) -> Any:
-    return opt("--class", "-c", "class_", group="Task", default="auto", show_default=True,
-               help="Class that guides the fill: index or name; auto = the class the model finds most likely for "
-                    "the known pixels (models with at most 100 classes, else none); infer = always infer; "
-                    "none = unconditional.")(f)
+def label_option(request: type, default: Any = MISSING) -> Callable[[Any], Any]:
+    """``--class``: the ``label`` of a masked task's ``request`` (``default``: a command's own, e.g. remove's)."""
+    over = {} if default is MISSING else {"default": default}
+    return request_opt("--class", "-c", "class_", request=request, name="label", group="Task", **over)
 
 
-# varedit.processing.FILL_METHODS, written out: importing processing (OpenCV) would slow `varedit --help`
-# (a test checks that the two agree)
-PREFILL_CHOICES = ("ns", "telea", "edge", "mean", "gray", "blur", "pushpull")
+# the processing fill methods (the request's prefill choices less none; a test checks they agree)
+PREFILL_CHOICES = R.PREFILL_METHODS
 
 
-def prefill_option(f: Any) -> Any:
-    return opt("--prefill", group="Editing", type=click.Choice(list(PREFILL_CHOICES)), default=None,
-               help="How the hole is filled from known pixels before tokenising (default per task: inpaint/edit "
-                    "ns = OpenCV Navier-Stokes, outpaint pushpull).")(f)
+def prefill_option(request: type) -> Callable[[Any], Any]:
+    """``--prefill``: the request's prefill, with the task's default."""
+    return request_opt("--prefill", request=request, name="prefill", group="Editing")
 
 
 def parse_box(s: str | None) -> tuple[float, ...] | None:
