@@ -456,3 +456,15 @@ def test_the_figures_in_the_descriptions_are_the_codes():
     assert PREFILL_CHOICES == FILL_METHODS and PREFILLS == (*FILL_METHODS, "none")
     with pytest.raises(KeyError, match="inpaint has no option 'colour'"):
         option_info(InpaintRequest, "colour")
+
+
+def test_every_comfyui_seed_is_a_seed_the_request_takes():
+    """ComfyUI's seed widget (and its randomize control) spans 64 bits; a request takes 0..2**63-1: the node
+    folds the widget's seed into that range, keeping every seed below 2**63 as it is."""
+    from varedit.validation import MAX_SEED
+    from varedit_plugins.comfyui.nodes import MAX_SEED as WIDGET_MAX, _seed
+    for widget, i, want in ((41, 1, 42), (MAX_SEED, 0, MAX_SEED), (MAX_SEED, 1, 0), (2 ** 63 + 5, 0, 5),
+                            (WIDGET_MAX, 0, MAX_SEED)):
+        seed = _seed(widget, i)
+        assert seed == want
+        InpaintRequest(box=(1, 1, 9, 9), seed=seed).validate(6, (W, H))

@@ -8,7 +8,8 @@ work in the class method ``compute``. From that one declaration come the classic
 (:class:`varedit.tasks.Editor`).
 
 Batches: every image of an IMAGE batch is edited on its own, image ``i`` with seed ``seed + i``
-(modulo 2**64), so it equals a run of that image alone with that seed. A MASK batch of 1 applies to
+(modulo 2**63: the seed widget spans ComfyUI's 64 bits, a request takes 0..2**63-1), so it equals a run
+of that image alone with that seed. A MASK batch of 1 applies to
 every image. Sampling inputs set to -1 take the model's default.
 
 An input that is an option of the task's request (:mod:`varedit.requests`) is made from it
@@ -27,6 +28,7 @@ import numpy as np
 
 from varedit import processing as P
 from varedit import requests as R
+from varedit.validation import MAX_SEED as REQUEST_MAX_SEED
 
 from . import convert
 from .loader import BACKENDS, DEVICES, VarEditModel, load_model, model_key
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 CATEGORY = "varedit"
 MODEL_TYPE = "VAREDIT_MODEL"
-MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF  # ComfyUI's seed widget range
 MAX_SIDE = 16384
 
 
@@ -143,7 +145,8 @@ def _sampling(kw: dict[str, Any]) -> dict[str, Any]:
 def _seed(seed: int, i: int) -> int:
     if not 0 <= int(seed) <= MAX_SEED:
         raise ValueError(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    return (int(seed) + i) % (MAX_SEED + 1)
+    # folded into the seeds a request takes (validation.MAX_SEED): a randomised widget draws from 64 bits
+    return (int(seed) + i) % (REQUEST_MAX_SEED + 1)
 
 
 def _check_model(model: Any) -> VarEditModel:
