@@ -16,7 +16,7 @@ import numpy as np
 from varedit.editing.inputs import model_images, plan_images, plan_keep_maps, sampler_inputs
 from varedit.options import SamplingOptions
 
-from .session import OnnxRuntimeError
+from .errors import OnnxRuntimeError
 
 if TYPE_CHECKING:  # the runtime imports this module: it stays light (plans bring the image processing)
     from varedit.editing.plan import CanvasPlan

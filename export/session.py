@@ -13,18 +13,22 @@ tools built on it (rembg's users see "slow" rather than an error).  Here:
 
 On CUDA the inputs and outputs go through IOBinding, and by default the whole run is captured as one
 CUDA graph (``enable_cuda_graph``): the exported graphs have fixed shapes for exactly this reason.
-Sessions are created once and reused; a session with a CUDA graph replays it with its bound buffers,
-so runs on one session are serialised by a lock.
+Sessions are created once and reused (:class:`GraphSessions`: an export's, one per graph, each checked
+against the manifest as it opens); a session with a CUDA graph replays it with its bound buffers, so
+runs on one session are serialised by a lock.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
+
+from .errors import OnnxRuntimeError
+from .manifest import check_interface, graph_path
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +38,6 @@ PROVIDER_CHOICES = ("auto", "cuda", "cpu")
 
 _NP_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(double)": np.float64}
-
-
-class OnnxRuntimeError(ValueError):
-    """An ONNX export cannot be used as asked (missing / corrupt files, another format version, wrong
-    inputs, an execution provider that cannot run).  The message is one line and says what to do."""
 
 
 def _first_line(e: BaseException) -> str:
@@ -199,6 +198,44 @@ class OrtSession:
         return {n: outs[n].numpy() for n in self.output_names}
 
 
+class GraphSessions:
+    """An export's sessions, one per graph, opened on first use (a generation never loads the tokenizer)
+    with the same options, each checked against the manifest's interface when it opens, then reused.
+
+    ``graph in sessions`` says whether a graph's session is open (without opening it)."""
+
+    def __init__(self, model_dir: str | Path, manifest: dict[str, Any], *, providers: str = "auto",
+                 threads: int | None = None, inter_op_threads: int | None = None, cuda_graph: bool | None = None,
+                 device_id: int = 0, spinning: bool | None = None):
+        self.dir = Path(model_dir)
+        self.manifest = manifest
+        self._opts: dict[str, Any] = dict(providers=providers, threads=threads, inter_op_threads=inter_op_threads,
+                                          cuda_graph=cuda_graph, device_id=device_id, spinning=spinning)
+        self._open: dict[str, OrtSession] = {}
+
+    def get(self, graph: str) -> OrtSession:
+        """The session of ``graph`` (opened and checked now if it is not open yet)."""
+        if graph not in self._open:
+            s = OrtSession(graph_path(self.dir, self.manifest, graph), **self._opts)
+            check_interface(self.manifest, graph, {n: i.shape for n, i in s.inputs.items()})
+            self._open[graph] = s
+        return self._open[graph]
+
+    def __contains__(self, graph: object) -> bool:
+        return graph in self._open
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._open)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    @property
+    def provider(self) -> str | None:
+        """The active provider of the open sessions (None before the first one is opened)."""
+        return next(iter(self._open.values())).provider if self._open else None
+
+
 def check_provider_choice(providers: str) -> None:
     """Fail early (before any session is opened) on an unknown choice or on 'cuda' without a CUDA provider."""
     if providers not in PROVIDER_CHOICES:
@@ -215,5 +252,5 @@ def available_providers() -> Sequence[str]:
     return ort.get_available_providers()
 
 
-__all__ = ["OrtSession", "OnnxRuntimeError", "PROVIDER_CHOICES", "available_providers", "check_provider_choice",
-           "CUDA", "CPU"]
+__all__ = ["OrtSession", "GraphSessions", "OnnxRuntimeError", "PROVIDER_CHOICES", "available_providers",
+           "check_provider_choice", "CUDA", "CPU"]
