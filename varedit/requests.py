@@ -62,6 +62,7 @@ OUTPUT_TYPES = ("pil", "np")
 MAX_CANDIDATES = 64
 MAX_CANDIDATE_PIXELS = 400_000_000
 MAX_GENERATE = 100_000
+MAX_BATCH = 1024  # images sampled at once by generate: memory grows with it
 MAX_FEATHER = 4096.0
 # per-task defaults. The hole's prefill before tokenising (processing.prefill_hole): Navier-Stokes
 # continues what a hole cuts through, so the coarse tokens see a plausible layout; an outpainted area has
@@ -442,7 +443,7 @@ class GenerateRequest(_Request):
         None, "Class index or name, a list of them (one image each, whatever n), or null (unconditional).",
         alias="class", json=Optional[Union[int, str, list[Union[int, str]]]])
     n: int = opt(1, "Number of images.", kind="int", lo=1, hi=MAX_GENERATE)
-    batch_size: int = opt(8, "Images sampled at once.", kind="int", lo=1)
+    batch_size: int = opt(8, "Images sampled at once.", kind="int", lo=1, hi=MAX_BATCH)
 
     task: ClassVar[str] = "generate"
 

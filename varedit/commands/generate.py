@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..requests import MAX_GENERATE, GenerateRequest, Sampling
+from ..requests import MAX_BATCH, MAX_GENERATE, GenerateRequest, Sampling
 from .common import GroupedCommand, ModelSpec, backend_options, check_class, model_options, opt, pop_sampling, \
     request_opt, sampling_options
 from .outputs import candidate_names, check_not_stdout, check_outputs, is_image_name, write_result
@@ -21,9 +21,8 @@ def register(main: click.Group) -> None:
     @opt("--class", "-c", "class_", group="Task", required=True,
          help="Class index or name (ImageNet names for official models); none = unconditional.")
     @request_opt("--n", "-n", request=GenerateRequest, name="n", group="Task", type=click.IntRange(1, MAX_IMAGES))
-    # at most 1024 at once on the command line (the request bounds it only below)
     @request_opt("--batch-size", request=GenerateRequest, name="batch_size", group="Task",
-                 type=click.IntRange(1, 1024))
+                 type=click.IntRange(1, MAX_BATCH))
     @opt("--out", "-o", group="Output", type=click.Path(), required=True,
          help="Output folder, or an image file name (with --n > 1: NAME_0.png, NAME_1.png, ...).")
     @opt("--overwrite", group="Output", is_flag=True, help="Replace outputs that exist.")

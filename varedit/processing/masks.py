@@ -121,8 +121,8 @@ def load_mask(
     """
     if on_size_mismatch not in ("resize", "error"):
         raise ValueError(f"on_size_mismatch must be 'resize' or 'error', got {on_size_mismatch!r}")
-    if not 0.0 <= float(threshold) < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    if not 0.0 <= float(threshold) <= 1.0:  # 1 selects nothing (no value exceeds it): allowed, as requests allow it
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     arr = _mask_source_to_array(src)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
         raise MaskError(f"mask must be HxW or HxWxC with C in 1..4, got shape {arr.shape}")
