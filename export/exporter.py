@@ -63,13 +63,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from varedit import __version__ as VAREDIT_VERSION
+from varedit.editing.guidance import guidance_weights
 from varedit.editing.masks import coverage_keep_maps, official_keep_maps, pool_weights
 from varedit.editing.noise import portable_uniforms
 from varedit.models.var import VAR, NextScaleStep
 from varedit.models.vqvae import VQVAE
 
-from .runtime import (FORMAT, FORMAT_VERSION, MANIFEST, OnnxVAR, guidance_weights, sha256_file,
-                      top_p_threshold)
+from .feeds import top_p_threshold
+from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from .runtime import OnnxVAR
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .runtime import MANIFEST, OnnxVAR, read_manifest, sha256_file
+from .manifest import MANIFEST, read_manifest, sha256_file
+from .runtime import OnnxVAR
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ def model_info(model: str | os.PathLike[str], *, vae_path: str | os.PathLike[str
     export in ``onnx_dir``, checked like a load but without torch and without the network: a preset's
     files are looked up locally (``files`` says which are missing; a download happens at load)."""
     if onnx_dir is not None:
-        from varedit_onnx.runtime import read_manifest  # torch-free
+        from varedit_onnx.manifest import read_manifest  # neither torch nor onnxruntime
         m = read_manifest(onnx_dir)
         mod = m["model"]
         return ModelInfo(mod["name"], "onnx", mod["num_classes"], check_class_names(

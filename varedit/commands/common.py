@@ -227,7 +227,7 @@ class ModelSpec:
             if not self.onnx_dir:
                 return False
             try:
-                from varedit_onnx.runtime import read_manifest
+                from varedit_onnx.manifest import read_manifest
                 return bool(read_manifest(self.onnx_dir)["model"]["name"] == DEFAULT_MODEL)
             except (ImportError, ValueError, OSError, KeyError, TypeError):
                 return False

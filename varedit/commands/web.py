@@ -107,7 +107,7 @@ def find_ort(given: str | None) -> tuple[Path, str | None]:
 
 def copy_export(src: Path, dst: Path, scorer: bool) -> dict:
     """Copy an `export onnx` folder's manifest and checksummed files (checked first) into ``dst``."""
-    from varedit_onnx.runtime import MANIFEST, read_manifest, verify_files
+    from varedit_onnx.manifest import MANIFEST, read_manifest, verify_files
     m = read_manifest(src)
     verify_files(src, m, checksums=True)
     if not scorer and "scorer" in m["graphs"]:
