@@ -62,22 +62,24 @@ def _construct(cls: type, cfg: Any, sd: Mapping[str, torch.Tensor] | None, name:
             from None
 
 
+def _build(cls: type, cfg: Any, sd: Mapping[str, torch.Tensor] | None, name: str,
+           device: str | torch.device) -> Any:
+    """``cls(cfg)`` in eval mode, with ``sd`` loaded strictly when given (every key, every shape checked)."""
+    model = _construct(cls, cfg, sd, name, device)
+    if sd is not None:
+        check_state_dict(model, sd, name)
+        model.load_state_dict(dict(sd), strict=True, assign=True)
+    return model.to(device).eval().requires_grad_(False)
+
+
 def build_vqvae(cfg: VQVAEConfig, sd: Mapping[str, torch.Tensor] | None = None, name: str = "VQVAE",
                 device: str | torch.device = "cpu") -> VQVAE:
-    vae = _construct(VQVAE, cfg, sd, name, device)
-    if sd is not None:
-        check_state_dict(vae, sd, name)
-        vae.load_state_dict(dict(sd), strict=True, assign=True)
-    return vae.to(device).eval().requires_grad_(False)
+    return _build(VQVAE, cfg, sd, name, device)
 
 
 def build_var(cfg: VARConfig, sd: Mapping[str, torch.Tensor] | None = None, name: str = "VAR",
               device: str | torch.device = "cpu") -> VAR:
-    var = _construct(VAR, cfg, sd, name, device)
-    if sd is not None:
-        check_state_dict(var, sd, name)
-        var.load_state_dict(dict(sd), strict=True, assign=True)
-    return var.to(device).eval().requires_grad_(False)
+    return _build(VAR, cfg, sd, name, device)
 
 
 def var_vae_consistent(var_cfg: VARConfig, vae_cfg: VQVAEConfig) -> None:
