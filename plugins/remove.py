@@ -91,7 +91,7 @@ def _command() -> click.Command:
             raise click.UsageError("give --mask or --box, not both")
 
         def check(src: Any, header: Any) -> tuple[int, int]:
-            from varedit.tasks import check_candidates
+            from varedit.requests import check_candidates
             if box is not None:
                 from varedit.processing import box_pixels
                 box_pixels(header.size, box)

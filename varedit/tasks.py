@@ -33,15 +33,12 @@ import numpy as np
 from . import processing as P
 from .classes import resolve_class
 from .editing import labels as L
-from .editing.labels import LABEL_KEYWORDS, LabelGuess  # noqa: F401
-from .editing.plan import COVERAGE, MODES, CanvasPlan  # noqa: F401
-from .editing.runner import (LABEL_CHUNK, Progress, ProgressCallback, batches, class_log_likelihood,  # noqa: F401
-                             generate_batches, paste_back, regenerate, upscale_tiles)
+from .editing.labels import LabelGuess
+from .editing.plan import CanvasPlan
+from .editing.runner import ProgressCallback, generate_batches, paste_back, regenerate, upscale_tiles
 from .options import SamplingOptions
-from .requests import (EDIT_COVERAGE, INPAINT_PREFILL, MAX_CANDIDATE_PIXELS, MAX_CANDIDATES,  # noqa: F401
-                       OUTPAINT_PREFILL, SETTINGS_TOP_CLASSES, STRATEGIES, EditRequest, GenerateRequest,
-                       InferLabelRequest, InpaintRequest, OutpaintRequest, Request, UpscaleRequest,
-                       check_candidates, check_scale, top_classes, upscaled_size)
+from .requests import (SETTINGS_TOP_CLASSES, STRATEGIES, EditRequest, GenerateRequest, InferLabelRequest,
+                       InpaintRequest, OutpaintRequest, Request, UpscaleRequest, top_classes, upscaled_size)
 from .processing.blending import DEFAULT_FEATHER_PX
 from .processing.upscale import back_project as back_project_to
 from .processing.upscale import lanczos, resized_like

@@ -155,9 +155,9 @@ def register(main: click.Group) -> None:
                                     sampling=R.Sampling(**s))
 
         def check(src: Path, header: Any) -> tuple[int, int]:
-            from ..tasks import plan_windows, upscaled_size
+            from ..tasks import plan_windows
             request(None, None).validate(kw["model_info"].num_scales, header.size)
-            size = upscaled_size(header.size, kw["scale"])
+            size = R.upscaled_size(header.size, kw["scale"])
             S = kw["model_info"].image_size
             if S:
                 say_windows(src, plan_windows("original", None, size, S, kw["max_windows"]), S)

@@ -27,7 +27,7 @@ import numpy as np
 from .. import processing as P
 from ..data.synthetic import SyntheticShapes
 from ..editing.plan import make_plan
-from ..tasks import INPAINT_PREFILL, OUTPAINT_PREFILL
+from ..requests import INPAINT_PREFILL, OUTPAINT_PREFILL
 from .judge import paired_distance
 from .metrics import frechet_distance, kid, psnr, ssim
 
@@ -268,7 +268,7 @@ def run_eval(pipe: Any, *, classifier: Any, judge: Any = None, n: int = 200, n_r
                              "fd": scorer.own_fd(gen), "per_class": n_gen_per_class, **pipe.defaults.as_dict()}
         say(f"generation {res['generation']}")
     if n_edit > 0:  # class edits: the asked class inside the box, read by the own classifier and the judge
-        from ..tasks import COVERAGE
+        from ..options import FILL_COVERAGE as COVERAGE
         from .edits import class_edit_eval
         variants: dict[str, dict[str, Any]] = {"default": {}}
         if any(v.group != "core" for v in select_variants(ablations)):  # the default's coverage vs the fills' rule
