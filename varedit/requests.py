@@ -21,7 +21,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence, Union
 
 from .options import FILL_COVERAGE, GUIDANCE_SCHEDULES, LABEL_KEYWORDS, MAX_CFG, MODES, SamplingOptions  # noqa: F401
-from .validation import check_int, check_number, check_seed
+from .validation import check_int, check_number, check_seed, clip
 
 if TYPE_CHECKING:
     import numpy as np
@@ -234,7 +234,7 @@ class _Options:
             elif kind == "choice":
                 allowed = choices_of(f)
                 if not isinstance(v, str) or v not in allowed:
-                    raise ValueError(f"unknown {f.name} {clip_value(v)}; choose from {', '.join(allowed)}")
+                    raise ValueError(f"unknown {f.name} {clip(repr(v))}; choose from {', '.join(allowed)}")
 
     def options(self) -> dict[str, Any]:
         """The request's options as the Editor's keyword methods take them (sampling flattened; the inputs
@@ -255,11 +255,6 @@ class _Request(_Options):
         check_seed(self.seed)
         self.sampling.validate()
         self._check_fields(scales)
-
-
-def clip_value(v: Any, limit: int = 200) -> str:
-    text = repr(v)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 _LABEL_DOC = ("Class that guides the fill: an index or a name; auto = the class the model finds most likely for "

@@ -201,6 +201,24 @@ def safe_filename(name: str, fallback: str = "item", max_len: int = 64) -> str:
     return s
 
 
+MAX_ECHO = 200  # characters of an input an error message may repeat
+
+
+def clip(value: Any, limit: int = MAX_ECHO) -> str:
+    """``value`` as text of at most about ``limit`` characters, for an error message to repeat."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def parse_number(text: str) -> int | float:
+    """A number typed as text (a box coordinate): an int is pixels, a number with a point or an exponent
+    a float (a fraction), as every front-end reads boxes. A ValueError when it is no number."""
+    text = text.strip()
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
 def _short(v: Any, n: int = 60) -> str:
     r = repr(v)
     return r if len(r) <= n else r[: n - 3] + "..."

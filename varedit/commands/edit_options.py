@@ -91,9 +91,9 @@ def prefill_option(request: type) -> Callable[[Any], Any]:
 def parse_box(s: str | None) -> tuple[float, ...] | None:
     if s is None:
         return None
-    parts = [p.strip() for p in s.split(",")]
+    from ..validation import parse_number
     try:
-        vals = tuple(float(p) if ("." in p or "e" in p.lower()) else int(p) for p in parts)
+        vals = tuple(parse_number(p) for p in s.split(","))
     except ValueError:
         raise click.BadParameter(f"box must be x0,y0,x1,y1 numbers, got {s!r}", param_hint="--box") from None
     if len(vals) != 4:

@@ -14,23 +14,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from .. import requests as R
+from ..validation import MAX_ECHO, clip, parse_number
 
 Number = int | float
 
-# what an error message may repeat of its input: a value, the errors listed, the whole detail
-MAX_ECHO = 200
+# what an error message may repeat of its input: a value (validation.MAX_ECHO), the errors listed, the
+# whole detail
 MAX_ERRORS = 5
 MAX_DETAIL = 1000
 _LONG_RUN = re.compile(r"[^\s…]{%d,}" % (MAX_ECHO + 1))  # "…" ends a clipped run: clipping twice is once
 _REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
-
-
-def clip(value: Any, limit: int = MAX_ECHO) -> str:
-    """``value`` as text of at most about ``limit`` characters, for an error message to repeat."""
-    text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text)} characters)"
 
 
 def short_detail(detail: str) -> str:
@@ -49,11 +42,10 @@ def _split_numbers(v: Any) -> Any:
     """``"10,20,30,40"`` (a multipart form field) -> [10, 20, 30, 40]; ints stay ints (pixels), numbers
     with a point are floats (fractions), as on the command line."""
     if isinstance(v, str):
-        parts = [p.strip() for p in v.replace(";", ",").split(",")]
         out: list[Number] = []
-        for p in parts:
+        for p in v.replace(";", ",").split(","):
             try:
-                out.append(float(p) if any(c in p for c in ".eE") else int(p))
+                out.append(parse_number(p))
             except ValueError:
                 raise ValueError(f"expected numbers x0,y0,x1,y1, got {clip(repr(v))}") from None
         return out
