@@ -28,6 +28,12 @@ def prefer_scorer(open_graphs: Container[str], N: int, batch: int, num_classes: 
     return "scorer" in open_graphs or "sampler" in open_graphs or runs >= SCORER_AT_RUNS
 
 
+def kept_sum(cell_logprobs: list[np.ndarray], keep: list[np.ndarray]) -> np.ndarray:
+    """Per row, the cells' log-probabilities (per scale (R, pn^2)) summed in float64 over ``keep`` (per
+    scale bool (R, pn^2)): the known cells' log-likelihood."""
+    return sum((lp.astype(np.float64) * k).sum(axis=1) for lp, k in zip(cell_logprobs, keep))
+
+
 def score_with_scorer(session: Runner, rows: int, tokens: list[np.ndarray], keep: list[np.ndarray],
                       num_classes: int) -> np.ndarray:
     """(N, num_classes) float64: the scorer graph's cell log-probabilities of ``tokens`` (per scale (N, pn^2),
@@ -41,8 +47,8 @@ def score_with_scorer(session: Runner, rows: int, tokens: list[np.ndarray], keep
         feeds = {"label": pad_rows(cls_i[s:e].astype(np.int64), rows)}
         feeds.update({f"tokens_{k}": pad_rows(tokens[k][img_i[s:e]], rows) for k in range(SN)})
         res = session.run(feeds)
-        out[s:e] = sum((res[f"cell_logprob_{k}"][: e - s].astype(np.float64) * keep[k][img_i[s:e]]).sum(axis=1)
-                       for k in range(SN))
+        out[s:e] = kept_sum([res[f"cell_logprob_{k}"][: e - s] for k in range(SN)],
+                            [keep[k][img_i[s:e]] for k in range(SN)])
     return out.reshape(N, C)
 
 
@@ -52,7 +58,7 @@ def score_with_sampler(cell_logprobs: Callable[[int], list[np.ndarray]], keep: l
     log-probabilities with every cell forced to the image's tokens) summed over ``keep``."""
     out = np.zeros((keep[0].shape[0], num_classes), np.float64)
     for c in range(num_classes):
-        out[:, c] = sum((cl.astype(np.float64) * k).sum(axis=1) for cl, k in zip(cell_logprobs(c), keep))
+        out[:, c] = kept_sum(cell_logprobs(c), keep)
     return out
 
 
